@@ -1,0 +1,12 @@
+"""gptjax: nanoGPT's GPT in JAX/Flax NNX. The public API."""
+
+from gptjax.data import CharVocab, input_target_windows
+from gptjax.generate import generate
+from gptjax.model import GPT, GPTConfig
+from gptjax.optim import adamw, lr_schedule
+from gptjax.train import TrainState, cross_entropy, eval_step, train_step
+
+__all__ = [
+    "GPT", "GPTConfig", "CharVocab", "input_target_windows", "cross_entropy", "adamw",
+    "lr_schedule", "TrainState", "train_step", "eval_step", "generate",
+]

@@ -1,0 +1,169 @@
+"""The GPT model: nanoGPT's architecture and parameter names, in Flax NNX."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gptjax import attention
+
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64, as nanoGPT does
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linears and LayerNorms, as GPT-2; False is a bit better and faster
+    attention: str = "auto"  # "masked" (jnp.where), "fast" (jax.nn.dot_product_attention) or "auto"
+    dtype: str = "float32"  # compute dtype; parameters stay float32
+
+    def __post_init__(self):
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"GPTConfig.n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.attention not in attention.IMPLEMENTATIONS:
+            raise ValueError(
+                f"GPTConfig.attention must be one of {attention.IMPLEMENTATIONS}, got {self.attention!r}"
+            )
+        if self.attention == "fast" and self.dropout > 0:
+            raise ValueError(
+                "GPTConfig.attention='fast' has no attention dropout: use attention='auto' "
+                "(masked path while dropout is on) or dropout=0"
+            )
+        if self.dtype not in DTYPES:
+            raise ValueError(f"GPTConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+
+def _linear(n_in: int, n_out: int, cfg: GPTConfig, rngs: nnx.Rngs, std: float = 0.02) -> nnx.Linear:
+    return nnx.Linear(
+        n_in, n_out, use_bias=cfg.bias, dtype=jnp.dtype(cfg.dtype),
+        kernel_init=nnx.initializers.normal(std), rngs=rngs,
+    )
+
+
+def _layer_norm(cfg: GPTConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(
+        cfg.n_embd, epsilon=1e-5, use_bias=cfg.bias, dtype=jnp.dtype(cfg.dtype), rngs=rngs
+    )
+
+
+def _residual_std(cfg: GPTConfig) -> float:
+    # GPT-2: projections that write into the residual stream are scaled down by depth.
+    return 0.02 / math.sqrt(2 * cfg.n_layer)
+
+
+class CausalSelfAttention(nnx.Module):
+    def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.c_attn = _linear(cfg.n_embd, 3 * cfg.n_embd, cfg, rngs)  # q, k, v fused
+        self.c_proj = _linear(cfg.n_embd, cfg.n_embd, cfg, rngs, std=_residual_std(cfg))
+        self.attn_dropout = nnx.Dropout(cfg.dropout)
+        self.resid_dropout = nnx.Dropout(cfg.dropout)
+
+    def __call__(self, x_BxTxC: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+        B, T, C = x_BxTxC.shape
+        H = self.cfg.n_head
+        qkv_BxTx3xHxD = self.c_attn(x_BxTxC).reshape(B, T, 3, H, C // H)
+        q, k, v = (qkv_BxTx3xHxD[:, :, i] for i in range(3))  # each (B, T, H, D)
+        dropout_active = not self.attn_dropout.deterministic and self.attn_dropout.rate > 0
+        path = attention.resolve(
+            self.cfg.attention, dropout_active=dropout_active, dtype=q.dtype, head_dim=C // H
+        )
+        if path == "masked":
+            y_BxTxHxD = attention.masked_attention(
+                q, k, v, attention.causal_mask(T), lambda w: self.attn_dropout(w, rngs=rngs)
+            )
+        else:
+            y_BxTxHxD = attention.fast_attention(q, k, v)
+        y_BxTxC = y_BxTxHxD.reshape(B, T, C)  # re-assemble the heads
+        return self.resid_dropout(self.c_proj(y_BxTxC), rngs=rngs)
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
+        self.c_fc = _linear(cfg.n_embd, 4 * cfg.n_embd, cfg, rngs)
+        self.c_proj = _linear(4 * cfg.n_embd, cfg.n_embd, cfg, rngs, std=_residual_std(cfg))
+        self.dropout = nnx.Dropout(cfg.dropout)
+
+    def __call__(self, x_BxTxC: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+        h_BxTx4C = jax.nn.gelu(self.c_fc(x_BxTxC), approximate=False)  # nn.GELU() in nanoGPT
+        return self.dropout(self.c_proj(h_BxTx4C), rngs=rngs)
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
+        self.ln_1 = _layer_norm(cfg, rngs)
+        self.attn = CausalSelfAttention(cfg, rngs)
+        self.ln_2 = _layer_norm(cfg, rngs)
+        self.mlp = MLP(cfg, rngs)
+
+    def __call__(self, x_BxTxC: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+        x_BxTxC = x_BxTxC + self.attn(self.ln_1(x_BxTxC), rngs)
+        return x_BxTxC + self.mlp(self.ln_2(x_BxTxC), rngs)
+
+
+class GPT(nnx.Module):
+    """Token ids (B, T) -> next-token logits (B, T, vocab_size), float32.
+
+    Dropout layers are in training mode after construction; `model.eval()` turns them off and
+    `model.train()` back on. In training mode with dropout > 0, pass `rngs` (an `nnx.Rngs` or a
+    `jax.random.key`) to draw the dropout masks.
+    """
+
+    def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.wte = nnx.Embed(
+            cfg.vocab_size, cfg.n_embd, dtype=jnp.dtype(cfg.dtype),
+            embedding_init=nnx.initializers.normal(0.02), rngs=rngs,
+        )
+        self.wpe = nnx.Embed(
+            cfg.block_size, cfg.n_embd, dtype=jnp.dtype(cfg.dtype),
+            embedding_init=nnx.initializers.normal(0.02), rngs=rngs,
+        )
+        self.drop = nnx.Dropout(cfg.dropout)
+        self.h = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layer)])
+        self.ln_f = _layer_norm(cfg, rngs)
+        # The output head is wte itself (weight tying), as in GPT-2 and nanoGPT.
+
+    def __call__(self, idx_BxT: jax.Array, *, rngs: nnx.Rngs | jax.Array | None = None) -> jax.Array:
+        T = idx_BxT.shape[1]
+        if T > self.cfg.block_size:
+            raise ValueError(
+                f"cannot forward a sequence of length {T}: block_size is {self.cfg.block_size}; "
+                "crop the input to its last block_size tokens"
+            )
+        if rngs is None and self.cfg.dropout > 0 and not self.drop.deterministic:
+            raise ValueError(
+                "dropout is on in training mode: pass rngs=jax.random.key(...) to draw its masks, "
+                "or call model.eval() to turn dropout off"
+            )
+        if isinstance(rngs, jax.Array):  # one stream, so every dropout layer gets a fresh key
+            rngs = nnx.Rngs(dropout=rngs)
+        x_BxTxC = self.wte(idx_BxT) + self.wpe(jnp.arange(T))
+        x_BxTxC = self.drop(x_BxTxC, rngs=rngs)
+        for block in self.h:
+            x_BxTxC = block(x_BxTxC, rngs)
+        x_BxTxC = self.ln_f(x_BxTxC)
+        return self.wte.attend(x_BxTxC).astype(jnp.float32)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; as nanoGPT, non_embedding leaves out the position embeddings
+        (the token embeddings stay in: they are also the output head's weights)."""
+        n = sum(p.size for p in jax.tree.leaves(nnx.state(self, nnx.Param)))
+        if non_embedding:
+            n -= self.wpe.embedding[...].size
+        return n

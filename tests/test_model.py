@@ -1,0 +1,140 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import gptjax
+from conftest import tiny_config
+
+CHAR_CONFIG = dict(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, dropout=0.2, bias=False)
+
+
+forward = nnx.jit(lambda model, idx, key=None: model(idx, rngs=key))
+
+
+def random_ids(shape, vocab_size, seed=0):
+    return jax.random.randint(jax.random.key(seed), shape, 0, vocab_size)
+
+
+@pytest.mark.parametrize("T", [1, 5, 16])
+def test_masked_and_fast_attention_agree(T):
+    cfg = tiny_config()
+    masked = gptjax.GPT(tiny_config(attention="masked"), rngs=nnx.Rngs(0))
+    fast = gptjax.GPT(tiny_config(attention="fast"), rngs=nnx.Rngs(0))
+    idx = random_ids((3, T), cfg.vocab_size)
+
+    def loss(model):
+        logits = model(idx)
+        return jnp.mean(jax.nn.log_softmax(logits)[..., 0]), logits
+
+    loss_and_grad = nnx.jit(nnx.value_and_grad(loss, has_aux=True))
+    (_, logits_m), grads_m = loss_and_grad(masked)
+    (_, logits_f), grads_f = loss_and_grad(fast)
+    np.testing.assert_allclose(logits_m, logits_f, atol=1e-5)
+    for g_m, g_f in zip(jax.tree.leaves(grads_m), jax.tree.leaves(grads_f), strict=True):
+        np.testing.assert_allclose(g_m, g_f, atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["masked", "fast"])
+def test_loss_at_t_has_zero_gradient_from_positions_after_t(attention):
+    # wpe[j] is added to the input at position j alone, so d loss_t / d wpe[j] is the gradient
+    # of the loss at t with respect to the input at position j.
+    cfg = tiny_config(attention=attention)
+    model = gptjax.GPT(cfg, rngs=nnx.Rngs(0))
+    T, t = cfg.block_size, 6
+    idx = random_ids((2, T), cfg.vocab_size)
+    targets = random_ids((2, T), cfg.vocab_size, seed=1)
+
+    def loss_at_t(model):
+        return gptjax.cross_entropy(model(idx)[:, t : t + 1], targets[:, t : t + 1])
+
+    grad_wpe = nnx.jit(nnx.grad(loss_at_t))(model).wpe.embedding[...]
+    per_position = np.abs(np.asarray(grad_wpe)).sum(axis=1)
+    assert np.all(per_position[t + 1 :] == 0.0)
+    assert np.all(per_position[: t + 1] > 0.0)
+
+
+def test_char_config_parameter_count_matches_nanogpt():
+    model = gptjax.GPT(gptjax.GPTConfig(**CHAR_CONFIG), rngs=nnx.Rngs(0))
+    # nanoGPT prints 10.65M: per layer 2 LayerNorm scales (2*384) + c_attn 384*1152 + attn c_proj
+    # 384*384 + c_fc 384*1536 + mlp c_proj 1536*384 = 1,770,240; x6, + wte 65*384 + ln_f 384.
+    assert model.num_params() == 10_646_784
+    assert model.num_params(non_embedding=False) == 10_646_784 + 256 * 384
+
+
+def test_loss_at_initialisation_is_log_vocab_size():
+    cfg = gptjax.GPTConfig(**CHAR_CONFIG)
+    model = gptjax.GPT(cfg, rngs=nnx.Rngs(0))
+    model.eval()
+    idx = random_ids((4, 64), cfg.vocab_size)
+    loss = gptjax.cross_entropy(forward(model, idx), random_ids((4, 64), cfg.vocab_size, seed=1))
+    assert abs(float(loss) - math.log(cfg.vocab_size)) < 0.1
+
+
+def test_initialisation_follows_gpt2():
+    cfg = gptjax.GPTConfig(**{**CHAR_CONFIG, "bias": True})
+    model = gptjax.GPT(cfg, rngs=nnx.Rngs(0))
+    block = model.h[0]
+    assert np.std(block.attn.c_attn.kernel[...]) == pytest.approx(0.02, rel=0.02)
+    assert np.std(model.wte.embedding[...]) == pytest.approx(0.02, rel=0.05)
+    residual_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+    assert np.std(block.attn.c_proj.kernel[...]) == pytest.approx(residual_std, rel=0.02)
+    assert np.std(block.mlp.c_proj.kernel[...]) == pytest.approx(residual_std, rel=0.02)
+    assert np.all(block.mlp.c_fc.bias[...] == 0) and np.all(block.ln_1.scale[...] == 1)
+
+
+def test_parameter_names_follow_nanogpt():
+    model = gptjax.GPT(tiny_config(bias=False), rngs=nnx.Rngs(0))
+    names = {".".join(map(str, path)) for path, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    assert {"wte.embedding", "wpe.embedding", "ln_f.scale", "h.1.ln_1.scale", "h.1.attn.c_attn.kernel",
+            "h.1.attn.c_proj.kernel", "h.1.ln_2.scale", "h.1.mlp.c_fc.kernel", "h.1.mlp.c_proj.kernel"} <= names
+    assert not any(name.endswith("bias") for name in names)  # bias=False removes every bias
+
+
+def test_dropout_is_random_in_training_and_off_in_eval():
+    cfg = tiny_config(dropout=0.3)
+    model = gptjax.GPT(cfg, rngs=nnx.Rngs(0))
+    idx = random_ids((2, 8), cfg.vocab_size)
+    a = forward(model, idx, jax.random.key(1))
+    assert not np.allclose(a, forward(model, idx, jax.random.key(2)))
+    np.testing.assert_array_equal(a, forward(model, idx, jax.random.key(1)))
+    with pytest.raises(ValueError, match="pass rngs"):
+        forward(model, idx)
+    model.eval()
+    np.testing.assert_array_equal(forward(model, idx), forward(model, idx))
+    no_dropout = gptjax.GPT(tiny_config(dropout=0.0), rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(forward(model, idx), forward(no_dropout, idx), atol=1e-6)
+    model.train()
+    assert not np.allclose(forward(model, idx, jax.random.key(1)), forward(model, idx, jax.random.key(2)))
+
+
+def test_bfloat16_compute_tracks_float32():
+    idx = random_ids((2, 16), 23)
+    logits32 = forward(gptjax.GPT(tiny_config(), rngs=nnx.Rngs(0)), idx)
+    logits16 = forward(gptjax.GPT(tiny_config(dtype="bfloat16"), rngs=nnx.Rngs(0)), idx)
+    assert logits16.dtype == jnp.float32  # the head's output is cast back for the loss
+    np.testing.assert_allclose(logits16, logits32, atol=0.05)
+
+
+def test_sequence_longer_than_block_size_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="block_size is 16"):
+        tiny_model(jnp.zeros((1, 17), jnp.int32))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(n_embd=30, n_head=4), "divisible by n_head"),
+        (dict(attention="flash"), "attention must be one of"),
+        (dict(attention="fast", dropout=0.1), "no attention dropout"),
+        (dict(dropout=1.0), "dropout must be in"),
+        (dict(n_layer=0), "n_layer must be a positive integer"),
+        (dict(dtype="float16"), "dtype must be one of"),
+    ],
+)
+def test_bad_config_is_refused_with_the_field_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**overrides)

@@ -1,0 +1,84 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import gptjax
+from conftest import tiny_config
+
+
+def batch(cfg, B=4, seed=0):
+    tokens = jax.random.randint(jax.random.key(seed), (B, cfg.block_size + 1), 0, cfg.vocab_size)
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def test_cross_entropy_ignores_targets_of_minus_one():
+    logits = jax.random.normal(jax.random.key(0), (2, 3, 5))
+    targets = jnp.array([[1, -1, 4], [-1, -1, 0]])
+    log_probs = jax.nn.log_softmax(logits)
+    expected = -(log_probs[0, 0, 1] + log_probs[0, 2, 4] + log_probs[1, 2, 0]) / 3
+    assert float(gptjax.cross_entropy(logits, targets)) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_tiny_model_overfits_one_batch():
+    cfg = tiny_config()
+    state = gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), gptjax.adamw(3e-3, weight_decay=0.0))
+    x, y = batch(cfg)
+    for _ in range(150):
+        state, metrics = gptjax.train_step(state, x, y)
+    assert float(metrics["loss"]) < 0.1
+    assert float(gptjax.eval_step(state, x, y)) < 0.1
+
+
+def test_train_step_reports_loss_grad_norm_and_scheduled_lr():
+    cfg = tiny_config()
+    model = gptjax.GPT(cfg, rngs=nnx.Rngs(0))
+    x, y = batch(cfg)
+    params = nnx.state(model, nnx.Param)
+
+    def loss_fn(params):
+        m = nnx.merge(nnx.graphdef(model), params)
+        m.eval()
+        return gptjax.cross_entropy(m(x), y)
+
+    expected_loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params)
+    schedule = gptjax.lr_schedule(1e-3, warmup_iters=10, lr_decay_iters=100, min_lr=1e-4)
+    state = gptjax.TrainState.create(model, gptjax.adamw(schedule))
+    for step in range(3):
+        before = state.params if step == 0 else None
+        state, metrics = gptjax.train_step(state, x, y)
+        assert float(metrics["lr"]) == pytest.approx(float(schedule(step)))
+        if before is not None:
+            assert float(metrics["loss"]) == pytest.approx(float(expected_loss), rel=1e-5)
+            assert float(metrics["grad_norm"]) == pytest.approx(float(optax.tree.norm(grads)), rel=1e-5)
+    assert int(state.step) == 3
+
+
+def test_training_is_reproducible_from_the_seed_and_dropout_varies_by_step():
+    cfg = tiny_config(dropout=0.2)
+    x, y = batch(cfg)
+    tx = gptjax.adamw(1e-3)  # one optimizer object, so train_step compiles once for all runs
+
+    def run(seed):
+        state = gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), tx, seed=seed)
+        losses = []
+        for _ in range(3):
+            state, metrics = gptjax.train_step(state, x, y)
+            losses.append(float(metrics["loss"]))
+        return losses
+
+    assert run(seed=1) == run(seed=1)
+    assert run(seed=1) != run(seed=2)
+
+
+def test_eval_step_is_the_dropout_free_loss():
+    cfg = tiny_config(dropout=0.5)
+    model = gptjax.GPT(cfg, rngs=nnx.Rngs(0))
+    x, y = batch(cfg)
+    state = gptjax.TrainState.create(model, gptjax.adamw(1e-3))
+    model.eval()
+    expected = gptjax.cross_entropy(model(x), y)
+    np.testing.assert_allclose(gptjax.eval_step(state, x, y), expected, rtol=1e-6)
+    np.testing.assert_allclose(gptjax.eval_step(state, x, y), gptjax.eval_step(state, x, y))
