@@ -1,5 +1,7 @@
 """gptjax: nanoGPT's GPT in JAX/Flax NNX. The public API."""
 
+from gptjax import checkpoint
+from gptjax.config import UsageError, default_config
 from gptjax.data import CharVocab, input_target_windows
 from gptjax.generate import generate
 from gptjax.model import GPT, GPTConfig
@@ -8,5 +10,6 @@ from gptjax.train import TrainState, cross_entropy, eval_step, train_step
 
 __all__ = [
     "GPT", "GPTConfig", "CharVocab", "input_target_windows", "cross_entropy", "adamw",
-    "lr_schedule", "TrainState", "train_step", "eval_step", "generate",
+    "lr_schedule", "TrainState", "train_step", "eval_step", "generate", "checkpoint",
+    "default_config", "UsageError",
 ]

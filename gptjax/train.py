@@ -1,13 +1,19 @@
-"""The loss and the jitted train / eval steps."""
+"""The loss, the jitted train / eval steps, and the training loop around them."""
 
 import functools
+import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
-from gptjax.model import GPT
+from gptjax import checkpoint, data
+from gptjax.config import UsageError, model_config
+from gptjax.model import GPT, GPTConfig
+from gptjax.optim import adamw, lr_schedule
+from gptjax.reporting import Reporter
 
 
 def cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
@@ -78,3 +84,144 @@ def train_step(state: TrainState, x_BxT: jax.Array, y_BxT: jax.Array):
 def eval_step(state: TrainState, x_BxT: jax.Array, y_BxT: jax.Array) -> jax.Array:
     """Mean loss on (x, y) with dropout off."""
     return _loss(state.graphdef, state.params, x_BxT, y_BxT)
+
+
+# ---------------------------------------------------------------------------------------------
+# The training program: nanoGPT's loop around the steps above.
+
+# Dense bfloat16 peak FLOP/s by device kind, for MFU; a device not listed gets no MFU at all.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12,
+              "TPU v5 lite": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12}
+
+
+def peak_flops(device: jax.Device) -> float | None:
+    return next((flops for kind, flops in PEAK_FLOPS.items() if kind in device.device_kind), None)
+
+
+def flops_per_token(cfg: GPTConfig, n_params: int) -> int:
+    """nanoGPT's estimate (PaLM appendix B): 6N for the matrices plus attention's 12·L·H·Q·T."""
+    return 6 * n_params + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * cfg.block_size
+
+
+def evaluate(state: TrainState, splits: dict, config, it: int) -> dict[str, float]:
+    """Mean loss over eval_iters batches of each split, dropout off; the batches depend only on
+    (seed, iteration), so an evaluation repeats exactly on resume."""
+    losses = {}
+    for split_index, (split, tokens) in enumerate(splits.items()):
+        batches = (data.random_batch(tokens, config.batch_size, config.block_size, config.seed, 1, split_index, it, k)
+                   for k in range(config.eval_iters))
+        total = sum(eval_step(state, x, y) for x, y in data.prefetch(batches))  # summed on device
+        losses[split] = float(total) / config.eval_iters
+    return losses
+
+
+def _format_duration(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
+
+
+def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report: Reporter) -> None:
+    """On a CPU, time one train step and one eval batch, and say how long the run will take."""
+    x, y = data.random_batch(splits["train"], config.batch_size, config.block_size, config.seed, 0, it)
+    scratch, _ = train_step(jax.tree.map(jnp.copy, state), x, y)  # compiles; donates only the copy
+    jax.block_until_ready(eval_step(state, x, y))  # compiles
+    for _ in range(2):  # the first run after compiling is slow: keep the second's time
+        start = time.perf_counter()
+        scratch = jax.block_until_ready(train_step(scratch, x, y))[0]
+        step_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        jax.block_until_ready(eval_step(state, x, y))
+        eval_seconds = time.perf_counter() - start
+    n_evals = (config.max_iters - it) // config.eval_interval + 1
+    total = (config.max_iters - it) * step_seconds + n_evals * 2 * config.eval_iters * eval_seconds
+    report.message(
+        f"No accelerator found: one training step takes {step_seconds:.2f} s and one eval batch "
+        f"{eval_seconds:.2f} s here, so {config.max_iters - it} iterations and {n_evals} evaluations "
+        f"will take about {_format_duration(total)}."
+    )
+    if total > 30 * 60:
+        report.message("For a run of a few minutes on a CPU: python train.py --config configs/char_cpu.py")
+
+
+def train(config) -> dict[str, float]:
+    """Train as the config says (nanoGPT's semantics); returns the last evaluation's losses."""
+    out_dir = Path(config.out_dir)
+    vocab, splits = data.load_dataset(config.data_dir, config.dataset, config.input_file, config.block_size)
+    model_cfg = model_config(config, vocab_size=len(vocab))
+    schedule = lr_schedule(config.learning_rate, warmup_iters=config.warmup_iters,
+                           lr_decay_iters=config.lr_decay_iters, min_lr=config.min_lr, decay_lr=config.decay_lr)
+    tx = adamw(schedule, weight_decay=config.weight_decay, beta1=config.beta1, beta2=config.beta2,
+               grad_clip=config.grad_clip)
+    model = GPT(model_cfg, rngs=nnx.Rngs(config.seed))
+    n_params = model.num_params()
+    state = TrainState.create(model, tx, seed=config.seed)
+    best_val_loss = float("inf")
+    if config.init_from == "resume":
+        state, meta = checkpoint.restore(out_dir, state, model_cfg, vocab.chars)
+        best_val_loss = meta["best_val_loss"]
+    elif (existing := checkpoint.latest_iter(out_dir)) is not None:
+        raise UsageError(
+            f"{out_dir} already holds a checkpoint (iter {existing}) that training from scratch would "
+            "replace: pass --config.init_from=resume to continue it, or choose another out_dir"
+        )
+    it = int(state.step)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    report = Reporter(out_dir / "metrics.jsonl", start=it, total=config.max_iters)
+    report.message(f"{config}")
+    report.message(f"number of parameters: {n_params / 1e6:.2f}M; device: {jax.devices()[0].device_kind}")
+    if jax.default_backend() == "cpu" and not config.eval_only and it < config.max_iters:
+        _estimate_cpu_time(state, splits, config, it, report)
+
+    tokens_per_iter = config.batch_size * config.block_size
+    peak = peak_flops(jax.devices()[0])
+    batches = data.prefetch(
+        data.random_batch(splits["train"], config.batch_size, config.block_size, config.seed, 0, i)
+        for i in range(it, config.max_iters)
+    )
+    pending = None  # (iteration, metrics) of the step whose results are not yet read back
+    clock, clock_iter = time.perf_counter(), it
+
+    def log_pending():
+        nonlocal pending, clock, clock_iter
+        if pending is None:
+            return
+        step_it, metrics = pending
+        pending = None
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        now = time.perf_counter()
+        seconds = (now - clock) / max(step_it + 1 - clock_iter, 1)  # per step since the last log
+        clock, clock_iter = now, step_it + 1
+        values.update(ms_per_iter=seconds * 1e3, tokens_per_s=tokens_per_iter / seconds)
+        if peak:
+            values["mfu"] = flops_per_token(model_cfg, n_params) * tokens_per_iter / seconds / peak
+        report.log_step(step_it, values)
+
+    losses = {}
+    try:
+        while True:
+            if it % config.eval_interval == 0 or config.eval_only:
+                log_pending()
+                losses = evaluate(state, splits, config, it)
+                report.message(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                report.record(iter=it, train_loss=losses["train"], val_loss=losses["val"])
+                improved = losses["val"] < best_val_loss
+                best_val_loss = min(best_val_loss, losses["val"])
+                if (improved or config.always_save_checkpoint) and it > (checkpoint.latest_iter(out_dir) or 0):
+                    checkpoint.save(out_dir, state, best_val_loss=best_val_loss, config=config,
+                                    model=model_cfg, vocab=vocab.chars)
+                    report.message(f"saved checkpoint to {out_dir}/checkpoints/{it}")
+                clock, clock_iter = time.perf_counter(), it  # evaluation time is not step time
+            if it >= config.max_iters or config.eval_only:
+                break
+            x, y = next(batches)
+            state, metrics = train_step(state, x, y)
+            log_pending()  # read step it-1 back while step it runs
+            if it % config.log_interval == 0:
+                pending = (it, metrics)
+            it += 1
+        log_pending()
+    finally:
+        report.close()
+    return losses

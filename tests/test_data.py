@@ -32,3 +32,112 @@ def test_windows_pair_each_token_with_its_successor():
     assert x.shape == y.shape == (3, 10) and x.dtype == np.int32
     np.testing.assert_array_equal(x[1], np.arange(10, 20))
     np.testing.assert_array_equal(y, x + 1)
+
+
+# --- preparing a corpus -----------------------------------------------------------------------
+
+import json
+import os
+import pathlib
+
+from gptjax import data
+from gptjax.config import UsageError
+
+SHAKESPEARE = pathlib.Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt"
+
+
+def write(path: pathlib.Path, text: str) -> pathlib.Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_prepared_files_round_trip_and_split_90_10(tmp_path):
+    text = "To be, or not to be: 生きるべきか 🙂\n" * 40
+    vocab, splits = data.load_dataset(tmp_path, "tiny", str(write(tmp_path / "in.txt", text)), block_size=8)
+    assert vocab.decode(np.concatenate([splits["train"], splits["val"]])) == text
+    assert len(splits["train"]) == int(len(text) * 0.9)
+    assert json.loads((tmp_path / "tiny" / "vocab.json").read_text(encoding="utf-8"))["chars"] == vocab.chars
+
+
+def test_large_vocabularies_use_uint32_ids(tmp_path):
+    text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 70000) if not 0xD800 <= c <= 0xDFFF)
+    vocab = data.prepare(tmp_path, write(tmp_path / "in.txt", text))
+    assert len(vocab) > 2**16 and vocab.dtype == np.uint32
+    assert vocab.decode(np.fromfile(tmp_path / "val.bin", np.uint32)) == text[int(len(text) * 0.9):]
+
+
+def test_preparation_is_skipped_when_up_to_date_and_redone_when_the_text_changes(tmp_path):
+    corpus = write(tmp_path / "in.txt", "abcdefgh" * 10)
+    data.prepare(tmp_path, corpus)
+    before = (tmp_path / "train.bin").stat().st_mtime_ns
+    os.utime(tmp_path / "train.bin", ns=(before - 10**9, before - 10**9))  # so a rewrite would show
+    data.prepare(tmp_path, corpus)
+    assert (tmp_path / "train.bin").stat().st_mtime_ns == before - 10**9
+    vocab = data.prepare(tmp_path, write(corpus, "xyz" * 30))
+    assert vocab.chars == "xyz"
+    assert (tmp_path / "train.bin").stat().st_size == int(90 * 0.9) * 2
+
+
+def test_real_shakespeare_matches_nanogpts_preparation(tmp_path):
+    if not SHAKESPEARE.exists():
+        pytest.skip(f"the Shakespeare corpus is not at {SHAKESPEARE}")
+    vocab, splits = data.load_dataset(tmp_path, "shakespeare_char", str(SHAKESPEARE), block_size=256)
+    # nanoGPT's data/shakespeare_char/prepare.py prints these numbers
+    assert len(vocab) == 65 and vocab.chars[:3] == "\n !"
+    assert (len(splits["train"]), len(splits["val"])) == (1_003_854, 111_540)
+
+
+def test_random_batches_are_shifted_windows_determined_by_seed_and_stream():
+    tokens = np.arange(1000, dtype=np.uint16)
+    x, y = data.random_batch(tokens, 8, 32, 1337, 0, 5)
+    np.testing.assert_array_equal(y, x + 1)
+    assert np.all(np.diff(x, axis=1) == 1) and x.max() < 999
+    again = data.random_batch(tokens, 8, 32, 1337, 0, 5)
+    np.testing.assert_array_equal(x, again[0])
+    assert not np.array_equal(x, data.random_batch(tokens, 8, 32, 1337, 0, 6)[0])
+    assert not np.array_equal(x, data.random_batch(tokens, 8, 32, 1338, 0, 5)[0])
+
+
+def test_prefetch_keeps_order_and_passes_errors_on():
+    assert [int(b) for b in data.prefetch(iter(range(5)))] == list(range(5))
+
+    def failing():
+        yield np.zeros(2)
+        raise RuntimeError("bad batch")
+
+    batches = data.prefetch(failing())
+    next(batches)
+    with pytest.raises(RuntimeError, match="bad batch"):
+        next(batches)
+
+
+def test_missing_corpus_offline_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")  # refused at once
+    target = tmp_path / "shakespeare_char" / "input.txt"
+    with pytest.raises(UsageError, match=f"input.txt \\(karpathy/char-rnn\\) at {target}"):
+        data.load_dataset(tmp_path, "shakespeare_char", "", block_size=8)
+    assert not target.exists()
+    with pytest.raises(UsageError, match="no text for dataset 'mine'"):
+        data.load_dataset(tmp_path, "mine", "", block_size=8)
+
+
+def test_downloaded_corpus_with_wrong_checksum_is_refused(tmp_path, monkeypatch):
+    fake = write(tmp_path / "fake.txt", "not shakespeare")
+    monkeypatch.setattr(data, "SHAKESPEARE_URL", fake.as_uri())
+    with pytest.raises(UsageError, match="wrong sha256"):
+        data.download_shakespeare(tmp_path / "input.txt")
+    assert not (tmp_path / "input.txt").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "is empty"),
+    ("short text", "has 1 tokens, but block_size=8 needs at least 9"),
+])
+def test_unusable_corpus_is_refused(tmp_path, text, message):
+    with pytest.raises(UsageError, match=message):
+        data.load_dataset(tmp_path, "tiny", str(write(tmp_path / "in.txt", text)), block_size=8)
+
+
+def test_missing_input_file_is_named(tmp_path):
+    with pytest.raises(UsageError, match="config.input_file .*nope.txt does not exist"):
+        data.load_dataset(tmp_path, "tiny", str(tmp_path / "nope.txt"), block_size=8)

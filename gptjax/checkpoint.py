@@ -1,0 +1,86 @@
+"""Checkpoints in out_dir/checkpoints/<iter>/ with orbax: parameters, optimizer state and the
+metadata a run needs to resume (iteration, best val loss, config, model shape, vocabulary)."""
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from gptjax.config import UsageError
+from gptjax.model import GPTConfig
+
+if TYPE_CHECKING:  # the training loop imports this module
+    from gptjax.train import TrainState
+
+# The fields that fix the parameters' shapes; dropout, attention path and dtype may change on resume.
+SHAPE_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias")
+
+
+def _manager(out_dir: Path) -> ocp.CheckpointManager:
+    # Synchronous saves: the next train_step donates the buffers a background save would still read.
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(Path(out_dir).absolute() / "checkpoints", options=options)
+
+
+def latest_iter(out_dir: Path) -> int | None:
+    """The iteration of the newest checkpoint in out_dir, or None."""
+    if not (Path(out_dir) / "checkpoints").is_dir():
+        return None
+    with _manager(out_dir) as manager:
+        return manager.latest_step()
+
+
+def save(out_dir: Path, state: "TrainState", *, best_val_loss: float,
+         config: ml_collections.ConfigDict, model: GPTConfig, vocab: str) -> None:
+    """Write the state at its current iteration (replacing the previous checkpoint)."""
+    meta = {
+        "iter": int(state.step), "best_val_loss": float(best_val_loss), "config": config.to_dict(),
+        "model": dataclasses.asdict(model), "vocab": vocab,
+    }
+    train = {"opt_state": state.opt_state, "step": state.step, "dropout_key": state.dropout_key}
+    with _manager(out_dir) as manager:
+        manager.save(int(state.step), args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params), train=ocp.args.StandardSave(train),
+            meta=ocp.args.JsonSave(meta),
+        ))
+
+
+def restore(out_dir: Path, template: "TrainState", model: GPTConfig, vocab: str) -> tuple["TrainState", dict]:
+    """The newest checkpoint in out_dir, loaded into a state shaped like template, and its metadata.
+
+    Refuses a checkpoint whose model shape or vocabulary differ from `model` and `vocab`."""
+    iteration = latest_iter(out_dir)
+    if iteration is None:
+        raise UsageError(
+            f"init_from='resume' but {out_dir} holds no checkpoint: train with init_from='scratch' "
+            "first, or set out_dir to a run that saved one"
+        )
+    with _manager(out_dir) as manager:
+        meta = manager.restore(iteration, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        wanted = dataclasses.asdict(model)
+        differ = [f for f in SHAPE_FIELDS if meta["model"][f] != wanted[f]]
+        if differ:
+            saved = ", ".join(f"{f}={meta['model'][f]}" for f in differ)
+            asked = ", ".join(f"{f}={wanted[f]}" for f in differ)
+            raise UsageError(
+                f"the checkpoint in {out_dir} has {saved} but the config asks for {asked}: "
+                "set those keys to the checkpoint's values, or start a new out_dir"
+            )
+        if meta["vocab"] != vocab:
+            raise UsageError(
+                f"the checkpoint in {out_dir} was trained on another vocabulary than the dataset's: "
+                "resume on the same data, or start a new out_dir"
+            )
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {
+            "params": template.params,
+            "train": {"opt_state": template.opt_state, "step": template.step, "dropout_key": template.dropout_key},
+        })
+        restored = manager.restore(iteration, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract["params"]),
+            train=ocp.args.StandardRestore(abstract["train"]),
+        ))
+    state = template.replace(params=restored.params, **restored.train)
+    return state, meta

@@ -1,0 +1,137 @@
+"""Training configuration: nanoGPT's keys and defaults, loaded from configs/*.py with overrides."""
+
+import difflib
+import runpy
+
+import jax
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from gptjax.model import GPTConfig
+
+INIT_FROM = ("scratch", "resume")
+
+
+class UsageError(ValueError):
+    """Bad input from the user: the message says what was wrong and what to do."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """nanoGPT's train.py defaults (GPT-2 124M on OpenWebText), plus gptjax's own keys."""
+    c = ml_collections.ConfigDict()
+    # I/O
+    c.out_dir = "out"
+    c.eval_interval = 2000
+    c.log_interval = 1
+    c.eval_iters = 200
+    c.eval_only = False  # evaluate once and exit
+    c.always_save_checkpoint = True  # else only when val loss improves
+    c.init_from = "scratch"  # or "resume" from out_dir
+    # data
+    c.dataset = "shakespeare_char"
+    c.data_dir = "data"  # prepared files go to data_dir/dataset/
+    c.input_file = ""  # a text file to train on; else data_dir/dataset/input.txt
+    c.gradient_accumulation_steps = 1
+    c.batch_size = 12
+    c.block_size = 1024
+    # model
+    c.n_layer = 12
+    c.n_head = 12
+    c.n_embd = 768
+    c.dropout = 0.0
+    c.bias = False
+    c.attention = "auto"  # "masked", "fast" or "auto"
+    # AdamW and its schedule
+    c.learning_rate = 6e-4
+    c.max_iters = 600000
+    c.weight_decay = 1e-1
+    c.beta1 = 0.9
+    c.beta2 = 0.95
+    c.grad_clip = 1.0  # 0 disables
+    c.decay_lr = True
+    c.warmup_iters = 2000
+    c.lr_decay_iters = 600000  # ~= max_iters per Chinchilla
+    c.min_lr = 6e-5  # ~= learning_rate / 10 per Chinchilla
+    # system
+    c.seed = 1337
+    # nanoGPT computes in bfloat16 where the accelerator has it; on a CPU it runs float32.
+    c.dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    return c
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> GPTConfig:
+    """The GPTConfig a training config describes."""
+    try:
+        return GPTConfig(
+            block_size=config.block_size, vocab_size=vocab_size, n_layer=config.n_layer,
+            n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, bias=config.bias,
+            attention=config.attention, dtype=config.dtype,
+        )
+    except ValueError as e:
+        raise UsageError(str(e).replace("GPTConfig.", "config.")) from None
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Refuse values no run could use, with the key named."""
+    positive = ("eval_interval", "log_interval", "eval_iters", "batch_size", "block_size")
+    for key in positive:
+        if config[key] < 1:
+            raise UsageError(f"config.{key} must be >= 1, got {config[key]}")
+    for key in ("max_iters", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr", "weight_decay", "grad_clip"):
+        if config[key] < 0:
+            raise UsageError(f"config.{key} must be >= 0, got {config[key]}")
+    if config.init_from not in INIT_FROM:
+        raise UsageError(f"config.init_from must be one of {INIT_FROM}, got {config.init_from!r}")
+    if config.gradient_accumulation_steps != 1:
+        raise UsageError(
+            "config.gradient_accumulation_steps > 1 is not supported yet: raise batch_size instead"
+        )
+    model_config(config, vocab_size=1)  # the model keys, checked by GPTConfig
+
+
+def _closest_keys(key: str, config: ml_collections.ConfigDict) -> str:
+    matches = difflib.get_close_matches(key, list(config.keys()), n=3, cutoff=0.5)
+    return ", ".join(matches) if matches else "see the config key table in README.md"
+
+
+def _config_path(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    raise UsageError("no config file: pass --config configs/char.py (or another file in configs/)")
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    try:
+        return runpy.run_path(path)["get_config"]()
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist: see configs/ for the recipes") from None
+    except KeyError:
+        raise UsageError(f"config file {path} defines no get_config()") from None
+    except TypeError as e:  # ConfigDict refuses a value of another type than the default's
+        raise UsageError(f"config file {path}: {e}") from None
+
+
+def from_command_line(argv: list[str]) -> ml_collections.ConfigDict:
+    """The config that `--config FILE --config.key=value ...` describes, validated."""
+    base = load_config_file(_config_path(argv))
+    for arg in argv[1:]:
+        if arg.startswith("--config."):
+            key = arg[len("--config."):].split("=", 1)[0]
+            if key not in base:
+                raise UsageError(f"unknown config key {key!r}; closest valid keys: {_closest_keys(key, base)}")
+        elif arg.startswith("-") and not arg.startswith("--config"):
+            raise UsageError(f"unknown option {arg}: options are --config FILE and --config.KEY=VALUE")
+    flag_values = flags.FlagValues()
+    # config_flags reads the override names from the argv it is given when the flag is defined
+    holder = config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
+    try:
+        flag_values(argv)
+    except flags.Error as e:  # a value that does not parse as the key's type
+        raise UsageError(str(e).splitlines()[0]) from None
+    config = holder.value
+    validate(config)
+    return config

@@ -1,0 +1,49 @@
+"""Progress for people and records for programs: a rich progress bar on a terminal, plain log
+lines in a pipe or CI, and every logged value appended to out_dir/metrics.jsonl."""
+
+import json
+import sys
+from pathlib import Path
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class Reporter:
+    def __init__(self, metrics_path: Path, start: int, total: int):
+        self._records = open(metrics_path, "a", encoding="utf-8")
+        self._progress = None
+        if sys.stdout.isatty():
+            self._progress = Progress(
+                TextColumn("iter {task.completed}/{task.total}"), BarColumn(),
+                TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+            )
+            self._task = self._progress.add_task("train", total=total, completed=start, status="")
+            self._progress.start()
+
+    def message(self, text: str) -> None:
+        """A line for the reader, printed above the progress bar if there is one."""
+        if self._progress is not None:
+            self._progress.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, flush=True)
+
+    def record(self, **values) -> None:
+        self._records.write(json.dumps(values) + "\n")
+        self._records.flush()
+
+    def log_step(self, it: int, values: dict) -> None:
+        """One training step's metrics: recorded, and shown as a log line or in the bar."""
+        self.record(iter=it, **values)
+        text = f"loss {values['loss']:.4f}, {values['tokens_per_s']:,.0f} tok/s"
+        if self._progress is not None:
+            self._progress.update(self._task, completed=it + 1, status=text)
+            return
+        line = f"iter {it}: loss {values['loss']:.4f}, time {values['ms_per_iter']:.2f}ms, {text.split(', ')[1]}"
+        if "mfu" in values:
+            line += f", mfu {values['mfu'] * 100:.2f}%"
+        print(line, flush=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        self._records.close()
