@@ -39,7 +39,9 @@ def main():
     shape = (args.batch, args.seq, args.heads, args.head_dim)
     q, k, v = (jax.random.normal(jax.random.key(i), shape, args.dtype) for i in range(3))
     paths = {
-        "masked": lambda q, k, v: attention.masked_attention(q, k, v, attention.causal_mask(args.seq)),
+        "masked": lambda q, k, v: attention.masked_attention(  # with the model's transposes
+            *(x.transpose(0, 2, 1, 3) for x in (q, k, v)), attention.causal_mask(args.seq)
+        ).transpose(0, 2, 1, 3),
         "fast": attention.fast_attention,
     }
     print(f"backend={jax.default_backend()} B,T,H,D={shape} dtype={args.dtype}")

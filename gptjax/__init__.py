@@ -3,13 +3,13 @@
 from gptjax import checkpoint
 from gptjax.config import UsageError, default_config
 from gptjax.data import CharVocab, input_target_windows
-from gptjax.generate import generate
+from gptjax.generate import generate, generate_uncached
 from gptjax.model import GPT, GPTConfig
 from gptjax.optim import adamw, lr_schedule
 from gptjax.train import TrainState, cross_entropy, eval_step, train_step
 
 __all__ = [
     "GPT", "GPTConfig", "CharVocab", "input_target_windows", "cross_entropy", "adamw",
-    "lr_schedule", "TrainState", "train_step", "eval_step", "generate", "checkpoint",
+    "lr_schedule", "TrainState", "train_step", "eval_step", "generate", "generate_uncached", "checkpoint",
     "default_config", "UsageError",
 ]

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from flax import nnx
 
 from gptjax.config import UsageError
-from gptjax.model import GPTConfig
+from gptjax.model import GPT, GPTConfig
 
 if TYPE_CHECKING:  # the training loop imports this module
     from gptjax.train import TrainState
@@ -84,3 +85,21 @@ def restore(out_dir: Path, template: "TrainState", model: GPTConfig, vocab: str)
         ))
     state = template.replace(params=restored.params, **restored.train)
     return state, meta
+
+
+def load_model(out_dir: Path, dtype: str | None = None) -> tuple[GPT, dict]:
+    """The model of the newest checkpoint in out_dir (in eval mode) and the checkpoint's metadata;
+    dtype, if given, replaces the compute dtype it was trained with."""
+    iteration = latest_iter(out_dir)
+    if iteration is None:
+        raise UsageError(f"no checkpoint in {out_dir}: train one with train.py, or pass the out_dir of a run")
+    with _manager(out_dir) as manager:
+        meta = manager.restore(iteration, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        model_cfg = GPTConfig(**{**meta["model"], **({"dtype": dtype} if dtype else {})})
+        abstract = nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0)))
+        graphdef, abstract_params = nnx.split(abstract, nnx.Param)
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_params)
+        restored = manager.restore(iteration, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+    model = nnx.merge(graphdef, restored.params)
+    model.eval()
+    return model, meta

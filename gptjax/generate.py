@@ -1,59 +1,164 @@
-"""Sampling: nanoGPT's generate, recomputing the whole context for every new token."""
+"""Sampling: a key/value-cache generator compiled once, and nanoGPT's generate as the reference."""
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from gptjax.config import UsageError
 from gptjax.model import GPT
 
 
-def filter_logits(logits_BxV: jax.Array, temperature: float, top_k: int | None) -> jax.Array:
-    """Logits scaled by 1/temperature, with everything outside the top_k set to -inf."""
+def filter_logits(logits_BxV: jax.Array, temperature: float, top_k: int | None = None,
+                  top_p: float | None = None) -> jax.Array:
+    """Logits scaled by 1/temperature, with every token outside the top_k most likely, and
+    outside the smallest set whose probability reaches top_p (nucleus), set to -inf."""
     logits_BxV = logits_BxV / temperature
     if top_k is not None:
         kth_largest_Bx1 = jax.lax.top_k(logits_BxV, min(top_k, logits_BxV.shape[-1]))[0][:, -1:]
         logits_BxV = jnp.where(logits_BxV < kth_largest_Bx1, -jnp.inf, logits_BxV)
+    if top_p is not None:
+        sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
+        probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
+        # keep a token while the tokens more likely than it hold less than top_p (so >= 1 token)
+        kept_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV < top_p
+        cutoff_Bx1 = jnp.min(jnp.where(kept_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
+        logits_BxV = jnp.where(logits_BxV < cutoff_Bx1, -jnp.inf, logits_BxV)
     return logits_BxV
+
+
+def _sample(logits_BxV, key, temperature, top_k, top_p) -> jax.Array:
+    if temperature == 0.0:
+        return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(key, filter_logits(logits_BxV, temperature, top_k, top_p)).astype(jnp.int32)
+
+
+def _checked_prompt(idx_BxT, temperature, top_k, top_p) -> np.ndarray:
+    if temperature < 0:
+        raise UsageError(f"temperature must be >= 0 (0 is greedy), got {temperature!r}")
+    if top_k is not None and top_k < 1:
+        raise UsageError(f"top_k must be a positive integer or None, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise UsageError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+    idx_BxT = np.asarray(idx_BxT)
+    if idx_BxT.ndim != 2 or idx_BxT.shape[1] < 1:
+        raise UsageError(f"idx must have shape (batch, length >= 1), got {idx_BxT.shape}")
+    return idx_BxT.astype(np.int32)
 
 
 def generate(
     model: GPT,
-    idx_BxT: jax.Array,
+    idx_BxT,
     max_new_tokens: int,
     temperature: float = 1.0,
     top_k: int | None = None,
+    top_p: float | None = None,
     rng: jax.Array | None = None,
+    overflow_context: int | None = None,
+    on_token: Callable[[np.ndarray], None] | None = None,
 ) -> jax.Array:
     """Continue each row of idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens).
 
-    Dropout is off. temperature=0 picks the most likely token (greedy). As in nanoGPT, the model
-    sees at most the last block_size tokens. This is the simple reference sampler: every step
-    runs the model over the whole context window.
+    The prompt is run through the model in one pass (prefill), then each new token in one step
+    against a key/value cache; the whole loop is one compiled program, compiled once per prompt
+    length bucket (powers of two) and setting. Dropout is off; temperature 0 is greedy.
+
+    The model sees at most block_size tokens. When the cache is full, it is rebuilt in one pass
+    from the last `overflow_context` tokens. The default, block_size, is nanoGPT's rule (the
+    model always sees the last block_size tokens), exact but one full pass per token past
+    block_size; block_size // 2 rebuilds once every block_size/2 tokens, so the model sees
+    between block_size/2 and block_size tokens.
+
+    on_token, if given, is called on the host with each step's new tokens (B,), as they come.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature!r}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if jnp.ndim(idx_BxT) != 2 or jnp.shape(idx_BxT)[1] < 1:
-        raise ValueError(f"idx must have shape (batch, length >= 1), got {jnp.shape(idx_BxT)}")
-    if rng is None:
-        rng = jax.random.key(0)
+    idx_BxT = _checked_prompt(idx_BxT, temperature, top_k, top_p)
+    block_size = model.cfg.block_size
+    keep = block_size if overflow_context is None else overflow_context
+    if not 1 <= keep <= block_size:
+        raise UsageError(f"overflow_context must be in [1, block_size={block_size}], got {overflow_context!r}")
+    context_BxT = idx_BxT[:, -block_size:]  # only the last block_size tokens can matter
+    B, T = context_BxT.shape
+    bucket = min(block_size, 1 << (T - 1).bit_length())
+    prompt_BxP = np.zeros((B, bucket), np.int32)
+    prompt_BxP[:, :T] = context_BxT
     graphdef, params = nnx.split(model, nnx.Param)
-    return _generate(graphdef, params, jnp.asarray(idx_BxT, jnp.int32), rng,
-                     max_new_tokens, float(temperature), top_k)
+    tokens_BxN = _generate_cached(
+        graphdef, params, prompt_BxP, jnp.int32(T), jax.random.key(0) if rng is None else rng,
+        max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=top_k, top_p=top_p,
+        keep=keep, on_token=on_token,
+    )
+    return jnp.concatenate([idx_BxT, tokens_BxN[:, T : T + max_new_tokens]], axis=1)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
-def _generate(graphdef, params, idx_BxT, rng, max_new_tokens, temperature, top_k):
+@functools.partial(jax.jit, static_argnums=0, static_argnames=(
+    "max_new_tokens", "temperature", "top_k", "top_p", "keep", "on_token"))
+def _generate_cached(graphdef, params, prompt_BxP, length, rng, *, max_new_tokens, temperature,
+                     top_k, top_p, keep, on_token):
+    model = nnx.merge(graphdef, params)
+    model.eval()
+    block_size = model.cfg.block_size
+    B, P = prompt_BxP.shape  # the prompt's first `length` tokens are real, the rest padding
+    # At least block_size long, so that the rebuild window always fits (as traced, if not run).
+    tokens_BxN = jnp.zeros((B, max(P + max_new_tokens, block_size)), jnp.int32).at[:, :P].set(prompt_BxP)
+    # Padding sits after the real tokens: causal attention keeps it out of their logits, and the
+    # decode steps overwrite its cache entries before any query may see them.
+    logits_BxPxV, cache = model.decode(prompt_BxP, model.init_cache(B), 0)
+    logits_BxV = jax.lax.dynamic_index_in_dim(logits_BxPxV, length - 1, axis=1, keepdims=False)
+
+    def step(i, carry):
+        tokens_BxN, cache, n_cached, logits_BxV = carry
+        next_B = _sample(logits_BxV, jax.random.fold_in(rng, i), temperature, top_k, top_p)
+        if on_token is not None:
+            jax.debug.callback(on_token, next_B, ordered=True)
+        at = length + i
+        tokens_BxN = jax.lax.dynamic_update_index_in_dim(tokens_BxN, next_B, at, axis=1)
+
+        def extend(cache):  # the cache has room: run the new token alone
+            logits_Bx1xV, cache = model.decode(next_B[:, None], cache, n_cached)
+            return logits_Bx1xV[:, 0], cache, n_cached + 1
+
+        def rebuild(cache):  # full: re-run the last `keep` tokens from position 0
+            window_BxK = jax.lax.dynamic_slice_in_dim(tokens_BxN, at + 1 - keep, keep, axis=1)
+            logits_BxKxV, cache = model.decode(window_BxK, cache, 0)
+            return logits_BxKxV[:, -1], cache, jnp.int32(keep)
+
+        logits_BxV, cache, n_cached = jax.lax.cond(n_cached < block_size, extend, rebuild, cache)
+        return tokens_BxN, cache, n_cached, logits_BxV
+
+    carry = (tokens_BxN, cache, length, logits_BxV)
+    return jax.lax.fori_loop(0, max_new_tokens, step, carry)[0]
+
+
+def generate_uncached(
+    model: GPT,
+    idx_BxT,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    rng: jax.Array | None = None,
+) -> jax.Array:
+    """nanoGPT's generate, the reference for `generate`: every step runs the model over the last
+    block_size tokens (a fixed-size window, so the loop compiles once). Same arguments and, given
+    the same rng, the same samples as `generate` with its default overflow_context."""
+    idx_BxT = _checked_prompt(idx_BxT, temperature, top_k, top_p)
+    graphdef, params = nnx.split(model, nnx.Param)
+    return _generate_uncached(graphdef, params, jnp.asarray(idx_BxT), jax.random.key(0) if rng is None else rng,
+                              max_new_tokens, float(temperature), top_k, top_p)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
+def _generate_uncached(graphdef, params, idx_BxT, rng, max_new_tokens, temperature, top_k, top_p):
     model = nnx.merge(graphdef, params)
     model.eval()
     block_size = model.cfg.block_size
     B, T = idx_BxT.shape
-    # One fixed-size buffer, so the loop compiles once. The model always sees a window of
-    # block_size tokens starting at max(0, length - block_size); positions past the current
-    # length hold padding that causal attention keeps from influencing earlier positions.
+    # The model always sees a window of block_size tokens starting at max(0, length - block_size);
+    # positions past the current length hold padding that causal attention keeps from
+    # influencing earlier positions.
     total = max(T + max_new_tokens, block_size)
     tokens_BxN = jnp.zeros((B, total), jnp.int32).at[:, :T].set(idx_BxT)
 
@@ -61,14 +166,9 @@ def _generate(graphdef, params, idx_BxT, rng, max_new_tokens, temperature, top_k
         length = T + i
         start = jnp.maximum(length - block_size, 0)
         window_BxW = jax.lax.dynamic_slice_in_dim(tokens_BxN, start, block_size, axis=1)
-        logits_BxWxV = model(window_BxW)
-        logits_BxV = jax.lax.dynamic_index_in_dim(logits_BxWxV, length - start - 1, 1, False)
-        if temperature == 0.0:
-            next_B = jnp.argmax(logits_BxV, axis=-1)
-        else:
-            logits_BxV = filter_logits(logits_BxV, temperature, top_k)
-            next_B = jax.random.categorical(jax.random.fold_in(rng, i), logits_BxV)
-        return jax.lax.dynamic_update_index_in_dim(tokens_BxN, next_B.astype(jnp.int32), length, 1)
+        logits_BxV = jax.lax.dynamic_index_in_dim(model(window_BxW), length - start - 1, 1, False)
+        next_B = _sample(logits_BxV, jax.random.fold_in(rng, i), temperature, top_k, top_p)
+        return jax.lax.dynamic_update_index_in_dim(tokens_BxN, next_B, length, 1)
 
     tokens_BxN = jax.lax.fori_loop(0, max_new_tokens, step, tokens_BxN)
     return tokens_BxN[:, : T + max_new_tokens]

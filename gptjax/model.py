@@ -11,6 +11,9 @@ from gptjax import attention
 
 DTYPES = ("float32", "bfloat16")
 
+KVLayer = tuple[jax.Array, jax.Array]  # one layer's cached keys and values, each (B, H, S, D)
+KVCache = list[KVLayer]  # one entry per layer
+
 
 @dataclasses.dataclass(frozen=True)
 class GPTConfig:
@@ -74,23 +77,34 @@ class CausalSelfAttention(nnx.Module):
         self.attn_dropout = nnx.Dropout(cfg.dropout)
         self.resid_dropout = nnx.Dropout(cfg.dropout)
 
-    def __call__(self, x_BxTxC: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+    def __call__(self, x_BxTxC: jax.Array, rngs: nnx.Rngs | None,
+                 kv_cache: KVLayer | None = None, pos: jax.Array | int = 0):
+        """Returns (output, kv_cache). With kv_cache, the T tokens sit at positions pos..pos+T-1:
+        their keys and values are written into the cache, and each query attends to every cached
+        position up to its own (an explicit mask, so one query at the end works too)."""
         B, T, C = x_BxTxC.shape
         H = self.cfg.n_head
         qkv_BxTx3xHxD = self.c_attn(x_BxTxC).reshape(B, T, 3, H, C // H)
-        q, k, v = (qkv_BxTx3xHxD[:, :, i] for i in range(3))  # each (B, T, H, D)
         dropout_active = not self.attn_dropout.deterministic and self.attn_dropout.rate > 0
         path = attention.resolve(
-            self.cfg.attention, dropout_active=dropout_active, dtype=q.dtype, head_dim=C // H
+            self.cfg.attention, dropout_active=dropout_active, dtype=qkv_BxTx3xHxD.dtype, head_dim=C // H
         )
-        if path == "masked":
-            y_BxTxHxD = attention.masked_attention(
-                q, k, v, attention.causal_mask(T), lambda w: self.attn_dropout(w, rngs=rngs)
-            )
-        else:
+        if path == "fast" and kv_cache is None:
+            q, k, v = (qkv_BxTx3xHxD[:, :, i] for i in range(3))  # each (B, T, H, D)
             y_BxTxHxD = attention.fast_attention(q, k, v)
+        else:
+            q, k, v = qkv_BxTx3xHxD.transpose(2, 0, 3, 1, 4)  # each (B, H, T, D)
+            if kv_cache is None:
+                mask = attention.causal_mask(T)
+            else:
+                k, v = (jax.lax.dynamic_update_slice_in_dim(cached, new, pos, axis=2)
+                        for cached, new in zip(kv_cache, (k, v)))  # each (B, H, S, D)
+                kv_cache = (k, v)
+                mask = jnp.arange(k.shape[2])[None, :] <= pos + jnp.arange(T)[:, None]  # (T, S)
+            y_BxHxTxD = attention.masked_attention(q, k, v, mask, lambda w: self.attn_dropout(w, rngs=rngs))
+            y_BxTxHxD = y_BxHxTxD.transpose(0, 2, 1, 3)
         y_BxTxC = y_BxTxHxD.reshape(B, T, C)  # re-assemble the heads
-        return self.resid_dropout(self.c_proj(y_BxTxC), rngs=rngs)
+        return self.resid_dropout(self.c_proj(y_BxTxC), rngs=rngs), kv_cache
 
 
 class MLP(nnx.Module):
@@ -111,9 +125,11 @@ class Block(nnx.Module):
         self.ln_2 = _layer_norm(cfg, rngs)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x_BxTxC: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
-        x_BxTxC = x_BxTxC + self.attn(self.ln_1(x_BxTxC), rngs)
-        return x_BxTxC + self.mlp(self.ln_2(x_BxTxC), rngs)
+    def __call__(self, x_BxTxC: jax.Array, rngs: nnx.Rngs | None,
+                 kv_cache: KVLayer | None = None, pos: jax.Array | int = 0):
+        attn_BxTxC, kv_cache = self.attn(self.ln_1(x_BxTxC), rngs, kv_cache, pos)
+        x_BxTxC = x_BxTxC + attn_BxTxC
+        return x_BxTxC + self.mlp(self.ln_2(x_BxTxC), rngs), kv_cache
 
 
 class GPT(nnx.Module):
@@ -153,12 +169,31 @@ class GPT(nnx.Module):
             )
         if isinstance(rngs, jax.Array):  # one stream, so every dropout layer gets a fresh key
             rngs = nnx.Rngs(dropout=rngs)
-        x_BxTxC = self.wte(idx_BxT) + self.wpe(jnp.arange(T))
+        return self._forward(idx_BxT, 0, rngs, None)[0]
+
+    def init_cache(self, batch_size: int) -> KVCache:
+        """An empty key/value cache: per layer (k, v), each (B, n_head, block_size, head_dim)."""
+        cfg = self.cfg
+        shape = (batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        return [(jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype)) for _ in range(cfg.n_layer)]
+
+    def decode(self, idx_BxT: jax.Array, cache: KVCache, pos: jax.Array | int):
+        """Logits (B, T, vocab) for tokens at positions pos..pos+T-1, given the keys and values of
+        positions before pos in `cache`; returns them with the cache extended by these tokens.
+        pos + T must not exceed block_size. For sampling: call it in eval mode (model.eval())."""
+        return self._forward(idx_BxT, pos, None, cache)
+
+    def _forward(self, idx_BxT, pos, rngs, cache):
+        T = idx_BxT.shape[1]
+        x_BxTxC = self.wte(idx_BxT) + self.wpe(pos + jnp.arange(T))
         x_BxTxC = self.drop(x_BxTxC, rngs=rngs)
-        for block in self.h:
-            x_BxTxC = block(x_BxTxC, rngs)
+        new_cache = []
+        for i, block in enumerate(self.h):
+            x_BxTxC, kv_layer = block(x_BxTxC, rngs, None if cache is None else cache[i], pos)
+            new_cache.append(kv_layer)
         x_BxTxC = self.ln_f(x_BxTxC)
-        return self.wte.attend(x_BxTxC).astype(jnp.float32)
+        logits_BxTxV = self.wte.attend(x_BxTxC).astype(jnp.float32)
+        return logits_BxTxV, None if cache is None else new_cache
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; as nanoGPT, non_embedding leaves out the position embeddings

@@ -8,19 +8,65 @@ import gptjax
 from gptjax.generate import filter_logits
 from conftest import tiny_config
 
+forward = nnx.jit(lambda model, idx: model(idx))
 
-def test_greedy_generate_equals_step_by_step_argmax_past_block_size():
-    cfg = tiny_config(dropout=0.1)
-    model = gptjax.GPT(cfg, rngs=nnx.Rngs(0))
-    prompt = jax.random.randint(jax.random.key(0), (2, 5), 0, cfg.vocab_size)
-    out = gptjax.generate(model, prompt, max_new_tokens=20, temperature=0.0)  # 25 > block_size 16
+
+def eval_model(**overrides) -> gptjax.GPT:
+    model = gptjax.GPT(tiny_config(**overrides), rngs=nnx.Rngs(0))
     model.eval()
-    forward = nnx.jit(lambda m, idx: m(idx))
+    return model
+
+
+def test_greedy_reference_equals_step_by_step_argmax_past_block_size():
+    model = eval_model()
+    prompt = jax.random.randint(jax.random.key(0), (2, 13), 0, 23)
+    out = gptjax.generate_uncached(model, prompt, max_new_tokens=8, temperature=0.0)  # 21 > block 16
     expected = np.asarray(prompt)
-    for _ in range(20):
-        logits = forward(model, jnp.asarray(expected[:, -cfg.block_size:]))  # nanoGPT's crop
+    for _ in range(8):
+        logits = forward(model, jnp.asarray(expected[:, -16:]))  # nanoGPT's crop
         expected = np.concatenate([expected, np.argmax(logits[:, -1], axis=-1)[:, None]], axis=1)
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("prompt_length", [1, 5, 16, 21])
+def test_cached_greedy_decoding_equals_the_uncached_reference(prompt_length):
+    model = eval_model(dropout=0.1)  # generate turns dropout off itself
+    model.train()
+    prompt = jax.random.randint(jax.random.key(prompt_length), (3, prompt_length), 0, 23)
+    cached = gptjax.generate(model, prompt, max_new_tokens=30, temperature=0.0)
+    reference = gptjax.generate_uncached(model, prompt, max_new_tokens=30, temperature=0.0)
+    np.testing.assert_array_equal(cached, reference)
+
+
+@pytest.mark.parametrize("overflow_context", [16, 8, 1])
+def test_cached_logits_equal_a_full_forward_pass_at_every_position(overflow_context):
+    """Decode 40 tokens (block_size 16) step by step with the cache, as generate does, and compare
+    each step's logits with a full forward pass over the tokens the cache holds."""
+    model = eval_model()
+    tokens = np.asarray(jax.random.randint(jax.random.key(1), (2, 41), 0, 23))
+    decode = nnx.jit(lambda m, idx, cache, pos: m.decode(idx, cache, pos))
+    logits, cache = decode(model, jnp.asarray(tokens[:, :3]), model.init_cache(2), 0)
+    start, n_cached = 0, 3  # the cache holds tokens[start : start + n_cached] at positions 0..
+    for t in range(3, 41):
+        expected = forward(model, jnp.asarray(tokens[:, start:t]))
+        np.testing.assert_allclose(logits[:, -1], expected[:, -1], atol=1e-5, err_msg=f"t={t}")
+        if n_cached < 16:
+            logits, cache = decode(model, jnp.asarray(tokens[:, t : t + 1]), cache, n_cached)
+            n_cached += 1
+        else:  # full: rebuild from the last overflow_context tokens
+            start = t + 1 - overflow_context
+            logits, cache = decode(model, jnp.asarray(tokens[:, start : t + 1]), cache, 0)
+            n_cached = overflow_context
+
+
+def test_overflow_context_only_matters_past_block_size():
+    model = eval_model()
+    prompt = jnp.zeros((1, 1), jnp.int32)
+    exact = gptjax.generate(model, prompt, 14, temperature=0.0, overflow_context=8)
+    reference = gptjax.generate_uncached(model, prompt, 14, temperature=0.0)
+    np.testing.assert_array_equal(exact, reference)  # within block_size both see everything
+    with pytest.raises(ValueError, match="overflow_context must be in"):
+        gptjax.generate(model, prompt, 3, overflow_context=17)
 
 
 def test_top_k_keeps_exactly_the_k_largest_logits():
@@ -33,27 +79,58 @@ def test_top_k_keeps_exactly_the_k_largest_logits():
     np.testing.assert_allclose(filtered[kept], np.asarray(logits)[kept] / 0.5, rtol=1e-6)
 
 
-def test_sampling_never_leaves_the_top_k_set_and_follows_the_seed(tiny_model):
+@pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 1.0])
+def test_top_p_keeps_the_smallest_set_reaching_p(top_p):
+    logits = jax.random.normal(jax.random.key(1), (4, 30)) * 2
+    kept = np.isfinite(filter_logits(logits, 1.0, top_p=top_p))
+    probs = np.asarray(jax.nn.softmax(logits))
+    for b in range(4):
+        order = np.argsort(-probs[b])
+        cumulative = np.cumsum(probs[b][order])
+        n_needed = int(np.searchsorted(cumulative, top_p) + 1) if top_p < 1 else 30
+        assert set(np.flatnonzero(kept[b])) == set(order[:min(n_needed, 30)])
+
+
+def test_sampling_never_leaves_the_kept_set():
+    model = eval_model()
+    prompt = jnp.zeros((64, 1), jnp.int32)
+    logits = forward(model, prompt)[0, -1]
+    for kwargs in (dict(top_k=3), dict(top_p=0.3), dict(top_k=5, top_p=0.5)):
+        allowed = set(np.flatnonzero(np.isfinite(filter_logits(logits[None], 1.0, **kwargs)[0])))
+        first = gptjax.generate(model, prompt, 1, rng=jax.random.key(7), **kwargs)[:, 1]
+        assert set(np.asarray(first).tolist()) <= allowed, kwargs
+        assert len(set(np.asarray(first).tolist())) > 1 or len(allowed) == 1
+
+
+def test_the_same_seed_gives_the_same_text_and_different_seeds_differ():
+    model = eval_model()
     prompt = jnp.zeros((4, 1), jnp.int32)
-    out = gptjax.generate(tiny_model, prompt, max_new_tokens=1, top_k=1, rng=jax.random.key(3))
-    tiny_model.eval()
-    np.testing.assert_array_equal(out[:, 1], jnp.argmax(tiny_model(prompt)[:, -1], axis=-1))
-    a = gptjax.generate(tiny_model, prompt, 12, temperature=1.0, rng=jax.random.key(1))
-    b = gptjax.generate(tiny_model, prompt, 12, temperature=1.0, rng=jax.random.key(1))
-    c = gptjax.generate(tiny_model, prompt, 12, temperature=1.0, rng=jax.random.key(2))
-    np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, c)
+    a = gptjax.generate(model, prompt, 12, rng=jax.random.key(1))
+    np.testing.assert_array_equal(a, gptjax.generate(model, prompt, 12, rng=jax.random.key(1)))
+    assert not np.array_equal(a, gptjax.generate(model, prompt, 12, rng=jax.random.key(2)))
+    np.testing.assert_array_equal(a, gptjax.generate_uncached(model, prompt, 12, rng=jax.random.key(1)))
+
+
+def test_on_token_streams_each_step_in_order():
+    model = eval_model()
+    seen = []
+    out = gptjax.generate(model, jnp.zeros((1, 2), jnp.int32), 9, temperature=0.0,
+                          on_token=lambda tokens: seen.append(int(tokens[0])))
+    jax.effects_barrier()
+    assert seen == np.asarray(out)[0, 2:].tolist()
 
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(temperature=-1.0), "temperature must be >= 0"),
     (dict(top_k=0), "top_k must be a positive integer"),
+    (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
 ])
-def test_bad_sampling_arguments_are_refused(tiny_model, kwargs, message):
+@pytest.mark.parametrize("sampler", [gptjax.generate, gptjax.generate_uncached])
+def test_bad_sampling_arguments_are_refused(sampler, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        gptjax.generate(tiny_model, jnp.zeros((1, 1), jnp.int32), 3, **kwargs)
+        sampler(eval_model(), jnp.zeros((1, 1), jnp.int32), 3, **kwargs)
 
 
-def test_empty_prompt_is_refused(tiny_model):
+def test_empty_prompt_is_refused():
     with pytest.raises(ValueError, match="length >= 1"):
-        gptjax.generate(tiny_model, jnp.zeros((1, 0), jnp.int32), 3)
+        gptjax.generate(eval_model(), jnp.zeros((1, 0), jnp.int32), 3)

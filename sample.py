@@ -1,0 +1,79 @@
+"""Sample text from a trained model.
+
+    python sample.py --out_dir=out-shakespeare-char [--start=TEXT | --start=FILE:prompt.txt] ...
+
+Defaults as nanoGPT's sample.py: 10 samples of 500 new characters, temperature 0.8, top_k 200.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import jax
+
+from gptjax import CharVocab, UsageError, checkpoint, generate
+from gptjax.model import DTYPES
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out_dir", default="out", help="the training run to sample from")
+    parser.add_argument("--start", default="\n", help="the prompt, or FILE:path to read it from a file")
+    parser.add_argument("--num_samples", type=int, default=10)
+    parser.add_argument("--max_new_tokens", type=int, default=500)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; < 1 less random")
+    parser.add_argument("--top_k", type=int, default=200, help="sample only among the k most likely")
+    parser.add_argument("--top_p", type=float, default=None, help="nucleus: the smallest set reaching p")
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--dtype", choices=DTYPES, default=None, help="compute dtype (default: as trained)")
+    parser.add_argument("--overflow_context", type=int, default=None,
+                        help="past block_size, rebuild the cache from this many tokens (default block_size)")
+    return parser.parse_args(argv)
+
+
+def read_prompt(start: str) -> str:
+    if not start.startswith("FILE:"):
+        return start
+    path = Path(start[len("FILE:"):])
+    if not path.is_file():
+        raise UsageError(f"--start={start}: {path} does not exist or is not a file")
+    return path.read_text(encoding="utf-8")
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv[1:])
+    try:
+        if args.num_samples < 1 or args.max_new_tokens < 1:
+            raise UsageError("--num_samples and --max_new_tokens must be >= 1")
+        model, meta = checkpoint.load_model(Path(args.out_dir), args.dtype)
+        vocab = CharVocab(meta["vocab"])
+        prompt = read_prompt(args.start)
+        if not prompt:
+            raise UsageError("the prompt is empty: pass --start with at least one character")
+        try:
+            prompt_ids = vocab.encode(prompt)[None]
+        except ValueError as e:
+            raise UsageError(f"the prompt has {e} of the checkpoint; use characters it was trained on") from None
+
+        def stream(tokens) -> None:  # one function for every sample, so generate compiles once
+            sys.stdout.write(vocab.decode(tokens))
+            sys.stdout.flush()
+
+        streaming = sys.stdout.isatty()
+        for k in range(args.num_samples):
+            if streaming:
+                sys.stdout.write(prompt)
+            out = generate(
+                model, prompt_ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, rng=jax.random.fold_in(jax.random.key(args.seed), k),
+                overflow_context=args.overflow_context, on_token=stream if streaming else None,
+            )
+            jax.effects_barrier()  # every streamed token is printed before the separator
+            print("" if streaming else vocab.decode(out[0]))
+            print("---------------", flush=True)
+    except UsageError as e:
+        sys.exit(f"sample.py: error: {e}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,66 @@
+"""sample.py end to end on a tiny checkpoint."""
+
+import os
+import pathlib
+import runpy
+import subprocess
+import sys
+
+import pytest
+from flax import nnx
+
+import gptjax
+from conftest import tiny_config
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TEXT = "ROMEO: what light through yonder window breaks?\n"
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory) -> pathlib.Path:
+    vocab = gptjax.CharVocab.from_text(TEXT)
+    cfg = tiny_config(vocab_size=len(vocab))
+    state = gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), gptjax.adamw(1e-3))
+    out = tmp_path_factory.mktemp("run")
+    gptjax.checkpoint.save(out, state, best_val_loss=1.0, config=gptjax.default_config(), model=cfg,
+                           vocab=vocab.chars)
+    return out
+
+
+def sample(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "sample.py"), *args], capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+
+
+def test_samples_continue_the_prompt_and_follow_the_seed(out_dir, tmp_path):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("ROMEO:\nwhat", encoding="utf-8")
+    args = [f"--out_dir={out_dir}", f"--start=FILE:{prompt}", "--num_samples=3", "--max_new_tokens=30",
+            "--top_p=0.9"]
+    first = sample(*args, "--seed=7")
+    assert first.returncode == 0, first.stderr
+    samples = first.stdout.split("---------------\n")
+    assert len(samples) == 4 and samples[-1] == ""  # three samples, each closed by the separator
+    for text in samples[:3]:
+        assert text.startswith("ROMEO:\nwhat") and len(text) == len("ROMEO:\nwhat") + 30 + 1
+        assert set(text) <= set(TEXT)
+    assert len(set(samples[:3])) > 1  # each sample draws its own randomness
+    assert sample(*args, "--seed=7").stdout == first.stdout
+    assert sample(*args, "--seed=8").stdout != first.stdout
+
+
+def run_main(*args: str) -> str:
+    main = runpy.run_path(str(REPO / "sample.py"))["main"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample.py", *args])
+    message = str(exit_info.value.code)
+    assert message.startswith("sample.py: error: ") and "\n" not in message
+    return message
+
+
+def test_bad_prompts_and_missing_checkpoints_are_refused(out_dir, tmp_path):
+    assert "characters not in the vocabulary: 'QZ'" in run_main(f"--out_dir={out_dir}", "--start=ROMEO Q Z")
+    assert "does not exist" in run_main(f"--out_dir={out_dir}", f"--start=FILE:{tmp_path / 'nope.txt'}")
+    assert "the prompt is empty" in run_main(f"--out_dir={out_dir}", "--start=")
+    assert f"no checkpoint in {tmp_path}" in run_main(f"--out_dir={tmp_path}")
+    assert "top_k must be a positive integer" in run_main(f"--out_dir={out_dir}", "--top_k=0", "--start=R")
