@@ -143,27 +143,32 @@ def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report:
         report.message("For a run of a few minutes on a CPU: python train.py --config configs/char_cpu.py")
 
 
+def _initial_state(config, model_cfg: GPTConfig, vocab: str) -> tuple[TrainState, float]:
+    """A fresh state, or the one in out_dir when resuming; and the best val loss so far."""
+    schedule = lr_schedule(config.learning_rate, warmup_iters=config.warmup_iters,
+                           lr_decay_iters=config.lr_decay_iters, min_lr=config.min_lr, decay_lr=config.decay_lr)
+    tx = adamw(schedule, weight_decay=config.weight_decay, beta1=config.beta1, beta2=config.beta2,
+               grad_clip=config.grad_clip)
+    state = TrainState.create(GPT(model_cfg, rngs=nnx.Rngs(config.seed)), tx, seed=config.seed)
+    out_dir = Path(config.out_dir)
+    if config.init_from == "resume":
+        state, meta = checkpoint.restore(out_dir, state, model_cfg, vocab)
+        return state, meta["best_val_loss"]
+    if (existing := checkpoint.latest_iter(out_dir)) is not None:
+        raise UsageError(
+            f"{out_dir} already holds a checkpoint (iter {existing}) that training from scratch would "
+            "replace: pass --config.init_from=resume to continue it, or choose another out_dir"
+        )
+    return state, float("inf")
+
+
 def train(config) -> dict[str, float]:
     """Train as the config says (nanoGPT's semantics); returns the last evaluation's losses."""
     out_dir = Path(config.out_dir)
     vocab, splits = data.load_dataset(config.data_dir, config.dataset, config.input_file, config.block_size)
     model_cfg = model_config(config, vocab_size=len(vocab))
-    schedule = lr_schedule(config.learning_rate, warmup_iters=config.warmup_iters,
-                           lr_decay_iters=config.lr_decay_iters, min_lr=config.min_lr, decay_lr=config.decay_lr)
-    tx = adamw(schedule, weight_decay=config.weight_decay, beta1=config.beta1, beta2=config.beta2,
-               grad_clip=config.grad_clip)
-    model = GPT(model_cfg, rngs=nnx.Rngs(config.seed))
-    n_params = model.num_params()
-    state = TrainState.create(model, tx, seed=config.seed)
-    best_val_loss = float("inf")
-    if config.init_from == "resume":
-        state, meta = checkpoint.restore(out_dir, state, model_cfg, vocab.chars)
-        best_val_loss = meta["best_val_loss"]
-    elif (existing := checkpoint.latest_iter(out_dir)) is not None:
-        raise UsageError(
-            f"{out_dir} already holds a checkpoint (iter {existing}) that training from scratch would "
-            "replace: pass --config.init_from=resume to continue it, or choose another out_dir"
-        )
+    state, best_val_loss = _initial_state(config, model_cfg, vocab.chars)
+    n_params = state.model().num_params()
     it = int(state.step)
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 
 import os
 import pathlib
-import runpy
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ import pytest
 from flax import nnx
 
 import gptjax
-from conftest import tiny_config
+from conftest import cli_error, tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TEXT = "ROMEO: what light through yonder window breaks?\n"
@@ -49,18 +48,12 @@ def test_samples_continue_the_prompt_and_follow_the_seed(out_dir, tmp_path):
     assert sample(*args, "--seed=8").stdout != first.stdout
 
 
-def run_main(*args: str) -> str:
-    main = runpy.run_path(str(REPO / "sample.py"))["main"]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["sample.py", *args])
-    message = str(exit_info.value.code)
-    assert message.startswith("sample.py: error: ") and "\n" not in message
-    return message
-
-
 def test_bad_prompts_and_missing_checkpoints_are_refused(out_dir, tmp_path):
-    assert "characters not in the vocabulary: 'QZ'" in run_main(f"--out_dir={out_dir}", "--start=ROMEO Q Z")
-    assert "does not exist" in run_main(f"--out_dir={out_dir}", f"--start=FILE:{tmp_path / 'nope.txt'}")
-    assert "the prompt is empty" in run_main(f"--out_dir={out_dir}", "--start=")
-    assert f"no checkpoint in {tmp_path}" in run_main(f"--out_dir={tmp_path}")
-    assert "top_k must be a positive integer" in run_main(f"--out_dir={out_dir}", "--top_k=0", "--start=R")
+    def error(*args: str) -> str:
+        return cli_error("sample.py", f"--out_dir={out_dir}", *args)
+
+    assert "characters not in the vocabulary: 'QZ'" in error("--start=ROMEO Q Z")
+    assert "does not exist" in error(f"--start=FILE:{tmp_path / 'nope.txt'}")
+    assert "the prompt is empty" in error("--start=")
+    assert "top_k must be a positive integer" in error("--top_k=0", "--start=R")
+    assert f"no checkpoint in {tmp_path}" in cli_error("sample.py", f"--out_dir={tmp_path}")

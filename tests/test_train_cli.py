@@ -3,11 +3,10 @@
 import json
 import os
 import pathlib
-import runpy
 import subprocess
 import sys
 
-import pytest
+from conftest import cli_error
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CORPUS = "\n".join(f"{i}: the quick brown fox jumps over the lazy dog, said citizen {i}." for i in range(300))
@@ -54,38 +53,29 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     assert evals(split_records) == evals(whole_records)
 
 
-def run_main(args: list[str]) -> str:
-    """train.py's main in this process; returns the one-line error it exits with."""
-    main = runpy.run_path(str(REPO / "train.py"))["main"]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train.py", *args])
-    message = str(exit_info.value.code)
-    assert message.startswith("train.py: error: ") and "\n" not in message
-    return message
-
-
 def test_bad_input_stops_with_one_line_and_keeps_the_checkpoint(tmp_path):
-    assert "unknown config key 'n_layers'; closest valid keys: n_layer" in run_main(
-        tiny_args(tmp_path) + ["--config.n_layers=2"])
-    assert "--config.max_iters=many" in run_main(tiny_args(tmp_path, max_iters="many"))
-    assert "holds no checkpoint" in run_main(tiny_args(tmp_path, init_from="resume"))
+    def error(*extra, **overrides) -> str:
+        return cli_error("train.py", *tiny_args(tmp_path, **overrides), *extra)
+
+    assert "unknown config key 'n_layers'; closest valid keys: n_layer" in error("--config.n_layers=2")
+    assert "--config.max_iters=many" in error(max_iters="many")
+    assert "holds no checkpoint" in error(init_from="resume")
 
     assert run_cli(tiny_args(tmp_path, max_iters=4)).returncode == 0
     saved = sorted(p.name for p in (tmp_path / "out/checkpoints").iterdir())
     metrics = (tmp_path / "out/metrics.jsonl").read_text()
-    message = run_main(tiny_args(tmp_path, init_from="resume", n_embd=32))
-    assert "has n_embd=16 but the config asks for n_embd=32" in message
-    assert "already holds a checkpoint (iter 4)" in run_main(tiny_args(tmp_path))
+    assert "has n_embd=16 but the config asks for n_embd=32" in error(init_from="resume", n_embd=32)
+    assert "already holds a checkpoint (iter 4)" in error()
     assert sorted(p.name for p in (tmp_path / "out/checkpoints").iterdir()) == saved
     assert (tmp_path / "out/metrics.jsonl").read_text() == metrics
 
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    assert "is empty" in run_main(tiny_args(tmp_path, out="o2", input_file=empty, dataset="empty"))
+    assert "is empty" in error(out="o2", input_file=empty, dataset="empty")
     short = tmp_path / "short.txt"
     short.write_text("x" * 100)  # val gets 10 characters
-    assert "needs at least 17" in run_main(tiny_args(tmp_path, out="o3", input_file=short, dataset="short"))
-    assert "no text for dataset 'absent'" in run_main(tiny_args(tmp_path, out="o4", input_file="", dataset="absent"))
+    assert "needs at least 17" in error(out="o3", input_file=short, dataset="short")
+    assert "no text for dataset 'absent'" in error(out="o4", input_file="", dataset="absent")
 
 
 def test_eval_only_evaluates_once_and_trains_nothing(tmp_path):
