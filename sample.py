@@ -1,6 +1,7 @@
 """Sample text from a trained model.
 
     python sample.py --out_dir=out-shakespeare-char [--start=TEXT | --start=FILE:prompt.txt] ...
+    python sample.py --init_from=gpt2 --start="Hello, I'm a language model,"
 
 Defaults as nanoGPT's sample.py: 10 samples of 500 new characters, temperature 0.8, top_k 200.
 """
@@ -11,12 +12,16 @@ from pathlib import Path
 
 import jax
 
-from gptjax import CharVocab, UsageError, checkpoint, generate
+from gptjax import GPT2Tokenizer, UsageError, checkpoint, from_pretrained, generate
 from gptjax.model import DTYPES
+from gptjax.tokenizers import from_description
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--init_from", default="resume",
+                        help="resume (the checkpoint in out_dir), gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
+                             "or a local Hugging Face GPT-2 directory (GPT-2's tokenizer)")
     parser.add_argument("--out_dir", default="out", help="the training run to sample from")
     parser.add_argument("--start", default="\n", help="the prompt, or FILE:path to read it from a file")
     parser.add_argument("--num_samples", type=int, default=10)
@@ -45,15 +50,19 @@ def main(argv: list[str]) -> None:
     try:
         if args.num_samples < 1 or args.max_new_tokens < 1:
             raise UsageError("--num_samples and --max_new_tokens must be >= 1")
-        model, meta = checkpoint.load_model(Path(args.out_dir), args.dtype)
-        vocab = CharVocab(meta["vocab"])
+        if args.init_from == "resume":
+            model, meta = checkpoint.load_model(Path(args.out_dir), args.dtype)
+            vocab = from_description(meta["tokenizer"])
+        else:
+            model = from_pretrained(args.init_from, **({"dtype": args.dtype} if args.dtype else {}))
+            vocab = GPT2Tokenizer()
         prompt = read_prompt(args.start)
         if not prompt:
             raise UsageError("the prompt is empty: pass --start with at least one character")
         try:
             prompt_ids = vocab.encode(prompt)[None]
         except ValueError as e:
-            raise UsageError(f"the prompt has {e} of the checkpoint; use characters it was trained on") from None
+            raise UsageError(f"the prompt has {e} of the model; use characters it was trained on") from None
 
         def stream(tokens) -> None:  # one function for every sample, so generate compiles once
             sys.stdout.write(vocab.decode(tokens))

@@ -1,5 +1,5 @@
 """Checkpoints in out_dir/checkpoints/<iter>/ with orbax: parameters, optimizer state and the
-metadata a run needs to resume (iteration, best val loss, config, model shape, vocabulary)."""
+metadata a run needs to resume (iteration, best val loss, config, model shape, tokenizer)."""
 
 import dataclasses
 from pathlib import Path
@@ -35,11 +35,11 @@ def latest_iter(out_dir: Path) -> int | None:
 
 
 def save(out_dir: Path, state: "TrainState", *, best_val_loss: float,
-         config: ml_collections.ConfigDict, model: GPTConfig, vocab: str) -> None:
+         config: ml_collections.ConfigDict, model: GPTConfig, tokenizer: dict) -> None:
     """Write the state at its current iteration (replacing the previous checkpoint)."""
     meta = {
         "iter": int(state.step), "best_val_loss": float(best_val_loss), "config": config.to_dict(),
-        "model": dataclasses.asdict(model), "vocab": vocab,
+        "model": dataclasses.asdict(model), "tokenizer": tokenizer,
     }
     train = {"opt_state": state.opt_state, "step": state.step, "dropout_key": state.dropout_key}
     with _manager(out_dir) as manager:
@@ -49,57 +49,44 @@ def save(out_dir: Path, state: "TrainState", *, best_val_loss: float,
         ))
 
 
-def restore(out_dir: Path, template: "TrainState", model: GPTConfig, vocab: str) -> tuple["TrainState", dict]:
-    """The newest checkpoint in out_dir, loaded into a state shaped like template, and its metadata.
-
-    Refuses a checkpoint whose model shape or vocabulary differ from `model` and `vocab`."""
+def read_meta(out_dir: Path) -> dict:
+    """The metadata of the newest checkpoint in out_dir: iter, best_val_loss, config, model
+    (the GPTConfig fields) and tokenizer."""
     iteration = latest_iter(out_dir)
     if iteration is None:
         raise UsageError(
-            f"init_from='resume' but {out_dir} holds no checkpoint: train with init_from='scratch' "
-            "first, or set out_dir to a run that saved one"
+            f"{out_dir} holds no checkpoint: train with init_from='scratch' first, "
+            "or set out_dir to a run that saved one"
         )
     with _manager(out_dir) as manager:
-        meta = manager.restore(iteration, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        wanted = dataclasses.asdict(model)
-        differ = [f for f in SHAPE_FIELDS if meta["model"][f] != wanted[f]]
-        if differ:
-            saved = ", ".join(f"{f}={meta['model'][f]}" for f in differ)
-            asked = ", ".join(f"{f}={wanted[f]}" for f in differ)
-            raise UsageError(
-                f"the checkpoint in {out_dir} has {saved} but the config asks for {asked}: "
-                "set those keys to the checkpoint's values, or start a new out_dir"
-            )
-        if meta["vocab"] != vocab:
-            raise UsageError(
-                f"the checkpoint in {out_dir} was trained on another vocabulary than the dataset's: "
-                "resume on the same data, or start a new out_dir"
-            )
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {
-            "params": template.params,
-            "train": {"opt_state": template.opt_state, "step": template.step, "dropout_key": template.dropout_key},
-        })
-        restored = manager.restore(iteration, args=ocp.args.Composite(
+        return manager.restore(iteration, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+
+def restore(out_dir: Path, template: "TrainState") -> "TrainState":
+    """The newest checkpoint in out_dir, loaded into a state shaped like template."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {
+        "params": template.params,
+        "train": {"opt_state": template.opt_state, "step": template.step, "dropout_key": template.dropout_key},
+    })
+    with _manager(out_dir) as manager:
+        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract["params"]),
             train=ocp.args.StandardRestore(abstract["train"]),
         ))
-    state = template.replace(params=restored.params, **restored.train)
-    return state, meta
+    return template.replace(params=restored.params, **restored.train)
 
 
 def load_model(out_dir: Path, dtype: str | None = None) -> tuple[GPT, dict]:
     """The model of the newest checkpoint in out_dir (in eval mode) and the checkpoint's metadata;
     dtype, if given, replaces the compute dtype it was trained with."""
-    iteration = latest_iter(out_dir)
-    if iteration is None:
-        raise UsageError(f"no checkpoint in {out_dir}: train one with train.py, or pass the out_dir of a run")
+    meta = read_meta(out_dir)
+    model_cfg = GPTConfig(**{**meta["model"], **({"dtype": dtype} if dtype else {})})
+    abstract = nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0)))
+    graphdef, abstract_params = nnx.split(abstract, nnx.Param)
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_params)
     with _manager(out_dir) as manager:
-        meta = manager.restore(iteration, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        model_cfg = GPTConfig(**{**meta["model"], **({"dtype": dtype} if dtype else {})})
-        abstract = nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0)))
-        graphdef, abstract_params = nnx.split(abstract, nnx.Param)
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_params)
-        restored = manager.restore(iteration, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+        restored = manager.restore(manager.latest_step(),
+                                   args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
     model = nnx.merge(graphdef, restored.params)
     model.eval()
     return model, meta

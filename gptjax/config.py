@@ -2,6 +2,7 @@
 
 import difflib
 import runpy
+from pathlib import Path
 
 import jax
 import ml_collections
@@ -10,7 +11,8 @@ from ml_collections import config_flags
 
 from gptjax.model import GPTConfig
 
-INIT_FROM = ("scratch", "resume")
+INIT_FROM = ("scratch", "resume", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # or a HF directory
+TOKENIZERS = ("char", "gpt2")
 
 
 class UsageError(ValueError):
@@ -27,12 +29,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_iters = 200
     c.eval_only = False  # evaluate once and exit
     c.always_save_checkpoint = True  # else only when val loss improves
-    c.init_from = "scratch"  # or "resume" from out_dir
+    c.init_from = "scratch"  # "resume" from out_dir, a GPT-2 ("gpt2"...) or a local HF GPT-2 directory
     # data
     c.dataset = "shakespeare_char"
     c.data_dir = "data"  # prepared files go to data_dir/dataset/
-    c.input_file = ""  # a text file to train on; else data_dir/dataset/input.txt
-    c.gradient_accumulation_steps = 1
+    c.input_file = ""  # text, .jsonl or a folder of .txt to train on; else data_dir/dataset/input.txt
+    c.tokenizer = "char"  # "char" or "gpt2" (BPE via tiktoken)
+    c.gradient_accumulation_steps = 1  # micro-batches per update (nanoGPT's default is 40)
     c.batch_size = 12
     c.block_size = 1024
     # model
@@ -74,19 +77,20 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> GPTConfi
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Refuse values no run could use, with the key named."""
-    positive = ("eval_interval", "log_interval", "eval_iters", "batch_size", "block_size")
+    positive = ("eval_interval", "log_interval", "eval_iters", "batch_size", "block_size",
+                "gradient_accumulation_steps")
     for key in positive:
         if config[key] < 1:
             raise UsageError(f"config.{key} must be >= 1, got {config[key]}")
     for key in ("max_iters", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr", "weight_decay", "grad_clip"):
         if config[key] < 0:
             raise UsageError(f"config.{key} must be >= 0, got {config[key]}")
-    if config.init_from not in INIT_FROM:
-        raise UsageError(f"config.init_from must be one of {INIT_FROM}, got {config.init_from!r}")
-    if config.gradient_accumulation_steps != 1:
+    if config.init_from not in INIT_FROM and not Path(config.init_from).is_dir():
         raise UsageError(
-            "config.gradient_accumulation_steps > 1 is not supported yet: raise batch_size instead"
+            f"config.init_from must be one of {INIT_FROM} or a Hugging Face GPT-2 directory, got {config.init_from!r}"
         )
+    if config.tokenizer not in TOKENIZERS:
+        raise UsageError(f"config.tokenizer must be one of {TOKENIZERS}, got {config.tokenizer!r}")
     model_config(config, vocab_size=1)  # the model keys, checked by GPTConfig
 
 

@@ -1,7 +1,9 @@
 """Text -> token files on disk -> (input, target) batches.
 
-A character dataset lives in data_dir/<dataset>/ as nanoGPT lays it out: train.bin and val.bin
-(the first 90% and the last 10% of the token ids) and a vocabulary, here vocab.json, not a pickle.
+A dataset lives in data_dir/<dataset>/ as nanoGPT lays it out: train.bin and val.bin (the first
+90% and the last 10% of the token ids) and meta.json (the tokenizer and how the files were made;
+nanoGPT's meta.pkl, but JSON). The text is a file, a .jsonl file of {"text": ...} documents, or
+a directory of .txt documents; with the gpt2 tokenizer, <|endoftext|> follows each document.
 """
 
 import hashlib
@@ -18,38 +20,12 @@ import jax
 import numpy as np
 
 from gptjax.config import UsageError
+from gptjax.tokenizers import CharVocab, GPT2Tokenizer, from_description
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SPLITS = ("train", "val")
-
-
-class CharVocab:
-    """The sorted set of characters of a text; a token id is a character's index in it."""
-
-    def __init__(self, chars: str):
-        self.chars = chars
-        self._ids = {c: i for i, c in enumerate(chars)}
-
-    @classmethod
-    def from_text(cls, text: str) -> "CharVocab":
-        return cls("".join(sorted(set(text))))
-
-    def __len__(self) -> int:
-        return len(self.chars)
-
-    @property
-    def dtype(self) -> type:
-        return np.uint16 if len(self.chars) <= 2**16 else np.uint32
-
-    def encode(self, text: str) -> np.ndarray:
-        unknown = sorted(set(text) - self._ids.keys())
-        if unknown:
-            raise ValueError(f"characters not in the vocabulary: {''.join(unknown)!r}")
-        return np.fromiter((self._ids[c] for c in text), dtype=self.dtype, count=len(text))
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
+DOWNLOADABLE = ("shakespeare_char", "shakespeare")  # both start from tinyshakespeare
 
 
 def input_target_windows(tokens: np.ndarray, starts, block_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,32 +86,54 @@ def _write_atomically(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)
 
 
-def prepare(dataset_dir: Path, corpus: Path) -> CharVocab:
-    """Encode corpus into dataset_dir/{train,val}.bin and vocab.json, unless they are up to date."""
-    raw = corpus.read_bytes()
-    digest = hashlib.sha256(raw).hexdigest()
-    meta_path = dataset_dir / "vocab.json"
+def _documents(corpus: Path) -> list[bytes]:
+    if corpus.is_dir():
+        return [path.read_bytes() for path in sorted(corpus.glob("*.txt"))]
+    if corpus.suffix == ".jsonl":
+        lines = corpus.read_bytes().splitlines()
+        try:
+            return [json.loads(line)["text"].encode("utf-8") for line in lines if line.strip()]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UsageError(f"{corpus}: every line of a .jsonl corpus must be an object with a \"text\" string") from None
+    return [corpus.read_bytes()]
+
+
+def _decode(raw: bytes, corpus: Path) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"corpus {corpus} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def prepare(dataset_dir: Path, corpus: Path, tokenizer: str = "char"):
+    """Encode corpus into dataset_dir/{train,val}.bin and meta.json, unless they are up to date;
+    returns the tokenizer."""
+    documents = _documents(corpus)
+    digest = hashlib.sha256(tokenizer.encode() + b"".join(
+        hashlib.sha256(doc).digest() for doc in documents)).hexdigest()
+    meta_path = dataset_dir / "meta.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("source_sha256") == digest and _bins_complete(dataset_dir, meta):
-            return CharVocab(meta["chars"])
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"corpus {corpus} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    if not text:
+            return from_description(meta["tokenizer"])
+    texts = [_decode(doc, corpus) for doc in documents]
+    if not any(texts):
         raise UsageError(f"corpus {corpus} is empty: give a text file with some content")
-    vocab = CharVocab.from_text(text)
-    ids = vocab.encode(text)
+    if tokenizer == "char":
+        encoder = CharVocab.from_text("".join(texts))
+        ids = encoder.encode("".join(texts))
+    else:
+        encoder = GPT2Tokenizer()
+        ids = np.concatenate([np.append(encoder.encode(text), encoder.eot).astype(encoder.dtype) for text in texts])
     n_train = int(len(ids) * 0.9)
     for split, part in zip(SPLITS, (ids[:n_train], ids[n_train:])):
         _write_atomically(dataset_dir / f"{split}.bin", part.tobytes())
     meta = {
-        "chars": vocab.chars, "dtype": np.dtype(vocab.dtype).name, "source": str(corpus),
+        "tokenizer": encoder.describe(), "dtype": np.dtype(encoder.dtype).name, "source": str(corpus),
         "source_sha256": digest, "tokens": {"train": n_train, "val": len(ids) - n_train},
     }
     _write_atomically(meta_path, json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
-    return vocab
+    return encoder
 
 
 def _bins_complete(dataset_dir: Path, meta: dict) -> bool:
@@ -148,19 +146,19 @@ def _bins_complete(dataset_dir: Path, meta: dict) -> bool:
 
 
 def find_corpus(dataset_dir: Path, dataset: str, input_file: str = "") -> Path | None:
-    """The text to prepare: input_file; else dataset_dir/input.txt; else, for shakespeare_char,
-    a download. None when the dataset is already prepared and no text is at hand."""
+    """The text to prepare: input_file; else dataset_dir/input.txt; else, for the Shakespeare
+    datasets, a download. None when the dataset is already prepared and no text is at hand."""
     if input_file:
         path = Path(input_file)
-        if not path.is_file():
-            raise UsageError(f"config.input_file {input_file} does not exist or is not a file")
+        if not path.exists():
+            raise UsageError(f"config.input_file {input_file} does not exist")
         return path
     local = dataset_dir / "input.txt"
     if local.is_file():
         return local
-    if (dataset_dir / "vocab.json").exists():
+    if (dataset_dir / "meta.json").exists():
         return None
-    if dataset == "shakespeare_char":
+    if dataset in DOWNLOADABLE:
         download_shakespeare(local)
         return local
     raise UsageError(
@@ -169,27 +167,31 @@ def find_corpus(dataset_dir: Path, dataset: str, input_file: str = "") -> Path |
     )
 
 
-def load_dataset(data_dir: str, dataset: str, input_file: str, block_size: int):
-    """(vocab, {"train": tokens, "val": tokens}) of a character dataset, prepared if needed.
-    The token arrays are memory maps: nothing is read until a batch needs it."""
+def load_dataset(data_dir: str, dataset: str, input_file: str, block_size: int, tokenizer: str = "char"):
+    """(tokenizer, {"train": tokens, "val": tokens}) of a dataset, prepared if needed. The token
+    arrays are memory maps: nothing is read until a batch needs it."""
     dataset_dir = Path(data_dir) / dataset
     corpus = find_corpus(dataset_dir, dataset, input_file)
     if corpus is not None:
-        vocab = prepare(dataset_dir, corpus)
+        encoder = prepare(dataset_dir, corpus, tokenizer)
+        meta = json.loads((dataset_dir / "meta.json").read_text(encoding="utf-8"))
     else:
-        meta = json.loads((dataset_dir / "vocab.json").read_text(encoding="utf-8"))
+        meta = json.loads((dataset_dir / "meta.json").read_text(encoding="utf-8"))
         if not _bins_complete(dataset_dir, meta):
-            raise UsageError(f"{dataset_dir} has vocab.json but incomplete .bin files: put the text "
+            raise UsageError(f"{dataset_dir} has meta.json but incomplete .bin files: put the text "
                              f"at {dataset_dir / 'input.txt'} to prepare it again")
-        vocab = CharVocab(meta["chars"])
+        encoder = from_description(meta["tokenizer"])
+    if meta["tokenizer"]["kind"] != tokenizer:
+        raise UsageError(f"{dataset_dir} holds {meta['tokenizer']['kind']} tokens but config.tokenizer is "
+                         f"{tokenizer!r}: use another dataset name, or put the text at {dataset_dir / 'input.txt'}")
     splits = {}
     for split in SPLITS:
         path = dataset_dir / f"{split}.bin"
-        n_tokens = path.stat().st_size // np.dtype(vocab.dtype).itemsize
+        n_tokens = path.stat().st_size // np.dtype(meta["dtype"]).itemsize
         if n_tokens <= block_size:
             raise UsageError(
                 f"the {split} split of {dataset!r} has {n_tokens} tokens, but block_size={block_size} "
                 f"needs at least {block_size + 1}: use a longer text or a smaller block_size"
             )
-        splits[split] = np.memmap(path, dtype=vocab.dtype, mode="r")
-    return vocab, splits
+        splits[split] = np.memmap(path, dtype=meta["dtype"], mode="r")
+    return encoder, splits

@@ -26,6 +26,7 @@ class GPTConfig:
     bias: bool = True  # biases in Linears and LayerNorms, as GPT-2; False is a bit better and faster
     attention: str = "auto"  # "masked" (jnp.where), "fast" (jax.nn.dot_product_attention) or "auto"
     dtype: str = "float32"  # compute dtype; parameters stay float32
+    gelu_approximate: bool = False  # nanoGPT: exact GELU; OpenAI's GPT-2 weights: tanh approximation
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -112,9 +113,10 @@ class MLP(nnx.Module):
         self.c_fc = _linear(cfg.n_embd, 4 * cfg.n_embd, cfg, rngs)
         self.c_proj = _linear(4 * cfg.n_embd, cfg.n_embd, cfg, rngs, std=_residual_std(cfg))
         self.dropout = nnx.Dropout(cfg.dropout)
+        self.gelu_approximate = cfg.gelu_approximate
 
     def __call__(self, x_BxTxC: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
-        h_BxTx4C = jax.nn.gelu(self.c_fc(x_BxTxC), approximate=False)  # nn.GELU() in nanoGPT
+        h_BxTx4C = jax.nn.gelu(self.c_fc(x_BxTxC), approximate=self.gelu_approximate)
         return self.dropout(self.c_proj(h_BxTx4C), rngs=rngs)
 
 

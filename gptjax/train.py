@@ -1,5 +1,6 @@
 """The loss, the jitted train / eval steps, and the training loop around them."""
 
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
-from gptjax import checkpoint, data
+from gptjax import checkpoint, data, pretrained
 from gptjax.config import UsageError, model_config
 from gptjax.model import GPT, GPTConfig
 from gptjax.optim import adamw, lr_schedule
@@ -61,13 +62,26 @@ def _loss(graphdef, params, x_BxT, y_BxT, dropout_key=None) -> jax.Array:
 
 
 @functools.partial(jax.jit, donate_argnums=0)
-def train_step(state: TrainState, x_BxT: jax.Array, y_BxT: jax.Array):
+def train_step(state: TrainState, x: jax.Array, y: jax.Array):
     """One AdamW update on the batch (x, y); returns the new state and {loss, grad_norm, lr}.
 
+    x and y are (B, T), or (A, B, T) for gradient accumulation: the A micro-batches run one after
+    another (lax.scan) and their mean gradient makes the update, the same as one batch of A*B.
     `state` is donated: its buffers are reused for the new state, so do not use it afterwards.
     """
     key = jax.random.fold_in(state.dropout_key, state.step)
-    loss, grads = jax.value_and_grad(_loss, argnums=1)(state.graphdef, state.params, x_BxT, y_BxT, key)
+    grad_fn = jax.value_and_grad(_loss, argnums=1)
+    if x.ndim == 2:
+        loss, grads = grad_fn(state.graphdef, state.params, x, y, key)
+    else:
+        def micro_step(sums, micro):
+            i, x_BxT, y_BxT = micro
+            loss, grads = grad_fn(state.graphdef, state.params, x_BxT, y_BxT, jax.random.fold_in(key, i))
+            return jax.tree.map(jnp.add, sums, (loss, grads)), None
+
+        zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
+        sums, _ = jax.lax.scan(micro_step, zeros, (jnp.arange(x.shape[0]), x, y))
+        loss, grads = jax.tree.map(lambda total: total / x.shape[0], sums)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}  # norm before clipping
@@ -115,6 +129,13 @@ def evaluate(state: TrainState, splits: dict, config, it: int) -> dict[str, floa
     return losses
 
 
+def _train_batch(tokens, config, it: int):
+    """Iteration it's batch, (B, T), or (A, B, T) with A = gradient_accumulation_steps."""
+    A, B, T = config.gradient_accumulation_steps, config.batch_size, config.block_size
+    x, y = data.random_batch(tokens, A * B, T, config.seed, 0, it)
+    return (x, y) if A == 1 else (x.reshape(A, B, T), y.reshape(A, B, T))
+
+
 def _format_duration(seconds: float) -> str:
     hours, rest = divmod(int(seconds), 3600)
     return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
@@ -122,15 +143,16 @@ def _format_duration(seconds: float) -> str:
 
 def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report: Reporter) -> None:
     """On a CPU, time one train step and one eval batch, and say how long the run will take."""
-    x, y = data.random_batch(splits["train"], config.batch_size, config.block_size, config.seed, 0, it)
+    x, y = _train_batch(splits["train"], config, it)
     scratch, _ = train_step(jax.tree.map(jnp.copy, state), x, y)  # compiles; donates only the copy
-    jax.block_until_ready(eval_step(state, x, y))  # compiles
+    x_eval, y_eval = x.reshape(-1, x.shape[-1])[: config.batch_size], y.reshape(-1, y.shape[-1])[: config.batch_size]
+    jax.block_until_ready(eval_step(state, x_eval, y_eval))  # compiles
     for _ in range(2):  # the first run after compiling is slow: keep the second's time
         start = time.perf_counter()
         scratch = jax.block_until_ready(train_step(scratch, x, y))[0]
         step_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        jax.block_until_ready(eval_step(state, x, y))
+        jax.block_until_ready(eval_step(state, x_eval, y_eval))
         eval_seconds = time.perf_counter() - start
     n_evals = (config.max_iters - it) // config.eval_interval + 1
     total = (config.max_iters - it) * step_seconds + n_evals * 2 * config.eval_iters * eval_seconds
@@ -143,31 +165,75 @@ def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report:
         report.message("For a run of a few minutes on a CPU: python train.py --config configs/char_cpu.py")
 
 
-def _initial_state(config, model_cfg: GPTConfig, vocab: str) -> tuple[TrainState, float]:
-    """A fresh state, or the one in out_dir when resuming; and the best val loss so far."""
+def _check_shapes(source: str, actual: GPTConfig, config) -> None:
+    """Refuse a config whose model keys differ from the model it starts from."""
+    wanted = dataclasses.asdict(model_config(config, vocab_size=actual.vocab_size))
+    differ = [f for f in checkpoint.SHAPE_FIELDS if getattr(actual, f) != wanted[f]]
+    if differ:
+        raise UsageError(
+            f"{source} has " + ", ".join(f"{f}={getattr(actual, f)}" for f in differ)
+            + " but the config asks for " + ", ".join(f"{f}={wanted[f]}" for f in differ)
+            + ": set those keys to the model's values, or start a new out_dir"
+        )
+
+
+def _resumed_config(config, tokenizer) -> tuple[GPTConfig, dict]:
+    """The model config of the checkpoint to resume (its architecture, GELU form included, with the
+    config's dropout, attention and dtype), and the checkpoint's metadata."""
+    meta = checkpoint.read_meta(Path(config.out_dir))
+    if meta["tokenizer"] != tokenizer.describe():
+        raise UsageError(f"the checkpoint in {config.out_dir} was trained with another tokenizer or "
+                         "vocabulary than the dataset's: resume on the same data, or start a new out_dir")
+    model_cfg = dataclasses.replace(GPTConfig(**meta["model"]), dropout=config.dropout,
+                                    attention=config.attention, dtype=config.dtype)
+    _check_shapes(f"the checkpoint in {config.out_dir}", model_cfg, config)
+    return model_cfg, meta
+
+
+def _new_model(config, tokenizer) -> GPT:
+    """A randomly initialised model, or GPT-2's weights when init_from names them."""
+    if config.init_from == "scratch":
+        # nanoGPT pads GPT-2's 50257 tokens to 50304, a multiple of 64, when training from scratch
+        vocab_size = len(tokenizer) if config.tokenizer == "char" else 50304
+        return GPT(model_config(config, vocab_size=vocab_size), rngs=nnx.Rngs(config.seed))
+    model = pretrained.from_pretrained(config.init_from, dropout=config.dropout,
+                                       attention=config.attention, dtype=config.dtype)
+    if config.block_size < model.cfg.block_size:
+        model = pretrained.crop_block_size(model, config.block_size)
+    _check_shapes(f"init_from={config.init_from!r}", model.cfg, config)
+    if model.cfg.vocab_size < len(tokenizer):
+        raise UsageError(f"the dataset's tokenizer has {len(tokenizer)} tokens, more than the model's "
+                         f"{model.cfg.vocab_size}")
+    model.train()
+    return model
+
+
+def _initial_state(config, tokenizer) -> tuple[TrainState, float]:
+    """The state a run starts from, and the best val loss so far."""
     schedule = lr_schedule(config.learning_rate, warmup_iters=config.warmup_iters,
                            lr_decay_iters=config.lr_decay_iters, min_lr=config.min_lr, decay_lr=config.decay_lr)
     tx = adamw(schedule, weight_decay=config.weight_decay, beta1=config.beta1, beta2=config.beta2,
                grad_clip=config.grad_clip)
-    state = TrainState.create(GPT(model_cfg, rngs=nnx.Rngs(config.seed)), tx, seed=config.seed)
     out_dir = Path(config.out_dir)
     if config.init_from == "resume":
-        state, meta = checkpoint.restore(out_dir, state, model_cfg, vocab)
-        return state, meta["best_val_loss"]
+        model_cfg, meta = _resumed_config(config, tokenizer)
+        template = jax.eval_shape(lambda: TrainState.create(GPT(model_cfg, rngs=nnx.Rngs(0)), tx, config.seed))
+        return checkpoint.restore(out_dir, template), meta["best_val_loss"]
     if (existing := checkpoint.latest_iter(out_dir)) is not None:
         raise UsageError(
             f"{out_dir} already holds a checkpoint (iter {existing}) that training from scratch would "
             "replace: pass --config.init_from=resume to continue it, or choose another out_dir"
         )
-    return state, float("inf")
+    return TrainState.create(_new_model(config, tokenizer), tx, seed=config.seed), float("inf")
 
 
 def train(config) -> dict[str, float]:
     """Train as the config says (nanoGPT's semantics); returns the last evaluation's losses."""
     out_dir = Path(config.out_dir)
-    vocab, splits = data.load_dataset(config.data_dir, config.dataset, config.input_file, config.block_size)
-    model_cfg = model_config(config, vocab_size=len(vocab))
-    state, best_val_loss = _initial_state(config, model_cfg, vocab.chars)
+    tokenizer, splits = data.load_dataset(config.data_dir, config.dataset, config.input_file,
+                                          config.block_size, config.tokenizer)
+    state, best_val_loss = _initial_state(config, tokenizer)
+    model_cfg = state.model().cfg
     n_params = state.model().num_params()
     it = int(state.step)
 
@@ -179,11 +245,10 @@ def train(config) -> dict[str, float]:
     if jax.default_backend() == "cpu" and not config.eval_only and it < config.max_iters:
         _estimate_cpu_time(state, splits, config, it, report)
 
-    tokens_per_iter = config.batch_size * config.block_size
+    tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
     peak = peak_flops(jax.devices()[0])
     batches = data.prefetch(
-        data.random_batch(splits["train"], config.batch_size, config.block_size, config.seed, 0, i)
-        for i in range(it, config.max_iters)
+        _train_batch(splits["train"], config, i) for i in range(it, config.max_iters)
     )
     pending = None  # (iteration, metrics) of the step whose results are not yet read back
     clock, clock_iter = time.perf_counter(), it
@@ -215,7 +280,7 @@ def train(config) -> dict[str, float]:
                 best_val_loss = min(best_val_loss, losses["val"])
                 if (improved or config.always_save_checkpoint) and it > (checkpoint.latest_iter(out_dir) or 0):
                     checkpoint.save(out_dir, state, best_val_loss=best_val_loss, config=config,
-                                    model=model_cfg, vocab=vocab.chars)
+                                    model=model_cfg, tokenizer=tokenizer.describe())
                     report.message(f"saved checkpoint to {out_dir}/checkpoints/{it}")
                 clock, clock_iter = time.perf_counter(), it  # evaluation time is not step time
             if it >= config.max_iters or config.eval_only:

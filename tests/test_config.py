@@ -36,7 +36,7 @@ def test_overrides_apply_with_their_types():
     (["--config.init_from=gpt9"], r"config.init_from must be one of"),
     (["--config.n_head=5"], r"config.n_embd=384 must be divisible by n_head=5"),
     (["--config.eval_interval=0"], r"config.eval_interval must be >= 1"),
-    (["--config.gradient_accumulation_steps=4"], r"gradient_accumulation_steps > 1 is not supported"),
+    (["--config.gradient_accumulation_steps=0"], r"config.gradient_accumulation_steps must be >= 1"),
     (["--verbose"], r"unknown option --verbose"),
 ])
 def test_bad_overrides_are_refused_naming_the_key(argv, message):

@@ -56,7 +56,8 @@ def test_prepared_files_round_trip_and_split_90_10(tmp_path):
     vocab, splits = data.load_dataset(tmp_path, "tiny", str(write(tmp_path / "in.txt", text)), block_size=8)
     assert vocab.decode(np.concatenate([splits["train"], splits["val"]])) == text
     assert len(splits["train"]) == int(len(text) * 0.9)
-    assert json.loads((tmp_path / "tiny" / "vocab.json").read_text(encoding="utf-8"))["chars"] == vocab.chars
+    meta = json.loads((tmp_path / "tiny" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["tokenizer"] == {"kind": "char", "chars": vocab.chars}
 
 
 def test_large_vocabularies_use_uint32_ids(tmp_path):
@@ -141,3 +142,62 @@ def test_unusable_corpus_is_refused(tmp_path, text, message):
 def test_missing_input_file_is_named(tmp_path):
     with pytest.raises(UsageError, match="config.input_file .*nope.txt does not exist"):
         data.load_dataset(tmp_path, "tiny", str(tmp_path / "nope.txt"), block_size=8)
+
+
+class ByteTokenizer:
+    """An offline stand-in for GPT-2's BPE: one token per UTF-8 byte, 256 = end of text."""
+
+    eot = 256
+    dtype = np.uint16
+
+    def __len__(self):
+        return 257
+
+    def describe(self):
+        return {"kind": "gpt2"}
+
+    def encode(self, text):
+        return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.uint16)
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "folder"])
+def test_bpe_preparation_puts_end_of_text_after_each_document(tmp_path, monkeypatch, layout):
+    monkeypatch.setattr(data, "GPT2Tokenizer", ByteTokenizer)
+    documents = ["first document", "second, with ünïcode", "third"] * 10
+    if layout == "jsonl":
+        corpus = tmp_path / "docs.jsonl"
+        corpus.write_text("\n".join(json.dumps({"text": d}) for d in documents) + "\n", encoding="utf-8")
+    else:
+        corpus = tmp_path / "docs"
+        corpus.mkdir()
+        for i, d in enumerate(documents):
+            (corpus / f"{i:03d}.txt").write_text(d, encoding="utf-8")
+    data.prepare(tmp_path / "out", corpus, tokenizer="gpt2")
+    tokens = np.concatenate([np.fromfile(tmp_path / "out" / f"{s}.bin", np.uint16) for s in ("train", "val")])
+    expected = np.concatenate([np.append(ByteTokenizer().encode(d), 256) for d in documents])
+    np.testing.assert_array_equal(tokens, expected)
+    assert len(np.fromfile(tmp_path / "out" / "train.bin", np.uint16)) == int(len(expected) * 0.9)
+
+
+def test_jsonl_lines_without_text_are_refused(tmp_path):
+    corpus = write(tmp_path / "docs.jsonl", '{"body": "no text key"}\n')
+    with pytest.raises(UsageError, match='must be an object with a "text" string'):
+        data.prepare(tmp_path / "out", corpus, tokenizer="char")
+
+
+def test_gpt2_tokenizer_round_trips_where_tiktoken_has_its_files(tmp_path):
+    try:
+        tokenizer = gptjax.GPT2Tokenizer()
+    except UsageError as e:
+        pytest.skip(f"tiktoken's GPT-2 files are not cached here: {e}")
+    text = "Hello, I'm a language model, ünïcode 🙂"
+    assert tokenizer.decode(tokenizer.encode(text)) == text and len(tokenizer) == 50257
+    tokens, _ = data.load_dataset(tmp_path, "bpe", str(write(tmp_path / "in.txt", text * 50)), 8, "gpt2")
+    assert tokens.describe() == {"kind": "gpt2"}
+
+
+def test_dataset_prepared_with_another_tokenizer_is_refused(tmp_path):
+    corpus = write(tmp_path / "in.txt", "abcdefghij" * 20)
+    data.load_dataset(tmp_path, "tiny", str(corpus), 8, "char")
+    with pytest.raises(UsageError, match="holds char tokens but config.tokenizer is 'gpt2'"):
+        data.load_dataset(tmp_path, "tiny", "", 8, "gpt2")

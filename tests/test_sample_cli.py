@@ -22,7 +22,7 @@ def out_dir(tmp_path_factory) -> pathlib.Path:
     state = gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), gptjax.adamw(1e-3))
     out = tmp_path_factory.mktemp("run")
     gptjax.checkpoint.save(out, state, best_val_loss=1.0, config=gptjax.default_config(), model=cfg,
-                           vocab=vocab.chars)
+                           tokenizer=vocab.describe())
     return out
 
 
@@ -56,4 +56,4 @@ def test_bad_prompts_and_missing_checkpoints_are_refused(out_dir, tmp_path):
     assert "does not exist" in error(f"--start=FILE:{tmp_path / 'nope.txt'}")
     assert "the prompt is empty" in error("--start=")
     assert "top_k must be a positive integer" in error("--top_k=0", "--start=R")
-    assert f"no checkpoint in {tmp_path}" in cli_error("sample.py", f"--out_dir={tmp_path}")
+    assert f"{tmp_path} holds no checkpoint" in cli_error("sample.py", f"--out_dir={tmp_path}")

@@ -82,3 +82,19 @@ def test_eval_step_is_the_dropout_free_loss():
     expected = gptjax.cross_entropy(model(x), y)
     np.testing.assert_allclose(gptjax.eval_step(state, x, y), expected, rtol=1e-6)
     np.testing.assert_allclose(gptjax.eval_step(state, x, y), gptjax.eval_step(state, x, y))
+
+
+def test_accumulating_micro_batches_equals_one_large_batch():
+    cfg = tiny_config()
+    # plain SGD so that the update is the gradient itself (Adam would amplify round-off in
+    # near-zero gradients to a full learning-rate step)
+    tx = optax.sgd(1.0)
+    x, y = batch(cfg, B=8)
+    big = gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), tx)
+    accumulated = gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), tx)
+    big, big_metrics = gptjax.train_step(big, x, y)
+    accumulated, acc_metrics = gptjax.train_step(accumulated, x.reshape(4, 2, -1), y.reshape(4, 2, -1))
+    np.testing.assert_allclose(acc_metrics["loss"], big_metrics["loss"], rtol=1e-6)
+    np.testing.assert_allclose(acc_metrics["grad_norm"], big_metrics["grad_norm"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(accumulated.params), jax.tree.leaves(big.params), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)

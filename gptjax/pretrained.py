@@ -1,0 +1,156 @@
+"""GPT-2 in Hugging Face's format: load OpenAI's (or any local) GPT-2 weights, export ours, and
+nanoGPT's model surgery (crop_block_size).
+
+Our parameter names are nanoGPT's, which are GPT-2's: h.3.attn.c_attn.weight is our
+h[3].attn.c_attn.kernel. GPT-2's Conv1D stores its weight as (in, out), the layout of an NNX
+Linear kernel, so the weights load as they are; nanoGPT transposes them only because
+torch.nn.Linear stores (out, in).
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+
+from gptjax.config import UsageError
+from gptjax.model import GPT, GPTConfig
+
+GPT2_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+_APPROXIMATE_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # HF names of the tanh form
+_LEAF_NAMES = {"kernel": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}
+
+
+def _hf_name(path: tuple) -> str:
+    """('h', 3, 'attn', 'c_attn', 'kernel') -> 'h.3.attn.c_attn.weight'."""
+    *modules, leaf = (str(part) for part in path)
+    return ".".join([*modules, _LEAF_NAMES[leaf]])
+
+
+def _abstract(cfg: GPTConfig) -> tuple[nnx.GraphDef, list]:
+    """The model's structure and (path, shape) of each parameter, without allocating it."""
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0))), nnx.Param)
+    return graphdef, nnx.to_flat_state(params)
+
+
+def _build(cfg: GPTConfig, tensors: dict[str, np.ndarray], source: str) -> GPT:
+    """A GPT with cfg's shapes whose parameters come from tensors, by GPT-2 name."""
+    graphdef, flat = _abstract(cfg)
+    loaded = []
+    for path, abstract in flat:
+        name = _hf_name(path)
+        if name not in tensors:
+            raise UsageError(f"{source} lacks the tensor {name}")
+        value = np.asarray(tensors[name])
+        if value.shape != abstract.shape:
+            raise UsageError(
+                f"{source}: tensor {name} has shape {value.shape}, but the config needs {abstract.shape}"
+            )
+        loaded.append((path, abstract.replace(jax.numpy.asarray(value, abstract.dtype))))
+    model = nnx.merge(graphdef, nnx.from_flat_state(loaded))
+    model.eval()
+    return model
+
+
+def config_from_hf(hf: dict, **overrides) -> GPTConfig:
+    """The GPTConfig of a Hugging Face GPT-2 config.json."""
+    activation = hf.get("activation_function", "gelu_new")
+    if activation not in (*_APPROXIMATE_GELUS, "gelu"):
+        raise UsageError(f"activation_function {activation!r} is not a GELU gptjax implements")
+    if abs(hf.get("layer_norm_epsilon", 1e-5) - 1e-5) > 1e-12:
+        raise UsageError(f"layer_norm_epsilon {hf['layer_norm_epsilon']} is not GPT-2's 1e-5")
+    if not hf.get("tie_word_embeddings", True):
+        raise UsageError("the checkpoint's output head is not tied to wte, which GPT-2 (and gptjax) require")
+    return GPTConfig(
+        block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
+        n_head=hf["n_head"], n_embd=hf["n_embd"], bias=True,
+        gelu_approximate=activation in _APPROXIMATE_GELUS, **overrides,
+    )
+
+
+def _read_tensors(directory: Path) -> dict[str, np.ndarray]:
+    if (directory / "model.safetensors").exists():
+        from safetensors.numpy import load_file
+        tensors = load_file(directory / "model.safetensors")
+    elif (directory / "pytorch_model.bin").exists():
+        try:
+            import torch
+        except ImportError:
+            raise UsageError(
+                f"{directory} has only pytorch_model.bin, which needs torch to read: install torch, "
+                "or save the model as model.safetensors"
+            ) from None
+        state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        tensors = {k: v.float().numpy() for k, v in state.items()}
+    else:
+        raise UsageError(f"{directory} has neither model.safetensors nor pytorch_model.bin")
+    # GPT2LMHeadModel saves the body under "transformer."; GPT2Model saves it bare.
+    return {k.removeprefix("transformer."): v for k, v in tensors.items()}
+
+
+def _download(name: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise UsageError(f"loading {name!r} needs huggingface_hub: pip install -e '.[gpt2]'") from None
+    try:
+        return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors"]))
+    except Exception as e:  # offline and not cached, or the Hub refused: say what to do instead
+        raise UsageError(
+            f"could not get {name!r} from the Hugging Face Hub or its local cache ({type(e).__name__}): "
+            "connect to the internet once, or pass a local directory holding config.json and model.safetensors"
+        ) from None
+
+
+def from_pretrained(name_or_path: str, **overrides) -> GPT:
+    """OpenAI's GPT-2 ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", from the Hugging Face Hub
+    or its cache) or any local directory with a GPT-2 config.json and weights, as a GPT in eval
+    mode. overrides set GPTConfig fields that do not change shapes (dropout, attention, dtype)."""
+    directory = Path(name_or_path)
+    if not directory.is_dir():
+        if name_or_path not in GPT2_MODELS:
+            raise UsageError(f"{name_or_path!r} is neither a directory nor one of {GPT2_MODELS}")
+        directory = _download(name_or_path)
+    if not (directory / "config.json").exists():
+        raise UsageError(f"{directory} has no config.json: it is not a Hugging Face model directory")
+    cfg = config_from_hf(json.loads((directory / "config.json").read_text()), **overrides)
+    return _build(cfg, _read_tensors(directory), str(directory))
+
+
+def export_hf(model: GPT, directory: str | Path) -> None:
+    """Write config.json and model.safetensors that transformers.GPT2LMHeadModel loads.
+
+    A bias-free model is written with zero biases, which computes the same function."""
+    from safetensors.numpy import save_file
+
+    cfg = model.cfg
+    ours = {_hf_name(path): np.asarray(p[...], np.float32)
+            for path, p in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    _, with_bias = _abstract(dataclasses.replace(cfg, bias=True))
+    tensors = {f"transformer.{_hf_name(path)}": ours.get(_hf_name(path), np.zeros(p.shape, np.float32))
+               for path, p in with_bias}
+    hf_config = {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size, "n_positions": cfg.block_size, "n_ctx": cfg.block_size,
+        "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head,
+        "activation_function": "gelu_new" if cfg.gelu_approximate else "gelu",
+        "layer_norm_epsilon": 1e-5, "tie_word_embeddings": True,
+        "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
+    }
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+
+
+def crop_block_size(model: GPT, block_size: int) -> GPT:
+    """The same model with a shorter context: the first block_size position embeddings kept
+    (nanoGPT's surgery for finetuning GPT-2 at less than 1024 tokens)."""
+    if not 1 <= block_size <= model.cfg.block_size:
+        raise UsageError(f"block_size must be in [1, {model.cfg.block_size}] to crop, got {block_size}")
+    tensors = {_hf_name(path): np.asarray(p[...])
+               for path, p in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    tensors["wpe.weight"] = tensors["wpe.weight"][:block_size]
+    return _build(dataclasses.replace(model.cfg, block_size=block_size), tensors, "crop_block_size")

@@ -1,0 +1,90 @@
+"""Text <-> token ids: characters (the Shakespeare char model) or GPT-2's BPE (via tiktoken).
+
+Each tokenizer describes itself as a small JSON-able dict, stored with prepared data and in
+checkpoints, so sampling decodes with exactly the tokenizer the model was trained on.
+"""
+
+import numpy as np
+
+from gptjax.config import UsageError
+
+
+def _id_dtype(vocab_size: int) -> type:
+    return np.uint16 if vocab_size <= 2**16 else np.uint32
+
+
+class CharVocab:
+    """The sorted set of characters of a text; a token id is a character's index in it."""
+
+    eot = None  # documents are simply concatenated
+
+    def __init__(self, chars: str):
+        self.chars = chars
+        self._ids = {c: i for i, c in enumerate(chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> "CharVocab":
+        return cls("".join(sorted(set(text))))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    @property
+    def dtype(self) -> type:
+        return _id_dtype(len(self))
+
+    def describe(self) -> dict:
+        return {"kind": "char", "chars": self.chars}
+
+    def encode(self, text: str) -> np.ndarray:
+        unknown = sorted(set(text) - self._ids.keys())
+        if unknown:
+            raise ValueError(f"characters not in the vocabulary: {''.join(unknown)!r}")
+        return np.fromiter((self._ids[c] for c in text), dtype=self.dtype, count=len(text))
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+class GPT2Tokenizer:
+    """OpenAI's GPT-2 byte-pair encoding, 50257 tokens, <|endoftext|> = 50256 between documents."""
+
+    def __init__(self):
+        try:
+            import tiktoken
+        except ImportError:
+            raise UsageError("the gpt2 tokenizer needs tiktoken: pip install -e '.[gpt2]'") from None
+        try:
+            self._encoding = tiktoken.get_encoding("gpt2")
+        except Exception as e:  # its BPE files are downloaded on first use
+            raise UsageError(
+                f"tiktoken could not load GPT-2's BPE files ({type(e).__name__}): run once with a network, "
+                "or copy a tiktoken cache made elsewhere into the folder named by TIKTOKEN_CACHE_DIR"
+            ) from None
+        self.eot = self._encoding.eot_token
+
+    def __len__(self) -> int:
+        return self._encoding.n_vocab
+
+    @property
+    def dtype(self) -> type:
+        return _id_dtype(len(self))
+
+    def describe(self) -> dict:
+        return {"kind": "gpt2"}
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self._encoding.encode_ordinary(text), dtype=self.dtype)
+
+    def decode(self, ids) -> str:
+        return self._encoding.decode([int(i) for i in ids])
+
+
+TOKENIZERS = ("char", "gpt2")
+
+
+def from_description(description: dict) -> CharVocab | GPT2Tokenizer:
+    """The tokenizer a describe() dict names."""
+    if description["kind"] == "char":
+        return CharVocab(description["chars"])
+    return GPT2Tokenizer()

@@ -1,0 +1,119 @@
+"""GPT-2 interop against transformers' own GPT-2, built locally (no download)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import gptjax
+from gptjax import pretrained
+from gptjax.config import UsageError
+from conftest import tiny_config
+
+torch = pytest.importorskip("torch", reason="the GPT-2 parity tests need torch (pip install torch==2.13.0)")
+transformers = pytest.importorskip("transformers", reason="the GPT-2 parity tests need transformers")
+from safetensors.numpy import load_file, save_file  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def hf_model(activation="gelu_new", **overrides):
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=61, n_positions=32, n_embd=48, n_layer=2, n_head=3,
+                                  activation_function=activation, **overrides)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+def hf_logits_and_loss(model, idx):
+    with torch.no_grad():
+        out = model(torch.tensor(np.asarray(idx)), labels=torch.tensor(np.asarray(idx)))
+    return out.logits.numpy(), float(out.loss)
+
+
+@pytest.mark.parametrize("activation", ["gelu_new", "gelu"])
+@pytest.mark.parametrize("serialization", ["safetensors", "pytorch_model.bin"])
+def test_hf_checkpoint_loads_with_equal_logits_and_loss(tmp_path, activation, serialization):
+    reference = hf_model(activation)
+    reference.save_pretrained(tmp_path, safe_serialization=serialization == "safetensors")
+    model = gptjax.from_pretrained(str(tmp_path))
+    assert model.cfg.gelu_approximate == (activation == "gelu_new") and model.cfg.bias
+    for seed, T in ((0, 32), (1, 7), (2, 1)):
+        idx = np.random.default_rng(seed).integers(0, 61, (2, T))
+        expected_logits, expected_loss = hf_logits_and_loss(reference, idx)
+        logits = model(jnp.asarray(idx))
+        np.testing.assert_allclose(logits, expected_logits, atol=1e-4)
+        if T > 1:  # HF shifts the labels inside; ours takes the shifted targets
+            loss = gptjax.cross_entropy(logits[:, :-1], jnp.asarray(idx[:, 1:]))
+            assert float(loss) == pytest.approx(expected_loss, abs=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [dict(bias=False), dict(bias=True, gelu_approximate=True)])
+def test_export_loads_in_transformers_with_equal_logits(tmp_path, overrides):
+    model = gptjax.GPT(tiny_config(**overrides), rngs=nnx.Rngs(3))
+    model.eval()
+    gptjax.export_hf(model, tmp_path)
+    reloaded = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    idx = np.random.default_rng(0).integers(0, 23, (3, 16))
+    np.testing.assert_allclose(model(jnp.asarray(idx)), hf_logits_and_loss(reloaded, idx)[0], atol=1e-4)
+    again = gptjax.from_pretrained(str(tmp_path))  # and back into gptjax
+    np.testing.assert_allclose(again(jnp.asarray(idx)), model(jnp.asarray(idx)), atol=1e-6)
+
+
+def test_missing_or_misshaped_tensors_are_named(tmp_path):
+    hf_model().save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    name = next(k for k in tensors if k.endswith("h.1.mlp.c_fc.weight"))
+    save_file({k: v for k, v in tensors.items() if k != name}, tmp_path / "model.safetensors")
+    with pytest.raises(UsageError, match="lacks the tensor h.1.mlp.c_fc.weight"):
+        gptjax.from_pretrained(str(tmp_path))
+    save_file({**tensors, name: tensors[name][:, :10]}, tmp_path / "model.safetensors")
+    with pytest.raises(UsageError, match=r"tensor h.1.mlp.c_fc.weight has shape \(48, 10\), but the config needs \(48, 192\)"):
+        gptjax.from_pretrained(str(tmp_path))
+
+
+def test_unknown_names_and_directories_are_refused(tmp_path):
+    with pytest.raises(UsageError, match="neither a directory nor one of"):
+        gptjax.from_pretrained("gpt3")
+    with pytest.raises(UsageError, match="has no config.json"):
+        gptjax.from_pretrained(str(tmp_path))
+
+
+def test_crop_block_size_keeps_the_function_on_short_inputs(tmp_path):
+    hf_model().save_pretrained(tmp_path)
+    model = gptjax.from_pretrained(str(tmp_path))
+    cropped = gptjax.crop_block_size(model, 8)
+    assert cropped.cfg.block_size == 8 and cropped.wpe.embedding.shape == (8, 48)
+    idx = jnp.asarray(np.random.default_rng(0).integers(0, 61, (2, 8)))
+    np.testing.assert_allclose(cropped(idx), model(idx), atol=1e-6)
+    with pytest.raises(UsageError, match="block_size must be in"):
+        gptjax.crop_block_size(model, 33)
+
+
+def test_finetuning_a_local_hf_model_and_resuming_it(tmp_path):
+    """train.py init_from=<HF directory> on a character corpus, then init_from=resume."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be or not to be, that is the question\n" * 40)
+    hf_model().save_pretrained(tmp_path / "hf")
+    args = ["--config", str(REPO / "configs/char_cpu.py"), f"--config.input_file={corpus}",
+            f"--config.data_dir={tmp_path / 'data'}", f"--config.out_dir={tmp_path / 'out'}",
+            "--config.n_layer=2", "--config.n_head=3", "--config.n_embd=48", "--config.bias=True",
+            "--config.block_size=16", "--config.batch_size=2", "--config.eval_iters=1",
+            "--config.eval_interval=2", "--config.always_save_checkpoint=True"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    run = lambda *extra: subprocess.run([sys.executable, str(REPO / "train.py"), *args, *extra],
+                                        capture_output=True, text=True, env=env, timeout=300)
+    first = run(f"--config.init_from={tmp_path / 'hf'}", "--config.max_iters=2")
+    assert first.returncode == 0, first.stderr
+    meta = gptjax.checkpoint.read_meta(tmp_path / "out")
+    assert meta["model"]["block_size"] == 16 and meta["model"]["gelu_approximate"] is True  # cropped
+    resumed = run("--config.init_from=resume", "--config.max_iters=4")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "step 4: train loss" in resumed.stdout
+    wrong = run(f"--config.init_from={tmp_path / 'hf'}", "--config.n_layer=3", f"--config.out_dir={tmp_path / 'o2'}")
+    assert "has n_layer=2 but the config asks for n_layer=3" in wrong.stderr
