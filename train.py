@@ -8,6 +8,7 @@ Every key, its meaning and its default are in README.md ("Config keys").
 import sys
 
 from gptjax.config import UsageError, from_command_line
+from gptjax.sharding import initialize_distributed
 from gptjax.train import train
 
 
@@ -16,6 +17,7 @@ def main(argv: list[str]) -> None:
         print(__doc__.strip())
         return
     try:
+        initialize_distributed()  # before anything touches a device
         train(from_command_line(argv))
     except UsageError as e:
         sys.exit(f"train.py: error: {e}")

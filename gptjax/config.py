@@ -57,6 +57,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.lr_decay_iters = 600000  # ~= max_iters per Chinchilla
     c.min_lr = 6e-5  # ~= learning_rate / 10 per Chinchilla
     # system
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})  # devices per axis; -1: all the rest
+    c.remat = False  # recompute each block's activations in the backward pass: less memory, more compute
     c.seed = 1337
     # nanoGPT computes in bfloat16 where the accelerator has it; on a CPU it runs float32.
     c.dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
@@ -69,7 +71,7 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> GPTConfi
         return GPTConfig(
             block_size=config.block_size, vocab_size=vocab_size, n_layer=config.n_layer,
             n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, bias=config.bias,
-            attention=config.attention, dtype=config.dtype,
+            attention=config.attention, dtype=config.dtype, remat=config.remat,
         )
     except ValueError as e:
         raise UsageError(str(e).replace("GPTConfig.", "config.")) from None
@@ -94,8 +96,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     model_config(config, vocab_size=1)  # the model keys, checked by GPTConfig
 
 
-def _closest_keys(key: str, config: ml_collections.ConfigDict) -> str:
-    matches = difflib.get_close_matches(key, list(config.keys()), n=3, cutoff=0.5)
+def _all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Every key, nested ones dotted (mesh.fsdp)."""
+    keys = []
+    for key, value in config.items():
+        keys.append(prefix + key)
+        if isinstance(value, ml_collections.ConfigDict):
+            keys += _all_keys(value, prefix + key + ".")
+    return keys
+
+
+def _closest_keys(key: str, valid: list[str]) -> str:
+    matches = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
     return ", ".join(matches) if matches else "see the config key table in README.md"
 
 
@@ -121,12 +133,12 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
 
 def from_command_line(argv: list[str]) -> ml_collections.ConfigDict:
     """The config that `--config FILE --config.key=value ...` describes, validated."""
-    base = load_config_file(_config_path(argv))
+    valid = _all_keys(load_config_file(_config_path(argv)))
     for arg in argv[1:]:
         if arg.startswith("--config."):
             key = arg[len("--config."):].split("=", 1)[0]
-            if key not in base:
-                raise UsageError(f"unknown config key {key!r}; closest valid keys: {_closest_keys(key, base)}")
+            if key not in valid:
+                raise UsageError(f"unknown config key {key!r}; closest valid keys: {_closest_keys(key, valid)}")
         elif arg.startswith("-") and not arg.startswith("--config"):
             raise UsageError(f"unknown option {arg}: options are --config FILE and --config.KEY=VALUE")
     flag_values = flags.FlagValues()

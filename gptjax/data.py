@@ -36,24 +36,27 @@ def input_target_windows(tokens: np.ndarray, starts, block_size: int) -> tuple[n
     return windows[:, :-1], windows[:, 1:]
 
 
-def random_batch(tokens: np.ndarray, batch_size: int, block_size: int, seed: int, *stream: int):
-    """A batch of random windows, the same for the same (seed, *stream): resuming at iteration n
-    draws exactly the batches an uninterrupted run draws there."""
+def random_batch(tokens: np.ndarray, batch_shape, block_size: int, seed: int, *stream: int,
+                 rows: slice = slice(None)):
+    """Random windows for a batch of batch_shape ((B,) or (A, B)), the same for the same
+    (seed, *stream): resuming at iteration n draws exactly the batches an uninterrupted run draws
+    there. `rows` picks this process's part of the last dimension; only those windows are read."""
     rng = np.random.default_rng([seed, *stream])
-    starts = rng.integers(0, len(tokens) - block_size, size=batch_size)
-    return input_target_windows(tokens, starts, block_size)
+    starts = rng.integers(0, len(tokens) - block_size, size=batch_shape)[..., rows]
+    x, y = input_target_windows(tokens, starts.reshape(-1), block_size)
+    return x.reshape(*starts.shape, block_size), y.reshape(*starts.shape, block_size)
 
 
-def prefetch(batches: Iterable, depth: int = 2) -> Iterator:
-    """Iterate `batches` on a background thread, up to `depth` items ahead, each already on the
-    device, so the training step never waits for the host."""
+def prefetch(batches: Iterable, put=jax.device_put, depth: int = 2) -> Iterator:
+    """Iterate `batches` on a background thread, up to `depth` items ahead, each already moved
+    to the devices by `put`, so the training step never waits for the host."""
     items: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
 
     def produce():
         try:
             for batch in batches:
-                items.put(jax.device_put(batch))
+                items.put(put(batch))
         except Exception as error:  # handed to the consumer, raised there
             items.put(error)
         items.put(done)

@@ -27,6 +27,7 @@ class GPTConfig:
     attention: str = "auto"  # "masked" (jnp.where), "fast" (jax.nn.dot_product_attention) or "auto"
     dtype: str = "float32"  # compute dtype; parameters stay float32
     gelu_approximate: bool = False  # nanoGPT: exact GELU; OpenAI's GPT-2 weights: tanh approximation
+    remat: bool = False  # recompute each block's activations in the backward pass (jax.checkpoint)
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -49,7 +50,8 @@ class GPTConfig:
                 "(masked path while dropout is on) or dropout=0"
             )
         if self.dtype not in DTYPES:
-            raise ValueError(f"GPTConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
+            hint = " (float16 would need loss scaling, which gptjax does not do: use bfloat16)" if self.dtype == "float16" else ""
+            raise ValueError(f"GPTConfig.dtype must be one of {DTYPES}, got {self.dtype!r}{hint}")
 
 
 def _linear(n_in: int, n_out: int, cfg: GPTConfig, rngs: nnx.Rngs, std: float = 0.02) -> nnx.Linear:
@@ -190,8 +192,9 @@ class GPT(nnx.Module):
         x_BxTxC = self.wte(idx_BxT) + self.wpe(pos + jnp.arange(T))
         x_BxTxC = self.drop(x_BxTxC, rngs=rngs)
         new_cache = []
+        run_block = nnx.remat(Block.__call__) if self.cfg.remat else Block.__call__
         for i, block in enumerate(self.h):
-            x_BxTxC, kv_layer = block(x_BxTxC, rngs, None if cache is None else cache[i], pos)
+            x_BxTxC, kv_layer = run_block(block, x_BxTxC, rngs, None if cache is None else cache[i], pos)
             new_cache.append(kv_layer)
         x_BxTxC = self.ln_f(x_BxTxC)
         logits_BxTxV = self.wte.attend(x_BxTxC).astype(jnp.float32)

@@ -9,10 +9,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 
 class Reporter:
-    def __init__(self, metrics_path: Path, start: int, total: int):
-        self._records = open(metrics_path, "a", encoding="utf-8")
+    """active=False (every process of a multi-host run but the first) makes it silent."""
+
+    def __init__(self, metrics_path: Path, start: int, total: int, active: bool = True):
+        self._active = active
+        self._records = open(metrics_path, "a", encoding="utf-8") if active else None
         self._progress = None
-        if sys.stdout.isatty():
+        if active and sys.stdout.isatty():
             self._progress = Progress(
                 TextColumn("iter {task.completed}/{task.total}"), BarColumn(),
                 TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
@@ -22,17 +25,23 @@ class Reporter:
 
     def message(self, text: str) -> None:
         """A line for the reader, printed above the progress bar if there is one."""
+        if not self._active:
+            return
         if self._progress is not None:
             self._progress.console.print(text, highlight=False, markup=False)
         else:
             print(text, flush=True)
 
     def record(self, **values) -> None:
+        if not self._active:
+            return
         self._records.write(json.dumps(values) + "\n")
         self._records.flush()
 
     def log_step(self, it: int, values: dict) -> None:
         """One training step's metrics: recorded, and shown as a log line or in the bar."""
+        if not self._active:
+            return
         self.record(iter=it, **values)
         text = f"loss {values['loss']:.4f}, {values['tokens_per_s']:,.0f} tok/s"
         if self._progress is not None:
@@ -46,4 +55,5 @@ class Reporter:
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
-        self._records.close()
+        if self._records is not None:
+            self._records.close()

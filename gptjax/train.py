@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
-from gptjax import checkpoint, data, pretrained
+from gptjax import checkpoint, data, pretrained, sharding
 from gptjax.config import UsageError, model_config
 from gptjax.model import GPT, GPTConfig
 from gptjax.optim import adamw, lr_schedule
@@ -36,7 +36,7 @@ class TrainState(struct.PyTreeNode):
     step: jax.Array  # number of updates applied so far
     params: nnx.State
     opt_state: optax.OptState
-    dropout_key: jax.Array  # the masks of step n are drawn from fold_in(dropout_key, n)
+    dropout_key: jax.Array  # raw key data; the masks of step n are drawn from fold_in(key, n)
     graphdef: nnx.GraphDef = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
@@ -45,7 +45,7 @@ class TrainState(struct.PyTreeNode):
         graphdef, params = nnx.split(model, nnx.Param)
         return cls(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-            dropout_key=jax.random.key(seed), graphdef=graphdef, tx=tx,
+            dropout_key=jax.random.key_data(jax.random.key(seed)), graphdef=graphdef, tx=tx,
         )
 
     def model(self) -> GPT:
@@ -69,7 +69,7 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array):
     another (lax.scan) and their mean gradient makes the update, the same as one batch of A*B.
     `state` is donated: its buffers are reused for the new state, so do not use it afterwards.
     """
-    key = jax.random.fold_in(state.dropout_key, state.step)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key), state.step)
     grad_fn = jax.value_and_grad(_loss, argnums=1)
     if x.ndim == 2:
         loss, grads = grad_fn(state.graphdef, state.params, x, y, key)
@@ -117,23 +117,25 @@ def flops_per_token(cfg: GPTConfig, n_params: int) -> int:
     return 6 * n_params + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * cfg.block_size
 
 
-def evaluate(state: TrainState, splits: dict, config, it: int) -> dict[str, float]:
+def evaluate(state: TrainState, splits: dict, config, it: int, mesh) -> dict[str, float]:
     """Mean loss over eval_iters batches of each split, dropout off; the batches depend only on
     (seed, iteration), so an evaluation repeats exactly on resume."""
     losses = {}
+    rows = sharding.process_rows(config.batch_size)
     for split_index, (split, tokens) in enumerate(splits.items()):
-        batches = (data.random_batch(tokens, config.batch_size, config.block_size, config.seed, 1, split_index, it, k)
-                   for k in range(config.eval_iters))
-        total = sum(eval_step(state, x, y) for x, y in data.prefetch(batches))  # summed on device
+        batches = (data.random_batch(tokens, config.batch_size, config.block_size, config.seed,
+                                     1, split_index, it, k, rows=rows) for k in range(config.eval_iters))
+        put = functools.partial(sharding.put_batch, mesh=mesh)
+        total = sum(eval_step(state, x, y) for x, y in data.prefetch(batches, put))  # summed on device
         losses[split] = float(total) / config.eval_iters
     return losses
 
 
 def _train_batch(tokens, config, it: int):
-    """Iteration it's batch, (B, T), or (A, B, T) with A = gradient_accumulation_steps."""
-    A, B, T = config.gradient_accumulation_steps, config.batch_size, config.block_size
-    x, y = data.random_batch(tokens, A * B, T, config.seed, 0, it)
-    return (x, y) if A == 1 else (x.reshape(A, B, T), y.reshape(A, B, T))
+    """This process's rows of iteration it's batch, (B, T), or (A, B, T) for accumulation."""
+    A, B = config.gradient_accumulation_steps, config.batch_size
+    return data.random_batch(tokens, B if A == 1 else (A, B), config.block_size, config.seed, 0, it,
+                             rows=sharding.process_rows(B))
 
 
 def _format_duration(seconds: float) -> str:
@@ -141,11 +143,11 @@ def _format_duration(seconds: float) -> str:
     return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
 
 
-def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report: Reporter) -> None:
+def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report: Reporter, mesh) -> None:
     """On a CPU, time one train step and one eval batch, and say how long the run will take."""
-    x, y = _train_batch(splits["train"], config, it)
+    x, y = sharding.put_batch(_train_batch(splits["train"], config, it), mesh)
     scratch, _ = train_step(jax.tree.map(jnp.copy, state), x, y)  # compiles; donates only the copy
-    x_eval, y_eval = x.reshape(-1, x.shape[-1])[: config.batch_size], y.reshape(-1, y.shape[-1])[: config.batch_size]
+    x_eval, y_eval = (x, y) if x.ndim == 2 else (x[0], y[0])
     jax.block_until_ready(eval_step(state, x_eval, y_eval))  # compiles
     for _ in range(2):  # the first run after compiling is slow: keep the second's time
         start = time.perf_counter()
@@ -208,8 +210,8 @@ def _new_model(config, tokenizer) -> GPT:
     return model
 
 
-def _initial_state(config, tokenizer) -> tuple[TrainState, float]:
-    """The state a run starts from, and the best val loss so far."""
+def _initial_state(config, tokenizer, mesh) -> tuple[TrainState, float]:
+    """The state a run starts from, placed on the mesh, and the best val loss so far."""
     schedule = lr_schedule(config.learning_rate, warmup_iters=config.warmup_iters,
                            lr_decay_iters=config.lr_decay_iters, min_lr=config.min_lr, decay_lr=config.decay_lr)
     tx = adamw(schedule, weight_decay=config.weight_decay, beta1=config.beta1, beta2=config.beta2,
@@ -217,14 +219,17 @@ def _initial_state(config, tokenizer) -> tuple[TrainState, float]:
     out_dir = Path(config.out_dir)
     if config.init_from == "resume":
         model_cfg, meta = _resumed_config(config, tokenizer)
-        template = jax.eval_shape(lambda: TrainState.create(GPT(model_cfg, rngs=nnx.Rngs(0)), tx, config.seed))
+        shapes = jax.eval_shape(lambda: TrainState.create(GPT(model_cfg, rngs=nnx.Rngs(0)), tx, config.seed))
+        template = jax.tree.map(lambda a, where: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=where),
+                                shapes, sharding.state_shardings(shapes, mesh))
         return checkpoint.restore(out_dir, template), meta["best_val_loss"]
     if (existing := checkpoint.latest_iter(out_dir)) is not None:
         raise UsageError(
             f"{out_dir} already holds a checkpoint (iter {existing}) that training from scratch would "
             "replace: pass --config.init_from=resume to continue it, or choose another out_dir"
         )
-    return TrainState.create(_new_model(config, tokenizer), tx, seed=config.seed), float("inf")
+    state = TrainState.create(_new_model(config, tokenizer), tx, seed=config.seed)
+    return sharding.place(state, sharding.state_shardings(state, mesh)), float("inf")
 
 
 def train(config) -> dict[str, float]:
@@ -232,24 +237,31 @@ def train(config) -> dict[str, float]:
     out_dir = Path(config.out_dir)
     tokenizer, splits = data.load_dataset(config.data_dir, config.dataset, config.input_file,
                                           config.block_size, config.tokenizer)
-    state, best_val_loss = _initial_state(config, tokenizer)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    if config.batch_size % mesh.size:
+        raise UsageError(f"config.batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "
+                         "it is split across")
+    state, best_val_loss = _initial_state(config, tokenizer, mesh)
     model_cfg = state.model().cfg
     n_params = state.model().num_params()
     it = int(state.step)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-    report = Reporter(out_dir / "metrics.jsonl", start=it, total=config.max_iters)
+    main_process = jax.process_index() == 0  # the one that prints and writes files; all save checkpoints
+    if main_process:
+        (out_dir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    report = Reporter(out_dir / "metrics.jsonl", start=it, total=config.max_iters, active=main_process)
     report.message(f"{config}")
-    report.message(f"number of parameters: {n_params / 1e6:.2f}M; device: {jax.devices()[0].device_kind}")
+    report.message(f"number of parameters: {n_params / 1e6:.2f}M; {jax.device_count()} x "
+                   f"{jax.devices()[0].device_kind}, mesh {dict(mesh.shape)}")
     if jax.default_backend() == "cpu" and not config.eval_only and it < config.max_iters:
-        _estimate_cpu_time(state, splits, config, it, report)
+        _estimate_cpu_time(state, splits, config, it, report, mesh)
 
     tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
     peak = peak_flops(jax.devices()[0])
-    batches = data.prefetch(
-        _train_batch(splits["train"], config, i) for i in range(it, config.max_iters)
-    )
+    peak = peak * jax.device_count() if peak else None
+    batches = data.prefetch((_train_batch(splits["train"], config, i) for i in range(it, config.max_iters)),
+                            functools.partial(sharding.put_batch, mesh=mesh))
     pending = None  # (iteration, metrics) of the step whose results are not yet read back
     clock, clock_iter = time.perf_counter(), it
 
@@ -273,7 +285,7 @@ def train(config) -> dict[str, float]:
         while True:
             if it % config.eval_interval == 0 or config.eval_only:
                 log_pending()
-                losses = evaluate(state, splits, config, it)
+                losses = evaluate(state, splits, config, it, mesh)
                 report.message(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 report.record(iter=it, train_loss=losses["train"], val_loss=losses["val"])
                 improved = losses["val"] < best_val_loss

@@ -1,0 +1,55 @@
+"""Memory per device of one GPT-2 (124M) train step under each sharding, as XLA plans it.
+
+    python benchmarks/memory.py [--batch 8 --devices 8]
+
+Nothing is allocated: the step is compiled for abstract inputs on `--devices` CPU devices
+(XLA's host-platform device count) and XLA's memory analysis of the compiled program is printed:
+parameters + optimizer state + batch (arguments) and the largest live temporaries, per device.
+Also prints each compile time.
+"""
+
+import argparse
+import os
+import time
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8, help="global batch of 1024-token sequences")
+    parser.add_argument("--devices", type=int, default=8)
+    args = parser.parse_args()
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices} " + os.environ.get("XLA_FLAGS", "")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+    import jax
+    import numpy as np
+    from flax import nnx
+    from jax.sharding import Mesh
+
+    import gptjax
+    from gptjax import sharding
+
+    settings = [("1 device", 1, 1, False), ("data parallel", args.devices, 1, False),
+                ("FSDP", 1, args.devices, False), ("data 2 x FSDP", 2, args.devices // 2, False),
+                ("1 device, remat", 1, 1, True), ("FSDP, remat", 1, args.devices, True)]
+    print(f"GPT-2 124M, batch {args.batch} x 1024 tokens, float32, AdamW; MiB per device")
+    print(f"{'setting':18s} {'params+opt+batch':>17s} {'temporaries':>12s} {'total':>8s} {'compile s':>10s}")
+    for name, data, fsdp, remat in settings:
+        cfg = gptjax.GPTConfig(remat=remat)  # nanoGPT's GPT-2 defaults: 12 x 768, block 1024
+        devices = np.asarray(jax.devices()[: data * fsdp]).reshape(data, fsdp)
+        mesh = Mesh(devices, sharding.AXES)
+        state = jax.eval_shape(lambda: gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), gptjax.adamw()))
+        state = jax.tree.map(lambda a, where: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=where),
+                             state, sharding.state_shardings(state, mesh))
+        batch = jax.ShapeDtypeStruct((args.batch, 1024), np.int32, sharding=sharding.batch_sharding(mesh, 2))
+        start = time.perf_counter()
+        compiled = gptjax.train_step.lower(state, batch, batch).compile()
+        seconds = time.perf_counter() - start
+        memory = compiled.memory_analysis()
+        arguments = memory.argument_size_in_bytes / 2**20
+        temporaries = memory.temp_size_in_bytes / 2**20
+        print(f"{name:18s} {arguments:17.0f} {temporaries:12.0f} {arguments + temporaries:8.0f} {seconds:10.1f}")
+
+
+if __name__ == "__main__":
+    main()
