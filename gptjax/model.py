@@ -54,8 +54,16 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.dtype must be one of {DTYPES}, got {self.dtype!r}{hint}")
 
 
-def _linear(n_in: int, n_out: int, cfg: GPTConfig, rngs: nnx.Rngs, std: float = 0.02) -> nnx.Linear:
-    return nnx.Linear(
+class Linear(nnx.Linear):
+    """nnx.Linear applied to (..., in) as one 2-D matrix product. XLA's CPU backend ran the
+    backward pass of the 3-D form ~1.5x slower (laptop config: 81 vs 52 ms for forward+backward)."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return super().__call__(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+
+def _linear(n_in: int, n_out: int, cfg: GPTConfig, rngs: nnx.Rngs, std: float = 0.02) -> Linear:
+    return Linear(
         n_in, n_out, use_bias=cfg.bias, dtype=jnp.dtype(cfg.dtype),
         kernel_init=nnx.initializers.normal(std), rngs=rngs,
     )
@@ -196,8 +204,9 @@ class GPT(nnx.Module):
         for i, block in enumerate(self.h):
             x_BxTxC, kv_layer = run_block(block, x_BxTxC, rngs, None if cache is None else cache[i], pos)
             new_cache.append(kv_layer)
-        x_BxTxC = self.ln_f(x_BxTxC)
-        logits_BxTxV = self.wte.attend(x_BxTxC).astype(jnp.float32)
+        B, T, C = x_BxTxC.shape
+        x_NxC = self.ln_f(x_BxTxC).reshape(B * T, C)  # 2-D for the same reason as Linear
+        logits_BxTxV = self.wte.attend(x_NxC).reshape(B, T, -1).astype(jnp.float32)
         return logits_BxTxV, None if cache is None else new_cache
 
     def num_params(self, non_embedding: bool = True) -> int:
