@@ -83,7 +83,7 @@ def load_model(out_dir: Path, dtype: str | None = None) -> tuple[GPT, dict]:
     model_cfg = GPTConfig(**{**meta["model"], **({"dtype": dtype} if dtype else {})})
     abstract = nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0)))
     graphdef, abstract_params = nnx.split(abstract, nnx.Param)
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_params)
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(abstract_params))
     with _manager(out_dir) as manager:
         restored = manager.restore(manager.latest_step(),
                                    args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
