@@ -244,8 +244,8 @@ def train(config) -> dict[str, float]:
         raise UsageError(f"config.batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "
                          "it is split across")
     state, best_val_loss = _initial_state(config, tokenizer, mesh)
-    model_cfg = state.model().cfg
-    n_params = state.model().num_params()
+    model = state.model()
+    model_cfg, n_params = model.cfg, model.num_params()
     it = int(state.step)
 
     out_dir.mkdir(parents=True, exist_ok=True)
