@@ -7,23 +7,12 @@ one compile run). "auto" in gptjax/attention.py picks its path from these number
 """
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
 from gptjax import attention
-
-
-def median_ms(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
+from timing import median_seconds
 
 
 def main():
@@ -49,8 +38,8 @@ def main():
     for name, fn in paths.items():
         forward = jax.jit(fn)
         backward = jax.jit(jax.grad(lambda q, k, v: fn(q, k, v).astype(jnp.float32).sum(), (0, 1, 2)))
-        print(f"{name:8s} {median_ms(forward, q, k, v, repeats=args.repeats):11.1f} "
-              f"{median_ms(backward, q, k, v, repeats=args.repeats):11.1f}")
+        print(f"{name:8s} {1e3 * median_seconds(lambda: forward(q, k, v), args.repeats):11.1f} "
+              f"{1e3 * median_seconds(lambda: backward(q, k, v), args.repeats):11.1f}")
 
 
 if __name__ == "__main__":

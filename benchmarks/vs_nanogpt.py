@@ -12,25 +12,15 @@ Prints medians after warm-up (the first gptjax call compiles) and gptjax's speed
 """
 
 import argparse
-import statistics
 import sys
 import time
+
+from timing import median_seconds
 
 SETTINGS = {  # nanoGPT's README laptop command, and config/train_shakespeare_char.py
     "laptop": dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128),
     "char": dict(block_size=256, batch_size=64, n_layer=6, n_head=6, n_embd=384),
 }
-
-
-def median_seconds(fn, steps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def nanogpt_timings(path: str, s: dict, tokens, steps: int, generate: bool) -> dict:
@@ -57,7 +47,7 @@ def nanogpt_timings(path: str, s: dict, tokens, steps: int, generate: bool) -> d
         with torch.no_grad():
             model(x, y)[1].item()
 
-    out = {"train": median_seconds(train_step, steps), "eval": median_seconds(evaluate, steps)}
+    out = {"train": median_seconds(train_step, steps, warmup=2), "eval": median_seconds(evaluate, steps, warmup=2)}
     if generate:
         model.eval()
         prompt = torch.zeros((1, 1), dtype=torch.long)
@@ -67,7 +57,6 @@ def nanogpt_timings(path: str, s: dict, tokens, steps: int, generate: bool) -> d
 
 
 def gptjax_timings(s: dict, tokens, steps: int, generate: bool) -> dict:
-    import jax
     import jax.numpy as jnp
     from flax import nnx
 
@@ -87,14 +76,13 @@ def gptjax_timings(s: dict, tokens, steps: int, generate: bool) -> dict:
     start = time.perf_counter()
     train_step()
     out = {"first step": time.perf_counter() - start}
-    out["train"] = median_seconds(train_step, steps)
-    out["eval"] = median_seconds(lambda: float(gptjax.eval_step(state, x, y)), steps)
+    out["train"] = median_seconds(train_step, steps, warmup=2)
+    out["eval"] = median_seconds(lambda: float(gptjax.eval_step(state, x, y)), steps, warmup=2)
     if generate:
         model = state.model()
         prompt = jnp.zeros((1, 1), jnp.int32)
         for name, context in (("generate", None), ("generate, overflow_context=block/2", cfg.block_size // 2)):
-            run = lambda: jax.block_until_ready(gptjax.generate(model, prompt, 500, overflow_context=context))
-            out[name] = median_seconds(run, 1, warmup=1)
+            out[name] = median_seconds(lambda: gptjax.generate(model, prompt, 500, overflow_context=context), 1)
     return out
 
 
