@@ -39,8 +39,7 @@ def main():
         devices = np.asarray(jax.devices()[: data * fsdp]).reshape(data, fsdp)
         mesh = Mesh(devices, sharding.AXES)
         state = jax.eval_shape(lambda: gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), gptjax.adamw()))
-        state = jax.tree.map(lambda a, where: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=where),
-                             state, sharding.state_shardings(state, mesh))
+        state = sharding.abstract_on_mesh(state, mesh)
         batch = jax.ShapeDtypeStruct((args.batch, 1024), np.int32, sharding=sharding.batch_sharding(mesh, 2))
         start = time.perf_counter()
         compiled = gptjax.train_step.lower(state, batch, batch).compile()

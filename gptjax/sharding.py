@@ -76,6 +76,13 @@ def place(tree, shardings):
     )
 
 
+def abstract_on_mesh(tree, mesh: Mesh):
+    """ShapeDtypeStructs of tree's arrays, carrying their state_shardings (compile or restore
+    targets that allocate nothing)."""
+    return jax.tree.map(lambda a, where: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=where),
+                        tree, state_shardings(tree, mesh))
+
+
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     """Batches split along their batch dimension (the second of (A, B, T)) over both axes."""
     return NamedSharding(mesh, P(*([None] * (ndim - 2)), AXES, None))

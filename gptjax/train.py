@@ -124,10 +124,10 @@ def evaluate(state: TrainState, splits: dict, config, it: int, mesh) -> dict[str
     (seed, iteration), so an evaluation repeats exactly on resume."""
     losses = {}
     rows = sharding.process_rows(config.batch_size)
+    put = functools.partial(sharding.put_batch, mesh=mesh)
     for split_index, (split, tokens) in enumerate(splits.items()):
         batches = (data.random_batch(tokens, config.batch_size, config.block_size, config.seed,
                                      1, split_index, it, k, rows=rows) for k in range(config.eval_iters))
-        put = functools.partial(sharding.put_batch, mesh=mesh)
         total = sum(eval_step(state, x, y) for x, y in data.prefetch(batches, put))  # summed on device
         losses[split] = float(total) / config.eval_iters
     return losses
@@ -222,9 +222,7 @@ def _initial_state(config, tokenizer, mesh) -> tuple[TrainState, float]:
     if config.init_from == "resume":
         model_cfg, meta = _resumed_config(config, tokenizer)
         shapes = jax.eval_shape(lambda: TrainState.create(GPT(model_cfg, rngs=nnx.Rngs(0)), tx, config.seed))
-        template = jax.tree.map(lambda a, where: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=where),
-                                shapes, sharding.state_shardings(shapes, mesh))
-        return checkpoint.restore(out_dir, template), meta["best_val_loss"]
+        return checkpoint.restore(out_dir, sharding.abstract_on_mesh(shapes, mesh)), meta["best_val_loss"]
     if (existing := checkpoint.latest_iter(out_dir)) is not None:
         raise UsageError(
             f"{out_dir} already holds a checkpoint (iter {existing}) that training from scratch would "
@@ -283,6 +281,7 @@ def train(config) -> dict[str, float]:
         report.log_step(step_it, values)
 
     losses = {}
+    saved_iter = it if config.init_from == "resume" else 0  # the newest checkpoint in out_dir
     try:
         while True:
             if it % config.eval_interval == 0 or config.eval_only:
@@ -292,9 +291,10 @@ def train(config) -> dict[str, float]:
                 report.record(iter=it, train_loss=losses["train"], val_loss=losses["val"])
                 improved = losses["val"] < best_val_loss
                 best_val_loss = min(best_val_loss, losses["val"])
-                if (improved or config.always_save_checkpoint) and it > (checkpoint.latest_iter(out_dir) or 0):
+                if (improved or config.always_save_checkpoint) and it > saved_iter:
                     checkpoint.save(out_dir, state, best_val_loss=best_val_loss, config=config,
                                     model=model_cfg, tokenizer=tokenizer.describe())
+                    saved_iter = it
                     report.message(f"saved checkpoint to {out_dir}/checkpoints/{it}")
                 clock, clock_iter = time.perf_counter(), it  # evaluation time is not step time
             if it >= config.max_iters or config.eval_only:
