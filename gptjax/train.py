@@ -212,12 +212,17 @@ def _new_model(config, tokenizer) -> GPT:
     return model
 
 
-def _initial_state(config, tokenizer, mesh) -> tuple[TrainState, float]:
-    """The state a run starts from, placed on the mesh, and the best val loss so far."""
+def make_optimizer(config) -> optax.GradientTransformation:
+    """AdamW with the config's learning-rate schedule, weight decay, betas and clipping."""
     schedule = lr_schedule(config.learning_rate, warmup_iters=config.warmup_iters,
                            lr_decay_iters=config.lr_decay_iters, min_lr=config.min_lr, decay_lr=config.decay_lr)
-    tx = adamw(schedule, weight_decay=config.weight_decay, beta1=config.beta1, beta2=config.beta2,
-               grad_clip=config.grad_clip)
+    return adamw(schedule, weight_decay=config.weight_decay, beta1=config.beta1, beta2=config.beta2,
+                 grad_clip=config.grad_clip)
+
+
+def _initial_state(config, tokenizer, mesh) -> tuple[TrainState, float]:
+    """The state a run starts from, placed on the mesh, and the best val loss so far."""
+    tx = make_optimizer(config)
     out_dir = Path(config.out_dir)
     if config.init_from == "resume":
         model_cfg, meta = _resumed_config(config, tokenizer)
