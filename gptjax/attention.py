@@ -24,7 +24,7 @@ def masked_attention(
 
     Heads first, (B, H, T, D): XLA's CPU dot products ran ~1.8x faster in this layout than
     contracting (B, T, H, D) directly. `mask` broadcasts to (B, H, T, S), True where a query may
-    see a key. Returns (B, H, T, D).
+    see a key. Returns (B, H, T, D). Any leading axes work: decoding passes (B*H, T, D).
 
     Every pass over a (B, H, T, S) array costs about as much as a dot product on a CPU (memory
     bound), so this makes as few as it can: 1/√d scales q rather than the scores, and the
@@ -34,14 +34,14 @@ def masked_attention(
     """
     q_BxHxTxD = q_BxHxTxD * jnp.asarray(q_BxHxTxD.shape[-1] ** -0.5, q_BxHxTxD.dtype)
     # Scores and softmax in float32 whatever the compute dtype: bf16 exp/sum loses too much.
-    scores_BxHxTxS = jnp.einsum("bhtd,bhsd->bhts", q_BxHxTxD, k_BxHxSxD, preferred_element_type=jnp.float32)
+    scores_BxHxTxS = jnp.einsum("...td,...sd->...ts", q_BxHxTxD, k_BxHxSxD, preferred_element_type=jnp.float32)
     scores_BxHxTxS = jnp.where(mask, scores_BxHxTxS, -jnp.inf)  # nanoGPT: masked_fill(-inf)
     # The row maximum only keeps exp in range; it cancels, so no gradient needs to flow through it.
     row_max_BxHxTx1 = jax.lax.stop_gradient(jnp.max(scores_BxHxTxS, axis=-1, keepdims=True))
     unnormalized_BxHxTxS = jnp.exp(scores_BxHxTxS - row_max_BxHxTx1)
     row_sum_BxHxTx1 = jnp.sum(unnormalized_BxHxTxS, axis=-1, keepdims=True)
     unnormalized_BxHxTxS = weights_dropout(unnormalized_BxHxTxS.astype(v_BxHxSxD.dtype))
-    y_BxHxTxD = jnp.einsum("bhts,bhsd->bhtd", unnormalized_BxHxTxS, v_BxHxSxD, preferred_element_type=jnp.float32)
+    y_BxHxTxD = jnp.einsum("...ts,...sd->...td", unnormalized_BxHxTxS, v_BxHxSxD, preferred_element_type=jnp.float32)
     return (y_BxHxTxD / row_sum_BxHxTx1).astype(v_BxHxSxD.dtype)
 
 

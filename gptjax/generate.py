@@ -116,20 +116,30 @@ def _generate_cached(graphdef, params, prompt_BxP, length, rng, *, max_new_token
         at = length + i
         tokens_BxN = jax.lax.dynamic_update_index_in_dim(tokens_BxN, next_B, at, axis=1)
 
-        def extend(cache):  # the cache has room: run the new token alone
+        def extend(state):  # the cache has room: run the new token alone
+            cache, n_cached, _ = state
             logits_Bx1xV, cache = model.decode(next_B[:, None], cache, n_cached)
-            return logits_Bx1xV[:, 0], cache, n_cached + 1
+            return cache, n_cached + 1, logits_Bx1xV[:, 0]
 
-        def rebuild(cache):  # full: re-run the last `keep` tokens from position 0
+        def rebuild(state):  # full: re-run the last `keep` tokens from position 0
             window_BxK = jax.lax.dynamic_slice_in_dim(tokens_BxN, at + 1 - keep, keep, axis=1)
-            logits_BxKxV, cache = model.decode(window_BxK, cache, 0)
-            return logits_BxKxV[:, -1], cache, jnp.int32(keep)
+            logits_BxKxV, cache = model.decode(window_BxK, state[0], 0)
+            return cache, jnp.int32(keep), logits_BxKxV[:, -1]
 
-        logits_BxV, cache, n_cached = jax.lax.cond(n_cached < block_size, extend, rebuild, cache)
+        full = n_cached >= block_size
+        state = _run_if(~full, extend, (cache, n_cached, logits_BxV))
+        cache, n_cached, logits_BxV = _run_if(full, rebuild, state)
         return tokens_BxN, cache, n_cached, logits_BxV
 
     carry = (tokens_BxN, cache, length, logits_BxV)
     return jax.lax.fori_loop(0, max_new_tokens, step, carry)[0]
+
+
+def _run_if(pred: jax.Array, fn, state):
+    """fn(state) if pred else state, as a loop of zero or one trips: unlike lax.cond, whose branches
+    XLA gave copies of the whole KV cache on every token (~0.6 ms of ~2.5 ms per token on a CPU),
+    a while loop updates its state in place."""
+    return jax.lax.while_loop(lambda c: c[1], lambda c: (fn(c[0]), False), (state, pred))[0]
 
 
 def generate_uncached(

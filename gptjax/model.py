@@ -11,7 +11,7 @@ from gptjax import attention
 
 DTYPES = ("float32", "bfloat16")
 
-KVLayer = tuple[jax.Array, jax.Array]  # one layer's cached keys and values, each (B, H, S, D)
+KVLayer = tuple[jax.Array, jax.Array]  # one layer's cached keys and values, each (B*H, S, D)
 KVCache = list[KVLayer]  # one entry per layer
 
 
@@ -108,11 +108,15 @@ class CausalSelfAttention(nnx.Module):
             if kv_cache is None:
                 mask = attention.causal_mask(T)
             else:
-                k, v = (jax.lax.dynamic_update_slice_in_dim(cached, new, pos, axis=2)
-                        for cached, new in zip(kv_cache, (k, v)))  # each (B, H, S, D)
-                kv_cache = (k, v)
-                mask = jnp.arange(k.shape[2])[None, :] <= pos + jnp.arange(T)[:, None]  # (T, S)
-            y_BxHxTxD = attention.masked_attention(q, k, v, mask, lambda w: self.attn_dropout(w, rngs=rngs))
+                # The cache keeps batch and heads as one axis, (B*H, S, D): with a (B, H, S, D)
+                # cache and B=1, XLA fused the cache update once for the loop and once, reshaped,
+                # for the dot, copying the whole cache twice per layer and token.
+                q, k, v = (a.reshape(B * H, T, C // H) for a in (q, k, v))
+                k, v = kv_cache = tuple(jax.lax.dynamic_update_slice_in_dim(cached, new, pos, axis=1)
+                                        for cached, new in zip(kv_cache, (k, v)))
+                mask = jnp.arange(k.shape[1])[None, :] <= pos + jnp.arange(T)[:, None]  # (T, S)
+            y = attention.masked_attention(q, k, v, mask, lambda w: self.attn_dropout(w, rngs=rngs))
+            y_BxHxTxD = y.reshape(B, H, T, C // H)
             y_BxTxHxD = y_BxHxTxD.transpose(0, 2, 1, 3)
         y_BxTxC = y_BxTxHxD.reshape(B, T, C)  # re-assemble the heads
         return self.resid_dropout(self.c_proj(y_BxTxC), rngs=rngs), kv_cache
@@ -184,9 +188,9 @@ class GPT(nnx.Module):
         return self._forward(idx_BxT, 0, rngs, None)[0]
 
     def init_cache(self, batch_size: int) -> KVCache:
-        """An empty key/value cache: per layer (k, v), each (B, n_head, block_size, head_dim)."""
+        """An empty key/value cache: per layer (k, v), each (B * n_head, block_size, head_dim)."""
         cfg = self.cfg
-        shape = (batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        shape = (batch_size * cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
         return [(jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype)) for _ in range(cfg.n_layer)]
 
     def decode(self, idx_BxT: jax.Array, cache: KVCache, pos: jax.Array | int):
