@@ -26,6 +26,11 @@ def cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
     return jnp.sum(losses_BxT * valid_BxT) / jnp.maximum(jnp.sum(valid_BxT), 1)
 
 
+# Dropout masks come from XLA's RngBitGenerator ("rbg") rather than JAX's default threefry, whose
+# bits cost more to make: a char.py step (dropout 0.2) measured 7-9% faster on a 2-core CPU.
+DROPOUT_RNG = "rbg"
+
+
 class TrainState(struct.PyTreeNode):
     """Everything a training step reads and writes, as one pytree of arrays.
 
@@ -47,7 +52,7 @@ class TrainState(struct.PyTreeNode):
         params = nnx.to_pure_dict(params)
         return cls(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-            dropout_key=jax.random.key_data(jax.random.key(seed)), graphdef=graphdef, tx=tx,
+            dropout_key=jax.random.key_data(jax.random.key(seed, impl=DROPOUT_RNG)), graphdef=graphdef, tx=tx,
         )
 
     def model(self) -> GPT:
@@ -71,7 +76,7 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array):
     another (lax.scan) and their mean gradient makes the update, the same as one batch of A*B.
     `state` is donated: its buffers are reused for the new state, so do not use it afterwards.
     """
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key), state.step)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key, impl=DROPOUT_RNG), state.step)
     grad_fn = jax.value_and_grad(_loss, argnums=1)
     if x.ndim == 2:
         loss, grads = grad_fn(state.graphdef, state.params, x, y, key)
