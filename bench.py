@@ -13,7 +13,7 @@ import sys
 
 from gptjax import bench
 from gptjax.config import UsageError, from_command_line
-from gptjax.sharding import initialize_distributed
+from gptjax.sharding import initialize_distributed, use_measured_xla_flags
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -39,6 +39,7 @@ def main(argv: list[str]) -> None:
     try:
         if args.steps < 1 or args.max_new_tokens < 1:
             raise UsageError("--steps and --max_new_tokens must be >= 1")
+        use_measured_xla_flags()
         initialize_distributed()
         config = from_command_line(config_argv)
         results = bench.training(config, args.steps)

@@ -14,6 +14,7 @@ import jax
 
 from gptjax import GPT2Tokenizer, UsageError, checkpoint, from_pretrained, generate
 from gptjax.model import DTYPES
+from gptjax.sharding import use_measured_xla_flags
 from gptjax.tokenizers import from_description
 
 
@@ -47,6 +48,7 @@ def read_prompt(start: str) -> str:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv[1:])
+    use_measured_xla_flags()
     try:
         if args.num_samples < 1 or args.max_new_tokens < 1:
             raise UsageError("--num_samples and --max_new_tokens must be >= 1")

@@ -8,7 +8,7 @@ Every key, its meaning and its default are in README.md ("Config keys").
 import sys
 
 from gptjax.config import UsageError, from_command_line
-from gptjax.sharding import initialize_distributed
+from gptjax.sharding import initialize_distributed, use_measured_xla_flags
 from gptjax.train import train
 
 
@@ -17,6 +17,7 @@ def main(argv: list[str]) -> None:
         print(__doc__.strip())
         return
     try:
+        use_measured_xla_flags()
         initialize_distributed()  # before anything touches a device
         train(from_command_line(argv))
     except UsageError as e:

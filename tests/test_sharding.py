@@ -13,6 +13,8 @@ import textwrap
 
 import pytest
 
+from gptjax import sharding
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 EIGHT_DEVICES = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 
@@ -100,3 +102,15 @@ def test_two_processes_train_save_and_resume_like_one(tmp_path):
     assert multi.keys() == single.keys() and len(single) == 6 + 3  # 6 steps, evals at 0, 3, 6
     # the same batches and dropout masks; only the order of the cross-process sums differs
     assert multi == pytest.approx(single, abs=1e-4)
+
+
+def test_measured_xla_flags_are_added_but_never_override_the_users(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/somewhere")
+    sharding.use_measured_xla_flags()
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/somewhere --xla_cpu_experimental_ynn_fusion_type="
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
+    sharding.use_measured_xla_flags()
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=dot"
+    monkeypatch.delenv("XLA_FLAGS")
+    sharding.use_measured_xla_flags()
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type="
