@@ -95,6 +95,10 @@ def main():
     args = parser.parse_args()
     import numpy as np
 
+    from gptjax.sharding import use_measured_xla_flags
+
+    use_measured_xla_flags()  # as train.py and sample.py run gptjax
+
     s = SETTINGS[args.setting]
     tokens = np.random.default_rng(0).integers(0, 65, (s["batch_size"], s["block_size"] + 1))
     theirs = nanogpt_timings(args.nanogpt, s, tokens, args.steps, args.generate)

@@ -101,8 +101,9 @@ def training(config, steps: int) -> dict:
 
 
 def sampling(config, max_new_tokens: int, batch_size: int = 1) -> dict:
-    """Tokens/s of gptjax.generate from a one-token prompt, with nanoGPT's exact context rule and
-    with overflow_context=block_size // 2, against the uncached reference (nanoGPT's method)."""
+    """Tokens/s and time to the first token of gptjax.generate from a one-token prompt, with
+    nanoGPT's exact context rule and with overflow_context=block_size // 2, and of the uncached
+    reference (nanoGPT's method)."""
     model = GPT(model_config(config, vocab_size=VOCAB_SIZES[config.tokenizer]), rngs=nnx.Rngs(config.seed))
     model.eval()
     prompt = jnp.zeros((batch_size, 1), jnp.int32)
@@ -116,6 +117,8 @@ def sampling(config, max_new_tokens: int, batch_size: int = 1) -> dict:
         jax.block_until_ready(run(max_new_tokens))  # compiles
         seconds = _seconds_per_call(lambda: run(max_new_tokens), 1)
         results[f"{name}_tokens_per_s"] = batch_size * max_new_tokens / seconds
+        jax.block_until_ready(run(1))
+        results[f"{name}_first_token_ms"] = _seconds_per_call(lambda: run(1), 3) * 1e3
     for name in ("generate", "generate_overflow_half"):
         results[f"{name}_speedup"] = results[f"{name}_tokens_per_s"] / results["uncached_reference_tokens_per_s"]
     return results
