@@ -28,10 +28,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def _row(name: str, value) -> str:
     if value is None:
-        return f"{name:32s} {'n/a':>14s}"
+        return f"{name:38s} {'n/a':>14s}"
     if isinstance(value, float):
-        return f"{name:32s} {value:14,.{3 if abs(value) < 10 else 1}f}"
-    return f"{name:32s} {value!s:>14s}"
+        return f"{name:38s} {value:14,.{3 if abs(value) < 10 else 1}f}"
+    return f"{name:38s} {value!s:>14s}"
 
 
 def main(argv: list[str]) -> None:
