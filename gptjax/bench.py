@@ -54,6 +54,7 @@ def training(config, steps: int) -> dict:
     state = sharding.place(state, sharding.state_shardings(state, mesh))
     A, B, T = config.gradient_accumulation_steps, config.batch_size, config.block_size
     tokens = np.random.default_rng(config.seed).integers(0, cfg.vocab_size, (A, B, T + 1), dtype=np.int32)
+    tokens = tokens[:, sharding.process_rows(B)]  # this process's rows of the global batch
     tokens = tokens[0] if A == 1 else tokens
     x, y = sharding.put_batch((tokens[..., :-1], tokens[..., 1:]), mesh)
     x_eval, y_eval = (x, y) if A == 1 else sharding.put_batch((tokens[0, :, :-1], tokens[0, :, 1:]), mesh)
