@@ -107,10 +107,10 @@ def test_two_processes_train_save_and_resume_like_one(tmp_path):
 def test_measured_xla_flags_are_added_but_never_override_the_users(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/somewhere")
     sharding.use_measured_xla_flags()
-    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/somewhere --xla_cpu_experimental_ynn_fusion_type="
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/somewhere --xla_cpu_experimental_ynn_fusion_type=-dot,-individual_dot"
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
     sharding.use_measured_xla_flags()
     assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=dot"
     monkeypatch.delenv("XLA_FLAGS")
     sharding.use_measured_xla_flags()
-    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type="
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=-dot,-individual_dot"
