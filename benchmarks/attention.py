@@ -3,7 +3,7 @@
     python benchmarks/attention.py [--batch 64 --seq 256 --heads 6 --head-dim 64 --dtype float32]
 
 Prints forward and forward+backward milliseconds for each path (median of --repeats runs, after
-one compile run). "auto" in gptjax/attention.py picks its path from these numbers.
+one compile run), with the XLA flags that train.py sets. "auto" in gptjax/attention.py picks its path from these numbers.
 """
 
 import argparse
@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from gptjax import attention
+from gptjax.sharding import use_measured_xla_flags
 from timing import median_seconds
 
 
@@ -24,6 +25,7 @@ def main():
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    use_measured_xla_flags()  # as train.py and sample.py run
 
     shape = (args.batch, args.seq, args.heads, args.head_dim)
     q, k, v = (jax.random.normal(jax.random.key(i), shape, args.dtype) for i in range(3))

@@ -69,8 +69,8 @@ def resolve(requested: str, *, dropout_active: bool, dtype, head_dim: int) -> st
 
     "auto" takes the masked path whenever attention dropout is on (the fast path has none), and
     otherwise the fast path only where cuDNN flash attention runs. Everywhere else the masked
-    einsum path measured faster: on a 2-core Xeon CPU, B64 T256 H6 D64 float32, forward 128 ms vs
-    221 ms and forward+backward 299 ms vs 407 ms (python benchmarks/attention.py).
+    einsum path measured faster: on a 2-core Xeon CPU, B64 T256 H6 D64 float32, forward 94 ms vs
+    165 ms and forward+backward 249 ms vs 321 ms (python benchmarks/attention.py).
     """
     if requested == "fast":  # GPTConfig refuses "fast" together with dropout
         return "fast"
