@@ -69,10 +69,17 @@ def restore(out_dir: Path, template: "TrainState") -> "TrainState":
         "train": {"opt_state": template.opt_state, "step": template.step, "dropout_key": template.dropout_key},
     })
     with _manager(out_dir) as manager:
-        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract["params"]),
-            train=ocp.args.StandardRestore(abstract["train"]),
-        ))
+        try:
+            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract["params"]),
+                train=ocp.args.StandardRestore(abstract["train"]),
+            ))
+        except ValueError as e:  # e.g. a dropout key written before gptjax used the rbg PRNG
+            raise UsageError(
+                f"the checkpoint in {out_dir} does not fit this gptjax's train state "
+                f"({str(e).split('. ')[0]}): resume it with the gptjax version that wrote it, "
+                "or start a new out_dir"
+            ) from None
     return template.replace(params=restored.params, **restored.train)
 
 
