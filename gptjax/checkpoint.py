@@ -68,19 +68,28 @@ def restore(out_dir: Path, template: "TrainState") -> "TrainState":
         "params": template.params,
         "train": {"opt_state": template.opt_state, "step": template.step, "dropout_key": template.dropout_key},
     })
+    step = latest_iter(out_dir)
+    stored_key_shape = _stored_train_metadata(out_dir, step)["dropout_key"].shape
+    if stored_key_shape != template.dropout_key.shape:  # checked before orbax starts reading
+        raise UsageError(
+            f"the checkpoint in {out_dir} was written by a gptjax whose dropout key had shape "
+            f"{stored_key_shape}, not {template.dropout_key.shape} (threefry before the rbg PRNG): "
+            "resume it with the gptjax version that wrote it, or start a new out_dir"
+        )
     with _manager(out_dir) as manager:
-        try:
-            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(abstract["params"]),
-                train=ocp.args.StandardRestore(abstract["train"]),
-            ))
-        except ValueError as e:  # e.g. a dropout key written before gptjax used the rbg PRNG
-            raise UsageError(
-                f"the checkpoint in {out_dir} does not fit this gptjax's train state "
-                f"({str(e).split('. ')[0]}): resume it with the gptjax version that wrote it, "
-                "or start a new out_dir"
-            ) from None
+        restored = manager.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract["params"]),
+            train=ocp.args.StandardRestore(abstract["train"]),
+        ))
     return template.replace(params=restored.params, **restored.train)
+
+
+def _stored_train_metadata(out_dir: Path, step: int) -> dict:
+    """Shapes and dtypes of the "train" item of a checkpoint, read without restoring anything."""
+    handlers = {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler()}
+    with ocp.CheckpointManager(Path(out_dir).absolute() / "checkpoints", item_handlers=handlers) as manager:
+        return dict(manager.item_metadata(step)["train"])
 
 
 def load_model(out_dir: Path, dtype: str | None = None) -> tuple[GPT, dict]:
