@@ -15,12 +15,12 @@ from flax import nnx
 from gptjax import sharding
 from gptjax.config import model_config
 from gptjax.generate import generate, generate_uncached
-from gptjax.model import GPT
+from gptjax.model import GPT, GPTConfig
 from gptjax.train import TrainState, eval_step, flops_per_token, make_optimizer, peak_flops, train_step
 
 # The vocabulary a from-scratch run of each tokenizer gets: Shakespeare's 65 characters, and
-# GPT-2's 50257 tokens padded to 50304 as nanoGPT does.
-VOCAB_SIZES = {"char": 65, "gpt2": 50304}
+# GPT-2's 50257 tokens padded to 50304 as nanoGPT does (GPTConfig's default).
+VOCAB_SIZES = {"char": 65, "gpt2": GPTConfig.vocab_size}
 
 
 def _seconds_per_call(fn, steps: int) -> float:
@@ -80,7 +80,7 @@ def training(config, steps: int) -> dict:
 
     tokens_per_step = A * B * T
     flops_per_step = flops_per_token(cfg, n_params) * tokens_per_step
-    peak = peak_flops(jax.devices()[0])
+    peak = peak_flops()
     results = {
         "params": n_params,
         "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
@@ -89,7 +89,7 @@ def training(config, steps: int) -> dict:
         "train_ms_per_iter": step_seconds * 1e3,
         "train_tokens_per_s": tokens_per_step / step_seconds,
         "train_tflops_per_s": flops_per_step / step_seconds / 1e12,
-        "mfu": flops_per_step / step_seconds / (peak * jax.device_count()) if peak else None,
+        "mfu": flops_per_step / step_seconds / peak if peak else None,
         "train_memory_mib": _memory_mib(compiled_train),
         "eval_ms_per_batch": eval_seconds * 1e3,
         "eval_tokens_per_s": B * T / eval_seconds,

@@ -20,10 +20,11 @@ if TYPE_CHECKING:  # the training loop imports this module
 SHAPE_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias")
 
 
-def _manager(out_dir: Path) -> ocp.CheckpointManager:
+def _manager(out_dir: Path, item_handlers: dict | None = None) -> ocp.CheckpointManager:
     # Synchronous saves: the next train_step donates the buffers a background save would still read.
     options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(Path(out_dir).absolute() / "checkpoints", options=options)
+    return ocp.CheckpointManager(Path(out_dir).absolute() / "checkpoints", options=options,
+                                 item_handlers=item_handlers)
 
 
 def latest_iter(out_dir: Path) -> int | None:
@@ -88,7 +89,7 @@ def _stored_train_metadata(out_dir: Path, step: int) -> dict:
     """Shapes and dtypes of the "train" item of a checkpoint, read without restoring anything."""
     handlers = {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),
                 "meta": ocp.JsonCheckpointHandler()}
-    with ocp.CheckpointManager(Path(out_dir).absolute() / "checkpoints", item_handlers=handlers) as manager:
+    with _manager(out_dir, handlers) as manager:
         return dict(manager.item_metadata(step)["train"])
 
 

@@ -115,8 +115,11 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12,
               "TPU v5 lite": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12}
 
 
-def peak_flops(device: jax.Device) -> float | None:
-    return next((flops for kind, flops in PEAK_FLOPS.items() if kind in device.device_kind), None)
+def peak_flops() -> float | None:
+    """The summed bf16 peak FLOP/s of every device in the run, or None where it is not known."""
+    kind = jax.devices()[0].device_kind
+    peak = next((flops for name, flops in PEAK_FLOPS.items() if name in kind), None)
+    return peak * jax.device_count() if peak else None
 
 
 def flops_per_token(cfg: GPTConfig, n_params: int) -> int:
@@ -202,8 +205,8 @@ def _resumed_config(config, tokenizer) -> tuple[GPTConfig, dict]:
 def _new_model(config, tokenizer) -> GPT:
     """A randomly initialised model, or GPT-2's weights when init_from names them."""
     if config.init_from == "scratch":
-        # nanoGPT pads GPT-2's 50257 tokens to 50304, a multiple of 64, when training from scratch
-        vocab_size = len(tokenizer) if config.tokenizer == "char" else 50304
+        # nanoGPT pads GPT-2's 50257 tokens to 50304 (GPTConfig's default) when training from scratch
+        vocab_size = len(tokenizer) if config.tokenizer == "char" else GPTConfig.vocab_size
         return GPT(model_config(config, vocab_size=vocab_size), rngs=nnx.Rngs(config.seed))
     model = pretrained.from_pretrained(config.init_from, dropout=config.dropout,
                                        attention=config.attention, dtype=config.dtype)
@@ -268,8 +271,7 @@ def train(config) -> dict[str, float]:
         _estimate_cpu_time(state, splits, config, it, report, mesh)
 
     tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
-    peak = peak_flops(jax.devices()[0])
-    peak = peak * jax.device_count() if peak else None
+    peak = peak_flops()
     batches = data.prefetch((_train_batch(splits["train"], config, i) for i in range(it, config.max_iters)),
                             functools.partial(sharding.put_batch, mesh=mesh))
     pending = None  # (iteration, metrics) of the step whose results are not yet read back
