@@ -3,17 +3,19 @@
     python benchmarks/attention.py [--batch 64 --seq 256 --heads 6 --head-dim 64 --dtype float32]
 
 Prints forward and forward+backward milliseconds for each path (median of --repeats runs, after
-one compile run), with the XLA flags that train.py sets. "auto" in gptjax/attention.py picks its path from these numbers.
+one compile run), with the XLA flags that train.py sets. "auto" in gptjax/attention.py picks its
+path from these numbers.
 """
 
 import argparse
+import functools
 
 import jax
 import jax.numpy as jnp
+from timing import median_seconds
 
 from gptjax import attention
 from gptjax.sharding import use_measured_xla_flags
-from timing import median_seconds
 
 
 def main():
@@ -39,9 +41,9 @@ def main():
     print(f"{'path':8s} {'forward ms':>11s} {'fwd+bwd ms':>11s}")
     for name, fn in paths.items():
         forward = jax.jit(fn)
-        backward = jax.jit(jax.grad(lambda q, k, v: fn(q, k, v).astype(jnp.float32).sum(), (0, 1, 2)))
-        print(f"{name:8s} {1e3 * median_seconds(lambda: forward(q, k, v), args.repeats):11.1f} "
-              f"{1e3 * median_seconds(lambda: backward(q, k, v), args.repeats):11.1f}")
+        backward = jax.jit(jax.grad(lambda q, k, v, fn=fn: fn(q, k, v).astype(jnp.float32).sum(), (0, 1, 2)))
+        print(f"{name:8s} {1e3 * median_seconds(functools.partial(forward, q, k, v), args.repeats):11.1f} "
+              f"{1e3 * median_seconds(functools.partial(backward, q, k, v), args.repeats):11.1f}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ def main():
     parser.add_argument("--batch", type=int, default=8, help="global batch of 1024-token sequences")
     parser.add_argument("--devices", type=int, default=8)
     args = parser.parse_args()
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices} " + os.environ.get("XLA_FLAGS", "")
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices} {flags}"
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
     import jax
@@ -38,7 +39,8 @@ def main():
         cfg = gptjax.GPTConfig(remat=remat)  # nanoGPT's GPT-2 defaults: 12 x 768, block 1024
         devices = np.asarray(jax.devices()[: data * fsdp]).reshape(data, fsdp)
         mesh = Mesh(devices, sharding.AXES)
-        state = jax.eval_shape(lambda: gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), gptjax.adamw()))
+        state = jax.eval_shape(lambda cfg=cfg: gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)),
+                                                                        gptjax.adamw()))
         state = sharding.abstract_on_mesh(state, mesh)
         batch = jax.ShapeDtypeStruct((args.batch, 1024), np.int32, sharding=sharding.batch_sharding(mesh, 2))
         start = time.perf_counter()

@@ -12,6 +12,7 @@ Prints medians after warm-up (the first gptjax call compiles) and gptjax's speed
 """
 
 import argparse
+import functools
 import sys
 import time
 
@@ -82,7 +83,8 @@ def gptjax_timings(s: dict, tokens, steps: int, generate: bool) -> dict:
         model = state.model()
         prompt = jnp.zeros((1, 1), jnp.int32)
         for name, context in (("generate", None), ("generate, overflow_context=block/2", cfg.block_size // 2)):
-            out[name] = median_seconds(lambda: gptjax.generate(model, prompt, 500, overflow_context=context), 1)
+            out[name] = median_seconds(
+                functools.partial(gptjax.generate, model, prompt, 500, overflow_context=context), 1)
     return out
 
 

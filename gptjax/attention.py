@@ -8,9 +8,9 @@ import jax.numpy as jnp
 IMPLEMENTATIONS = ("masked", "fast", "auto")
 
 
-def causal_mask(t: int) -> jax.Array:
+def causal_mask(T: int) -> jax.Array:
     """(T, T) booleans: query i may attend to key j iff j <= i."""
-    return jnp.tril(jnp.ones((t, t), dtype=bool))
+    return jnp.tril(jnp.ones((T, T), dtype=bool))
 
 
 def masked_attention(
@@ -22,15 +22,14 @@ def masked_attention(
 ) -> jax.Array:
     """softmax(q·kᵀ/√d, future keys removed with jnp.where) · v, as nanoGPT's manual path.
 
-    Heads first, (B, H, T, D): XLA's CPU dot products ran ~1.8x faster in this layout than
-    contracting (B, T, H, D) directly. `mask` broadcasts to (B, H, T, S), True where a query may
-    see a key. Returns (B, H, T, D). Any leading axes work: decoding passes (B*H, T, D).
+    Heads first, (B, H, T, D): XLA's CPU dot products ran faster in this layout than contracting
+    (B, T, H, D) directly. `mask` broadcasts to (B, H, T, S), True where a query may see a key.
+    Returns (B, H, T, D). Any leading axes work: decoding passes (BH, T, D).
 
     Every pass over a (B, H, T, S) array costs about as much as a dot product on a CPU (memory
     bound), so this makes as few as it can: 1/√d scales q rather than the scores, and the
     softmax's row sums divide the product with v, on (B, H, T, D), rather than the weights (a
-    per-row divisor commutes with the product and with dropout). Measured on a 2-core Xeon, B64
-    T256 H6 D64 float32 (python benchmarks/attention.py): forward 170 -> 125 ms.
+    per-row divisor commutes with the product and with dropout). Numbers: docs/performance.md.
     """
     q_BxHxTxD = q_BxHxTxD * jnp.asarray(q_BxHxTxD.shape[-1] ** -0.5, q_BxHxTxD.dtype)
     # Scores and softmax in float32 whatever the compute dtype: bf16 exp/sum loses too much.
@@ -68,9 +67,8 @@ def resolve(requested: str, *, dropout_active: bool, dtype, head_dim: int) -> st
     """The path that runs: "masked" or "fast".
 
     "auto" takes the masked path whenever attention dropout is on (the fast path has none), and
-    otherwise the fast path only where cuDNN flash attention runs. Everywhere else the masked
-    einsum path measured faster: on a 2-core Xeon CPU, B64 T256 H6 D64 float32, forward 94 ms vs
-    165 ms and forward+backward 249 ms vs 321 ms (python benchmarks/attention.py).
+    otherwise the fast path only where cuDNN flash attention runs: everywhere else the masked
+    einsum path measured faster (python benchmarks/attention.py; docs/performance.md).
     """
     if requested == "fast":  # GPTConfig refuses "fast" together with dropout
         return "fast"

@@ -1,109 +1,105 @@
-"""Checkpoints in out_dir/checkpoints/<iter>/ with orbax: parameters, optimizer state and the
-metadata a run needs to resume (iteration, best val loss, config, model shape, tokenizer)."""
+"""Checkpoints in out_dir/checkpoints/<step>/ with orbax: named pytrees of arrays and a JSON
+metadata dict. What the pytrees hold is the caller's business (the training program saves the
+fields of its train state); this module knows names, arrays, metadata and the format version.
+"""
 
-import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from gptjax.config import UsageError
+from gptjax.errors import UsageError
 from gptjax.model import GPT, GPTConfig
 
-if TYPE_CHECKING:  # the training loop imports this module
-    from gptjax.train import TrainState
+# Raised whenever what a checkpoint holds changes; a checkpoint of another version is refused.
+# Version 1 (no "format_version" in its metadata) stored "params" and a "train" item.
+FORMAT_VERSION = 2
+_META = "meta"  # the item that holds the metadata
 
-# The fields that fix the parameters' shapes; dropout, attention path and dtype may change on resume.
-SHAPE_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias")
+
+def _is_array(tree: Any) -> bool:
+    return jax.tree_util.treedef_is_leaf(jax.tree.structure(tree))
 
 
-def _manager(out_dir: Path, item_handlers: dict | None = None) -> ocp.CheckpointManager:
+def _stored(tree: Any) -> Any:
+    """orbax's StandardSave takes no bare array: a single array is stored as {"array": it}."""
+    return {"array": tree} if _is_array(tree) else tree
+
+
+def _manager(out_dir: Path) -> ocp.CheckpointManager:
     # Synchronous saves: the next train_step donates the buffers a background save would still read.
     options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(Path(out_dir).absolute() / "checkpoints", options=options,
-                                 item_handlers=item_handlers)
+    return ocp.CheckpointManager(Path(out_dir).absolute() / "checkpoints", options=options)
 
 
-def latest_iter(out_dir: Path) -> int | None:
-    """The iteration of the newest checkpoint in out_dir, or None."""
+def latest_step(out_dir: Path) -> int | None:
+    """The step of the newest checkpoint in out_dir, or None."""
     if not (Path(out_dir) / "checkpoints").is_dir():
         return None
     with _manager(out_dir) as manager:
         return manager.latest_step()
 
 
-def save(out_dir: Path, state: "TrainState", *, best_val_loss: float,
-         config: ml_collections.ConfigDict, model: GPTConfig, tokenizer: dict) -> None:
-    """Write the state at its current iteration (replacing the previous checkpoint)."""
-    meta = {
-        "iter": int(state.step), "best_val_loss": float(best_val_loss), "config": config.to_dict(),
-        "model": dataclasses.asdict(model), "tokenizer": tokenizer,
-    }
-    train = {"opt_state": state.opt_state, "step": state.step, "dropout_key": state.dropout_key}
+def save(out_dir: Path, step: int, items: dict[str, Any], meta: dict) -> None:
+    """Write the pytrees `items` (by name) and the JSON-able `meta` as the checkpoint of `step`,
+    replacing the previous one."""
+    if _META in items:
+        raise ValueError(f"{_META!r} is the metadata's name; give the item another name")
+    meta = {"format_version": FORMAT_VERSION, **meta}
     with _manager(out_dir) as manager:
-        manager.save(int(state.step), args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state.params), train=ocp.args.StandardSave(train),
-            meta=ocp.args.JsonSave(meta),
+        manager.save(step, args=ocp.args.Composite(
+            **{name: ocp.args.StandardSave(_stored(tree)) for name, tree in items.items()},
+            **{_META: ocp.args.JsonSave(meta)},
         ))
 
 
-def read_meta(out_dir: Path) -> dict:
-    """The metadata of the newest checkpoint in out_dir: iter, best_val_loss, config, model
-    (the GPTConfig fields) and tokenizer."""
-    iteration = latest_iter(out_dir)
-    if iteration is None:
+def _existing_step(out_dir: Path, step: int | None) -> int:
+    step = latest_step(out_dir) if step is None else step
+    if step is None:
         raise UsageError(
             f"{out_dir} holds no checkpoint: train with init_from='scratch' first, "
             "or set out_dir to a run that saved one"
         )
+    return step
+
+
+def read_meta(out_dir: Path, step: int | None = None) -> dict:
+    """The metadata saved with the checkpoint of `step` (default: the newest) in out_dir,
+    refused in one line when the checkpoint's format version is not this gptjax's."""
+    step = _existing_step(out_dir, step)
     with _manager(out_dir) as manager:
-        return manager.restore(iteration, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-
-
-def restore(out_dir: Path, template: "TrainState") -> "TrainState":
-    """The newest checkpoint in out_dir, loaded into a state shaped like template."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {
-        "params": template.params,
-        "train": {"opt_state": template.opt_state, "step": template.step, "dropout_key": template.dropout_key},
-    })
-    step = latest_iter(out_dir)
-    stored_key_shape = _stored_train_metadata(out_dir, step)["dropout_key"].shape
-    if stored_key_shape != template.dropout_key.shape:  # checked before orbax starts reading
+        meta = manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
+    version = meta.get("format_version", 1)
+    if version != FORMAT_VERSION:
         raise UsageError(
-            f"the checkpoint in {out_dir} was written by a gptjax whose dropout key had shape "
-            f"{stored_key_shape}, not {template.dropout_key.shape} (threefry before the rbg PRNG): "
-            "resume it with the gptjax version that wrote it, or start a new out_dir"
+            f"the checkpoint {out_dir}/checkpoints/{step} has format version {version}, but this gptjax "
+            f"reads version {FORMAT_VERSION}: use the gptjax that wrote it, or start a new out_dir"
         )
+    return meta
+
+
+def restore(out_dir: Path, abstract_items: dict[str, Any], step: int | None = None) -> dict[str, Any]:
+    """The pytrees named in abstract_items from the checkpoint of `step` (default: the newest),
+    each shaped, typed and sharded like its abstract tree (arrays or jax.ShapeDtypeStructs)."""
+    step = _existing_step(out_dir, step)
+    read_meta(out_dir, step)  # the format version, checked before any array is read
+    targets = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_items)
     with _manager(out_dir) as manager:
         restored = manager.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract["params"]),
-            train=ocp.args.StandardRestore(abstract["train"]),
-        ))
-    return template.replace(params=restored.params, **restored.train)
-
-
-def _stored_train_metadata(out_dir: Path, step: int) -> dict:
-    """Shapes and dtypes of the "train" item of a checkpoint, read without restoring anything."""
-    handlers = {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),
-                "meta": ocp.JsonCheckpointHandler()}
-    with _manager(out_dir, handlers) as manager:
-        return dict(manager.item_metadata(step)["train"])
+            **{name: ocp.args.StandardRestore(_stored(tree)) for name, tree in targets.items()}))
+    return {name: restored[name]["array"] if _is_array(tree) else restored[name] for name, tree in targets.items()}
 
 
 def load_model(out_dir: Path, dtype: str | None = None) -> tuple[GPT, dict]:
-    """The model of the newest checkpoint in out_dir (in eval mode) and the checkpoint's metadata;
-    dtype, if given, replaces the compute dtype it was trained with."""
+    """The model of the newest checkpoint in out_dir (in eval mode, from its "params" item and the
+    GPTConfig fields in its metadata's "model") and the metadata; dtype, if given, replaces the
+    compute dtype it was trained with."""
     meta = read_meta(out_dir)
     model_cfg = GPTConfig(**{**meta["model"], **({"dtype": dtype} if dtype else {})})
-    abstract = nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0)))
-    graphdef, abstract_params = nnx.split(abstract, nnx.Param)
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(abstract_params))
-    with _manager(out_dir) as manager:
-        restored = manager.restore(manager.latest_step(),
-                                   args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
-    model = nnx.merge(graphdef, restored.params)
+    graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0))), nnx.Param)
+    params = restore(out_dir, {"params": nnx.to_pure_dict(abstract_params)})["params"]
+    model = nnx.merge(graphdef, params)
     model.eval()
     return model, meta

@@ -1,6 +1,9 @@
-"""Training configuration: nanoGPT's keys and defaults, loaded from configs/*.py with overrides."""
+"""Training configuration: nanoGPT's keys and defaults, loaded from a recipe (configs/*.py, shipped
+as gptjax.configs) with --config.KEY=VALUE overrides."""
 
+import dataclasses
 import difflib
+import importlib.resources
 import runpy
 from pathlib import Path
 
@@ -9,14 +12,14 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from gptjax.errors import UsageError
 from gptjax.model import GPTConfig
+from gptjax.tokenizers import TOKENIZERS
 
 INIT_FROM = ("scratch", "resume", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # or a HF directory
-TOKENIZERS = ("char", "gpt2")
-
-
-class UsageError(ValueError):
-    """Bad input from the user: the message says what was wrong and what to do."""
+# GPTConfig fields that no training config sets: the vocabulary comes from the data, the GELU
+# form from the pretrained checkpoint. Every other field is a config key of the same name.
+NOT_CONFIG_KEYS = ("vocab_size", "gelu_approximate")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -67,12 +70,9 @@ def default_config() -> ml_collections.ConfigDict:
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> GPTConfig:
     """The GPTConfig a training config describes."""
+    keys = [field.name for field in dataclasses.fields(GPTConfig) if field.name not in NOT_CONFIG_KEYS]
     try:
-        return GPTConfig(
-            block_size=config.block_size, vocab_size=vocab_size, n_layer=config.n_layer,
-            n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, bias=config.bias,
-            attention=config.attention, dtype=config.dtype, remat=config.remat,
-        )
+        return GPTConfig(vocab_size=vocab_size, **{key: config[key] for key in keys})
     except ValueError as e:
         raise UsageError(str(e).replace("GPTConfig.", "config.")) from None
 
@@ -108,32 +108,57 @@ def _all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
 
 def _closest_keys(key: str, valid: list[str]) -> str:
     matches = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-    return ", ".join(matches) if matches else "see the config key table in README.md"
+    return ", ".join(matches) if matches else "see the config key table in docs/config.md"
 
 
-def _config_path(argv: list[str]) -> str:
+def recipes() -> list[str]:
+    """The names of the shipped recipes (configs/NAME.py)."""
+    return sorted(p.name.removesuffix(".py") for p in importlib.resources.files("gptjax.configs").iterdir()
+                  if p.name.endswith(".py") and not p.name.startswith("_"))
+
+
+def resolve_config_file(spec: str) -> str:
+    """FILE or FILE:ARG, or a shipped recipe's NAME or NAME:ARG, as an existing FILE[:ARG] (ARG is
+    passed to the file's get_config)."""
+    path, colon, arg = spec.partition(":")
+    if not Path(path).is_file() and path in recipes():
+        path = str(importlib.resources.files("gptjax.configs") / f"{path}.py")
+    if not Path(path).is_file():
+        raise UsageError(f"config file {path} does not exist: give a file, or a recipe name "
+                         f"({', '.join(recipes())})")
+    return path + colon + arg
+
+
+def _config_flag(argv: list[str]) -> tuple[int, str]:
+    """The position in argv of --config's value and the value."""
     for i, arg in enumerate(argv):
         if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
+            return i, arg.split("=", 1)[1]
         if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-    raise UsageError("no config file: pass --config configs/char.py (or another file in configs/)")
+            return i + 1, argv[i + 1]
+    raise UsageError("no config file: pass --config configs/char.py (or another recipe in configs/)")
 
 
-def load_config_file(path: str) -> ml_collections.ConfigDict:
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """The config that a recipe's get_config() returns: FILE, FILE:ARG or a recipe NAME[:ARG]."""
+    path, _, arg = resolve_config_file(spec).partition(":")
     try:
-        return runpy.run_path(path)["get_config"]()
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist: see configs/ for the recipes") from None
+        get_config = runpy.run_path(path)["get_config"]
     except KeyError:
         raise UsageError(f"config file {path} defines no get_config()") from None
-    except TypeError as e:  # ConfigDict refuses a value of another type than the default's
-        raise UsageError(f"config file {path}: {e}") from None
+    try:
+        return get_config(arg) if arg else get_config()
+    except TypeError as e:  # ConfigDict refuses a value of another type than the default's; or ARG
+        raise UsageError(f"config file {spec}: {e}") from None
 
 
 def from_command_line(argv: list[str]) -> ml_collections.ConfigDict:
     """The config that `--config FILE --config.key=value ...` describes, validated."""
-    valid = _all_keys(load_config_file(_config_path(argv)))
+    position, spec = _config_flag(argv)
+    resolved = resolve_config_file(spec)
+    argv = [*argv[:position], ("--config=" if argv[position].startswith("--config=") else "") + resolved,
+            *argv[position + 1:]]
+    valid = _all_keys(load_config_file(resolved))
     for arg in argv[1:]:
         if arg.startswith("--config."):
             key = arg[len("--config."):].split("=", 1)[0]

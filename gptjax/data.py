@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from gptjax.config import UsageError
+from gptjax.errors import UsageError
 from gptjax.tokenizers import CharVocab, GPT2Tokenizer, from_description
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -97,7 +97,8 @@ def _documents(corpus: Path) -> list[bytes]:
         try:
             return [json.loads(line)["text"].encode("utf-8") for line in lines if line.strip()]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise UsageError(f"{corpus}: every line of a .jsonl corpus must be an object with a \"text\" string") from None
+            raise UsageError(
+                f"{corpus}: every line of a .jsonl corpus must be an object with a \"text\" string") from None
     return [corpus.read_bytes()]
 
 
@@ -129,7 +130,7 @@ def prepare(dataset_dir: Path, corpus: Path, tokenizer: str = "char"):
         encoder = GPT2Tokenizer()
         ids = np.concatenate([np.append(encoder.encode(text), encoder.eot).astype(encoder.dtype) for text in texts])
     n_train = int(len(ids) * 0.9)
-    for split, part in zip(SPLITS, (ids[:n_train], ids[n_train:])):
+    for split, part in zip(SPLITS, (ids[:n_train], ids[n_train:]), strict=True):
         _write_atomically(dataset_dir / f"{split}.bin", part.tobytes())
     meta = {
         "tokenizer": encoder.describe(), "dtype": np.dtype(encoder.dtype).name, "source": str(corpus),

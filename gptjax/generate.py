@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gptjax.config import UsageError
+from gptjax.errors import UsageError
 from gptjax.model import GPT
 
 
@@ -137,8 +137,7 @@ def _generate_cached(graphdef, params, prompt_BxP, length, rng, *, max_new_token
 
 def _run_if(pred: jax.Array, fn, state):
     """fn(state) if pred else state, as a loop of zero or one trips: unlike lax.cond, whose branches
-    XLA gave copies of the whole KV cache on every token (~0.6 ms of ~2.5 ms per token on a CPU),
-    a while loop updates its state in place."""
+    XLA gave copies of the whole KV cache on every token, a while loop updates its state in place."""
     return jax.lax.while_loop(lambda c: c[1], lambda c: (fn(c[0]), False), (state, pred))[0]
 
 
@@ -175,8 +174,8 @@ def _generate_uncached(graphdef, params, idx_BxT, rng, max_new_tokens, temperatu
     def step(i, tokens_BxN):
         length = T + i
         start = jnp.maximum(length - block_size, 0)
-        window_BxW = jax.lax.dynamic_slice_in_dim(tokens_BxN, start, block_size, axis=1)
-        logits_BxV = jax.lax.dynamic_index_in_dim(model(window_BxW), length - start - 1, 1, False)
+        window_BxK = jax.lax.dynamic_slice_in_dim(tokens_BxN, start, block_size, axis=1)
+        logits_BxV = jax.lax.dynamic_index_in_dim(model(window_BxK), length - start - 1, 1, False)
         next_B = _sample(logits_BxV, jax.random.fold_in(rng, i), temperature, top_k, top_p)
         return jax.lax.dynamic_update_index_in_dim(tokens_BxN, next_B, length, 1)
 

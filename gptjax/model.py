@@ -1,4 +1,16 @@
-"""The GPT model: nanoGPT's architecture and parameter names, in Flax NNX."""
+"""The GPT model: nanoGPT's architecture and parameter names, in Flax NNX.
+
+Shape letters, used in tensor names across gptjax (`x_BxTxC`): "x" separates axes, and letters
+written together share one axis, their product (`q_BHxTxD` is (B·H, T, D)). Digits stand for
+themselves (`qkv_BxTx3xHxD`, `h_BxTx4C`).
+
+    B  batch (sequences)                 A  micro-batches of gradient accumulation
+    T  query positions (tokens run now)  S  key positions (T, or the whole KV cache)
+    C  width (n_embd)                    V  vocabulary
+    H  heads                             D  head size (C / H)
+    L  layers                            P  a padded prompt's length
+    N  a sample's token buffer           K  kept tokens (a context window, or top-k)
+"""
 
 import dataclasses
 import math
@@ -11,7 +23,7 @@ from gptjax import attention
 
 DTYPES = ("float32", "bfloat16")
 
-KVLayer = tuple[jax.Array, jax.Array]  # one layer's cached keys and values, each (B*H, S, D)
+KVLayer = tuple[jax.Array, jax.Array]  # one layer's cached keys and values, each (BH, S, D)
 KVCache = list[KVLayer]  # one entry per layer
 
 
@@ -28,6 +40,10 @@ class GPTConfig:
     dtype: str = "float32"  # compute dtype; parameters stay float32
     gelu_approximate: bool = False  # nanoGPT: exact GELU; OpenAI's GPT-2 weights: tanh approximation
     remat: bool = False  # recompute each block's activations in the backward pass (jax.checkpoint)
+
+    # The fields that fix the parameters' shapes: a checkpoint resumes only with the same values
+    # (dropout, attention path, dtype and remat may change).
+    SHAPE_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias")
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -50,13 +66,14 @@ class GPTConfig:
                 "(masked path while dropout is on) or dropout=0"
             )
         if self.dtype not in DTYPES:
-            hint = " (float16 would need loss scaling, which gptjax does not do: use bfloat16)" if self.dtype == "float16" else ""
-            raise ValueError(f"GPTConfig.dtype must be one of {DTYPES}, got {self.dtype!r}{hint}")
+            hint = " (float16 would need loss scaling, which gptjax does not do: use bfloat16)"
+            raise ValueError(f"GPTConfig.dtype must be one of {DTYPES}, got {self.dtype!r}"
+                             + (hint if self.dtype == "float16" else ""))
 
 
 class Linear(nnx.Linear):
-    """nnx.Linear applied to (..., in) as one 2-D matrix product. XLA's CPU backend ran the
-    backward pass of the 3-D form ~1.5x slower (laptop config: 81 vs 52 ms for forward+backward)."""
+    """nnx.Linear applied to (..., in) as one 2-D matrix product: XLA's CPU backend ran the
+    backward pass of the 3-D form slower (docs/performance.md)."""
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return super().__call__(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
@@ -94,29 +111,34 @@ class CausalSelfAttention(nnx.Module):
         their keys and values are written into the cache, and each query attends to every cached
         position up to its own (an explicit mask, so one query at the end works too)."""
         B, T, C = x_BxTxC.shape
-        H = self.cfg.n_head
-        qkv_BxTx3xHxD = self.c_attn(x_BxTxC).reshape(B, T, 3, H, C // H)
+        H, D = self.cfg.n_head, C // self.cfg.n_head
+        qkv_BxTx3xHxD = self.c_attn(x_BxTxC).reshape(B, T, 3, H, D)
         dropout_active = not self.attn_dropout.deterministic and self.attn_dropout.rate > 0
-        path = attention.resolve(
-            self.cfg.attention, dropout_active=dropout_active, dtype=qkv_BxTx3xHxD.dtype, head_dim=C // H
-        )
+        path = attention.resolve(self.cfg.attention, dropout_active=dropout_active, dtype=qkv_BxTx3xHxD.dtype,
+                                 head_dim=D)
+
+        def weights_dropout(w):
+            return self.attn_dropout(w, rngs=rngs)
+
         if path == "fast" and kv_cache is None:
-            q, k, v = (qkv_BxTx3xHxD[:, :, i] for i in range(3))  # each (B, T, H, D)
-            y_BxTxHxD = attention.fast_attention(q, k, v)
+            q_BxTxHxD, k_BxTxHxD, v_BxTxHxD = (qkv_BxTx3xHxD[:, :, i] for i in range(3))
+            y_BxTxHxD = attention.fast_attention(q_BxTxHxD, k_BxTxHxD, v_BxTxHxD)
         else:
-            q, k, v = qkv_BxTx3xHxD.transpose(2, 0, 3, 1, 4)  # each (B, H, T, D)
+            q_BxHxTxD, k_BxHxTxD, v_BxHxTxD = qkv_BxTx3xHxD.transpose(2, 0, 3, 1, 4)
             if kv_cache is None:
-                mask = attention.causal_mask(T)
+                y_BxHxTxD = attention.masked_attention(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD,
+                                                       attention.causal_mask(T), weights_dropout)
             else:
-                # The cache keeps batch and heads as one axis, (B*H, S, D): with a (B, H, S, D)
-                # cache and B=1, XLA fused the cache update once for the loop and once, reshaped,
-                # for the dot, copying the whole cache twice per layer and token.
-                q, k, v = (a.reshape(B * H, T, C // H) for a in (q, k, v))
-                k, v = kv_cache = tuple(jax.lax.dynamic_update_slice_in_dim(cached, new, pos, axis=1)
-                                        for cached, new in zip(kv_cache, (k, v)))
-                mask = jnp.arange(k.shape[1])[None, :] <= pos + jnp.arange(T)[:, None]  # (T, S)
-            y = attention.masked_attention(q, k, v, mask, lambda w: self.attn_dropout(w, rngs=rngs))
-            y_BxHxTxD = y.reshape(B, H, T, C // H)
+                # The cache keeps batch and heads as one axis, (BH, S, D): with a (B, H, S, D)
+                # cache and B=1, XLA copied the whole cache twice per layer and token.
+                q_BHxTxD, k_BHxTxD, v_BHxTxD = (a.reshape(B * H, T, D) for a in (q_BxHxTxD, k_BxHxTxD, v_BxHxTxD))
+                k_BHxSxD, v_BHxSxD = kv_cache = tuple(
+                    jax.lax.dynamic_update_slice_in_dim(cached_BHxSxD, new_BHxTxD, pos, axis=1)
+                    for cached_BHxSxD, new_BHxTxD in zip(kv_cache, (k_BHxTxD, v_BHxTxD), strict=True))
+                S = k_BHxSxD.shape[1]
+                mask_TxS = jnp.arange(S)[None, :] <= pos + jnp.arange(T)[:, None]
+                y_BHxTxD = attention.masked_attention(q_BHxTxD, k_BHxSxD, v_BHxSxD, mask_TxS, weights_dropout)
+                y_BxHxTxD = y_BHxTxD.reshape(B, H, T, D)
             y_BxTxHxD = y_BxHxTxD.transpose(0, 2, 1, 3)
         y_BxTxC = y_BxTxHxD.reshape(B, T, C)  # re-assemble the heads
         return self.resid_dropout(self.c_proj(y_BxTxC), rngs=rngs), kv_cache
@@ -173,7 +195,7 @@ class GPT(nnx.Module):
 
     def __call__(self, idx_BxT: jax.Array, *, rngs: nnx.Rngs | jax.Array | None = None) -> jax.Array:
         T = idx_BxT.shape[1]
-        if T > self.cfg.block_size:
+        if self.cfg.block_size < T:
             raise ValueError(
                 f"cannot forward a sequence of length {T}: block_size is {self.cfg.block_size}; "
                 "crop the input to its last block_size tokens"
@@ -188,7 +210,7 @@ class GPT(nnx.Module):
         return self._forward(idx_BxT, 0, rngs, None)[0]
 
     def init_cache(self, batch_size: int) -> KVCache:
-        """An empty key/value cache: per layer (k, v), each (B * n_head, block_size, head_dim)."""
+        """An empty key/value cache: per layer (k, v), each (BH, S, D) with S = block_size."""
         cfg = self.cfg
         shape = (batch_size * cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
         return [(jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype)) for _ in range(cfg.n_layer)]
@@ -209,8 +231,8 @@ class GPT(nnx.Module):
             x_BxTxC, kv_layer = run_block(block, x_BxTxC, rngs, None if cache is None else cache[i], pos)
             new_cache.append(kv_layer)
         B, T, C = x_BxTxC.shape
-        x_NxC = self.ln_f(x_BxTxC).reshape(B * T, C)  # 2-D for the same reason as Linear
-        logits_BxTxV = self.wte.attend(x_NxC).reshape(B, T, -1).astype(jnp.float32)
+        x_BTxC = self.ln_f(x_BxTxC).reshape(B * T, C)  # 2-D for the same reason as Linear
+        logits_BxTxV = self.wte.attend(x_BTxC).reshape(B, T, -1).astype(jnp.float32)
         return logits_BxTxV, None if cache is None else new_cache
 
     def num_params(self, non_embedding: bool = True) -> int:

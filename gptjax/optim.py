@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 
@@ -55,3 +56,11 @@ def adamw(
     if grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(grad_clip), tx)
     return tx
+
+
+def from_config(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW with a training config's learning-rate schedule, weight decay, betas and clipping."""
+    schedule = lr_schedule(config.learning_rate, warmup_iters=config.warmup_iters,
+                           lr_decay_iters=config.lr_decay_iters, min_lr=config.min_lr, decay_lr=config.decay_lr)
+    return adamw(schedule, weight_decay=config.weight_decay, beta1=config.beta1, beta2=config.beta2,
+                 grad_clip=config.grad_clip)

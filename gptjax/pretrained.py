@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from gptjax.config import UsageError
+from gptjax.errors import UsageError
 from gptjax.model import GPT, GPTConfig
 
 GPT2_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")

@@ -13,7 +13,8 @@ class Reporter:
 
     def __init__(self, metrics_path: Path, start: int, total: int, active: bool = True):
         self._active = active
-        self._records = open(metrics_path, "a", encoding="utf-8") if active else None
+        # kept open for the whole run (closed by close()), so that each record is one write
+        self._records = open(metrics_path, "a", encoding="utf-8") if active else None  # noqa: SIM115
         self._progress = None
         if active and sys.stdout.isatty():
             self._progress = Progress(

@@ -11,19 +11,18 @@ import os
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from gptjax.config import UsageError
+from gptjax.errors import UsageError
 
 AXES = ("data", "fsdp")
 MIN_SHARDED_SIZE = 2**14  # smaller arrays (biases, LayerNorm scales) are replicated: not worth a collective
 
 
-# XLA flags the command-line programs set unless XLA_FLAGS already names them, from measurements
-# on a 2-core Xeon CPU. XLA's CPU backend hands dot products to YNNPACK by default; its own dot
-# emitter, with YNNPACK kept for reductions and elementwise work, ran a char.py train step ~5%
-# and 15% faster (against YNNPACK off entirely, and against the default) and evaluation ~10%
-# faster; sampling no slower. GPUs ignore it.
+# XLA flags the command-line programs set unless XLA_FLAGS already names them. XLA's CPU backend
+# hands dot products to YNNPACK by default; its own dot emitter, with YNNPACK kept for reductions
+# and elementwise work, trained and evaluated faster (docs/performance.md). GPUs ignore it.
 MEASURED_XLA_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type": "-dot,-individual_dot"}
 
 

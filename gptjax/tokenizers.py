@@ -6,7 +6,9 @@ checkpoints, so sampling decodes with exactly the tokenizer the model was traine
 
 import numpy as np
 
-from gptjax.config import UsageError
+from gptjax.errors import UsageError
+
+TOKENIZERS = ("char", "gpt2")  # the values of config.tokenizer
 
 
 def _id_dtype(vocab_size: int) -> type:
@@ -78,9 +80,6 @@ class GPT2Tokenizer:
 
     def decode(self, ids) -> str:
         return self._encoding.decode([int(i) for i in ids])
-
-
-TOKENIZERS = ("char", "gpt2")
 
 
 def from_description(description: dict) -> CharVocab | GPT2Tokenizer:

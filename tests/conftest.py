@@ -1,10 +1,25 @@
+"""Helpers shared by the tests: the repository's path, a tiny model, tiny training runs, and
+running the programs (in this process, or as a subprocess)."""
+
+import os
 import pathlib
 import runpy
+import subprocess
+import sys
 
 import pytest
 from flax import nnx
 
 import gptjax
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SHAKESPEARE = REPO.parent / "shared/data/tinyshakespeare/input.txt"
+# GPT-2's BPE files as a tiktoken cache (see its README): the real GPT-2 tokenizer, offline
+TIKTOKEN_CACHE = REPO.parent / "shared/data/tiktoken-cache"
+if TIKTOKEN_CACHE.is_dir():
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
+# A corpus of a few KB: enough tokens for tiny runs' batches and evaluations.
+CORPUS = "\n".join(f"{i}: the quick brown fox jumps over the lazy dog, said citizen {i}." for i in range(300))
 
 
 def tiny_config(**overrides) -> gptjax.GPTConfig:
@@ -18,10 +33,32 @@ def tiny_model() -> gptjax.GPT:
     return gptjax.GPT(tiny_config(), rngs=nnx.Rngs(0))
 
 
+def tiny_run_args(tmp_path: pathlib.Path, out: str = "out", **overrides) -> list[str]:
+    """train.py arguments for a run of a few seconds: configs/char_cpu.py shrunk to a 1-layer,
+    16-wide model on CORPUS (written to tmp_path), 8 iterations, evaluations at 0, 4 and 8."""
+    corpus = tmp_path / "corpus.txt"
+    if not corpus.exists():
+        corpus.write_text(CORPUS, encoding="utf-8")
+    settings = dict(input_file=corpus, data_dir=tmp_path / "data", dataset="tiny", out_dir=tmp_path / out,
+                    n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, dropout=0.1,
+                    max_iters=8, eval_interval=4, eval_iters=2, log_interval=1, warmup_iters=2,
+                    lr_decay_iters=8, always_save_checkpoint=True)
+    settings.update(overrides)
+    return ["--config", str(REPO / "configs/char_cpu.py")] + [f"--config.{k}={v}" for k, v in settings.items()]
+
+
+def run_program(command: list[str], env: dict | None = None, cwd: pathlib.Path = REPO,
+                timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python *command` (a script of the repository, or -m / -c ...) on the CPU and capture
+    its output as text."""
+    return subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})})
+
+
 def cli_error(script: str, *args: str) -> str:
-    """Run the main() of the repo's `script` (train.py, sample.py) in this process on args and
-    return the message it exits with, checking that it is one line naming the program."""
-    main = runpy.run_path(str(pathlib.Path(__file__).resolve().parent.parent / script))["main"]
+    """Run the main() of the repo's `script` (train.py, sample.py, bench.py) in this process on
+    args and return the message it exits with, checking that it is one line naming the program."""
+    main = runpy.run_path(str(REPO / script))["main"]
     with pytest.raises(SystemExit) as exit_info:
         main([script, *args])
     message = str(exit_info.value.code)

@@ -1,6 +1,12 @@
-import pytest
+import dataclasses
+import re
 
-from gptjax.config import UsageError, default_config, from_command_line, load_config_file
+import pytest
+from conftest import REPO
+
+from gptjax.config import NOT_CONFIG_KEYS, default_config, from_command_line, load_config_file, model_config, recipes
+from gptjax.errors import UsageError
+from gptjax.model import GPTConfig
 
 
 def test_char_config_is_nanogpts_train_shakespeare_char():
@@ -52,7 +58,48 @@ def test_missing_config_file_and_missing_flag_are_refused():
         from_command_line(["train.py"])
 
 
-def test_every_default_key_is_documented_in_the_readme():
-    readme = open("README.md", encoding="utf-8").read()
-    missing = [key for key in default_config() if f"| `{key}` |" not in readme]
-    assert not missing
+def leaf_keys(config, prefix=""):
+    """Every key that holds a value, nested ones dotted (mesh.fsdp)."""
+    keys = []
+    for key, value in config.items():
+        keys += leaf_keys(value, f"{prefix}{key}.") if hasattr(value, "items") else [prefix + key]
+    return keys
+
+
+def test_docs_document_every_config_key_and_nothing_else():
+    table = (REPO / "docs/config.md").read_text(encoding="utf-8")
+    documented = re.findall(r"^\| `([\w.]+)` \|", table, flags=re.M)
+    assert sorted(documented) == sorted(leaf_keys(default_config()))
+
+
+def test_model_keys_are_declared_once_as_gptconfig_fields():
+    config = load_config_file("configs/char.py")
+    config.remat = True
+    cfg = model_config(config, vocab_size=65)
+    for field in dataclasses.fields(GPTConfig):
+        if field.name in NOT_CONFIG_KEYS:
+            assert field.name not in config
+        else:
+            assert getattr(cfg, field.name) == config[field.name], field.name
+    assert cfg.vocab_size == 65 and cfg.gelu_approximate is False
+
+
+def test_a_recipe_takes_an_argument_after_a_colon():
+    for spec in ("configs/eval_gpt2.py:gpt2-xl", "eval_gpt2:gpt2-xl"):
+        c = from_command_line(["train.py", "--config", spec, "--config.eval_iters=3"])
+        assert (c.init_from, c.n_layer, c.n_head, c.n_embd, c.eval_iters) == ("gpt2-xl", 48, 25, 1600, 3)
+        assert c.out_dir == "out-eval-gpt2-xl"
+    assert load_config_file("configs/eval_gpt2.py").init_from == "gpt2"
+    finetune = load_config_file("configs/finetune_shakespeare.py")  # builds on eval_gpt2.py:gpt2-xl
+    assert (finetune.init_from, finetune.n_layer, finetune.eval_only, finetune.learning_rate) == (
+        "gpt2-xl", 48, False, 3e-5)
+    with pytest.raises(UsageError, match="the model must be one of gpt2, gpt2-medium"):
+        load_config_file("configs/eval_gpt2.py:gpt5")
+
+
+def test_shipped_recipes_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    assert {"char", "char_cpu", "eval_gpt2", "finetune_shakespeare", "gpt2"} <= set(recipes())
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    assert from_command_line(["train.py", "--config=char_cpu"]).n_embd == 128
+    with pytest.raises(UsageError, match=r"config file chair does not exist: give a file, or a recipe name \(char, "):
+        from_command_line(["train.py", "--config", "chair"])

@@ -1,7 +1,16 @@
+"""data.py: corpus -> token files -> (input, target) batches."""
+
+import json
+import os
+import pathlib
+
 import numpy as np
 import pytest
+from conftest import SHAKESPEARE
 
 import gptjax
+from gptjax import data
+from gptjax.errors import UsageError
 
 
 def test_seed_example_input_is_text_and_target_is_text_shifted_by_one():
@@ -12,20 +21,6 @@ def test_seed_example_input_is_text_and_target_is_text_shifted_by_one():
     assert vocab.decode(y[0]) == "何理解gpt的原理"
 
 
-def test_char_vocab_is_sorted_and_round_trips_any_unicode():
-    text = "hello, 世界! 🙂\n"
-    vocab = gptjax.CharVocab.from_text(text)
-    assert vocab.chars == "".join(sorted(set(text)))
-    ids = vocab.encode(text)
-    assert ids.dtype == np.uint16
-    assert vocab.decode(ids) == text
-
-
-def test_unknown_character_is_named():
-    with pytest.raises(ValueError, match="'z'"):
-        gptjax.CharVocab.from_text("abc").encode("abz")
-
-
 def test_windows_pair_each_token_with_its_successor():
     tokens = np.arange(100, dtype=np.uint16)
     x, y = gptjax.input_target_windows(tokens, starts=[0, 10, 89], block_size=10)
@@ -33,17 +28,6 @@ def test_windows_pair_each_token_with_its_successor():
     np.testing.assert_array_equal(x[1], np.arange(10, 20))
     np.testing.assert_array_equal(y, x + 1)
 
-
-# --- preparing a corpus -----------------------------------------------------------------------
-
-import json
-import os
-import pathlib
-
-from gptjax import data
-from gptjax.config import UsageError
-
-SHAKESPEARE = pathlib.Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt"
 
 
 def write(path: pathlib.Path, text: str) -> pathlib.Path:
@@ -183,17 +167,6 @@ def test_jsonl_lines_without_text_are_refused(tmp_path):
     corpus = write(tmp_path / "docs.jsonl", '{"body": "no text key"}\n')
     with pytest.raises(UsageError, match='must be an object with a "text" string'):
         data.prepare(tmp_path / "out", corpus, tokenizer="char")
-
-
-def test_gpt2_tokenizer_round_trips_where_tiktoken_has_its_files(tmp_path):
-    try:
-        tokenizer = gptjax.GPT2Tokenizer()
-    except UsageError as e:
-        pytest.skip(f"tiktoken's GPT-2 files are not cached here: {e}")
-    text = "Hello, I'm a language model, ünïcode 🙂"
-    assert tokenizer.decode(tokenizer.encode(text)) == text and len(tokenizer) == 50257
-    tokens, _ = data.load_dataset(tmp_path, "bpe", str(write(tmp_path / "in.txt", text * 50)), 8, "gpt2")
-    assert tokens.describe() == {"kind": "gpt2"}
 
 
 def test_dataset_prepared_with_another_tokenizer_is_refused(tmp_path):

@@ -2,11 +2,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_config
 from flax import nnx
 
 import gptjax
 from gptjax.generate import filter_logits
-from conftest import tiny_config
 
 forward = nnx.jit(lambda model, idx: model(idx))
 

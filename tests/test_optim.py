@@ -23,7 +23,8 @@ def nanogpt_get_lr(it):
     return MIN_LR + coeff * (LR - MIN_LR)
 
 
-@pytest.mark.parametrize("it", [0, 1, 50, WARMUP - 1, WARMUP, 2550, DECAY_ITERS - 1, DECAY_ITERS, DECAY_ITERS + 1, 10**6])
+@pytest.mark.parametrize("it", [0, 1, 50, WARMUP - 1, WARMUP, 2550, DECAY_ITERS - 1, DECAY_ITERS, DECAY_ITERS + 1,
+                                10**6])
 def test_lr_schedule_matches_nanogpt(it):
     schedule = gptjax.lr_schedule(LR, warmup_iters=WARMUP, lr_decay_iters=DECAY_ITERS, min_lr=MIN_LR)
     assert float(schedule(it)) == pytest.approx(nanogpt_get_lr(it), rel=1e-5)

@@ -1,26 +1,17 @@
 """GPT-2 interop against transformers' own GPT-2, built locally (no download)."""
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import REPO, run_program, tiny_config
 from flax import nnx
 
 import gptjax
-from gptjax import pretrained
-from gptjax.config import UsageError
-from conftest import tiny_config
+from gptjax.errors import UsageError
 
 torch = pytest.importorskip("torch", reason="the GPT-2 parity tests need torch (pip install torch==2.13.0)")
 transformers = pytest.importorskip("transformers", reason="the GPT-2 parity tests need transformers")
 from safetensors.numpy import load_file, save_file  # noqa: E402
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def hf_model(activation="gelu_new", **overrides):
@@ -73,7 +64,8 @@ def test_missing_or_misshaped_tensors_are_named(tmp_path):
     with pytest.raises(UsageError, match="lacks the tensor h.1.mlp.c_fc.weight"):
         gptjax.from_pretrained(str(tmp_path))
     save_file({**tensors, name: tensors[name][:, :10]}, tmp_path / "model.safetensors")
-    with pytest.raises(UsageError, match=r"tensor h.1.mlp.c_fc.weight has shape \(48, 10\), but the config needs \(48, 192\)"):
+    misshaped = r"tensor h.1.mlp.c_fc.weight has shape \(48, 10\), but the config needs \(48, 192\)"
+    with pytest.raises(UsageError, match=misshaped):
         gptjax.from_pretrained(str(tmp_path))
 
 
@@ -105,9 +97,7 @@ def test_finetuning_a_local_hf_model_and_resuming_it(tmp_path):
             "--config.n_layer=2", "--config.n_head=3", "--config.n_embd=48", "--config.bias=True",
             "--config.block_size=16", "--config.batch_size=2", "--config.eval_iters=1",
             "--config.eval_interval=2", "--config.always_save_checkpoint=True"]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    run = lambda *extra: subprocess.run([sys.executable, str(REPO / "train.py"), *args, *extra],
-                                        capture_output=True, text=True, env=env, timeout=300)
+    run = lambda *extra: run_program(["train.py", *args, *extra])
     first = run(f"--config.init_from={tmp_path / 'hf'}", "--config.max_iters=2")
     assert first.returncode == 0, first.stderr
     meta = gptjax.checkpoint.read_meta(tmp_path / "out")

@@ -1,17 +1,15 @@
 """sample.py end to end on a tiny checkpoint."""
 
-import os
+import dataclasses
 import pathlib
 import subprocess
-import sys
 
 import pytest
+from conftest import cli_error, run_program, tiny_config
 from flax import nnx
 
 import gptjax
-from conftest import cli_error, tiny_config
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
 TEXT = "ROMEO: what light through yonder window breaks?\n"
 
 
@@ -19,16 +17,16 @@ TEXT = "ROMEO: what light through yonder window breaks?\n"
 def out_dir(tmp_path_factory) -> pathlib.Path:
     vocab = gptjax.CharVocab.from_text(TEXT)
     cfg = tiny_config(vocab_size=len(vocab))
-    state = gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), gptjax.adamw(1e-3))
+    params = nnx.to_pure_dict(nnx.state(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), nnx.Param))
     out = tmp_path_factory.mktemp("run")
-    gptjax.checkpoint.save(out, state, best_val_loss=1.0, config=gptjax.default_config(), model=cfg,
-                           tokenizer=vocab.describe())
+    # what sampling reads of a training run's checkpoint: the parameters, the model and the tokenizer
+    gptjax.checkpoint.save(out, 0, {"params": params}, {"model": dataclasses.asdict(cfg),
+                                                        "tokenizer": vocab.describe()})
     return out
 
 
 def sample(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "sample.py"), *args], capture_output=True, text=True,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+    return run_program(["sample.py", *args])
 
 
 def test_samples_continue_the_prompt_and_follow_the_seed(out_dir, tmp_path):

@@ -12,11 +12,11 @@ import sys
 import textwrap
 
 import pytest
+from conftest import REPO, run_program, tiny_run_args
 
 from gptjax import sharding
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-EIGHT_DEVICES = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+EIGHT_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 
 SHARDED_STEP = textwrap.dedent("""
     import jax, numpy as np, optax
@@ -56,20 +56,12 @@ SHARDED_STEP = textwrap.dedent("""
 
 
 def test_sharded_train_steps_equal_the_single_device_step():
-    result = subprocess.run([sys.executable, "-c", SHARDED_STEP], capture_output=True, text=True,
-                            env=EIGHT_DEVICES, timeout=300, cwd=REPO)
+    result = run_program(["-c", SHARDED_STEP], env=EIGHT_DEVICES)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
 def tiny_train_args(tmp_path, out, **overrides) -> list[str]:
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(f"line {i}: all the world's a stage.\n" for i in range(200)))
-    settings = dict(input_file=corpus, data_dir=tmp_path / "data", dataset="tiny", out_dir=tmp_path / out,
-                    n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, dropout=0.1,
-                    max_iters=6, eval_interval=3, eval_iters=2, log_interval=1, always_save_checkpoint=True)
-    settings.update(overrides)
-    return [str(REPO / "train.py"), "--config", str(REPO / "configs/char_cpu.py"),
-            *(f"--config.{k}={v}" for k, v in settings.items())]
+    return [str(REPO / "train.py"), *tiny_run_args(tmp_path, out, **{"max_iters": 6, "eval_interval": 3, **overrides})]
 
 
 def losses(out_dir: pathlib.Path) -> dict:
@@ -88,13 +80,12 @@ def run_two_processes(args: list[str]) -> None:
     processes = [subprocess.Popen([sys.executable, *args], env={**env, "JAX_PROCESS_ID": str(i)},
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in processes]
-    for p, (_, err) in zip(processes, outputs):
+    for p, (_, err) in zip(processes, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
 
 
 def test_two_processes_train_save_and_resume_like_one(tmp_path):
-    single = subprocess.run([sys.executable, *tiny_train_args(tmp_path, "single")], capture_output=True,
-                            text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+    single = run_program(tiny_train_args(tmp_path, "single"))
     assert single.returncode == 0, single.stderr[-3000:]
     run_two_processes(tiny_train_args(tmp_path, "multi", max_iters=3))
     run_two_processes(tiny_train_args(tmp_path, "multi", init_from="resume"))
@@ -107,7 +98,8 @@ def test_two_processes_train_save_and_resume_like_one(tmp_path):
 def test_measured_xla_flags_are_added_but_never_override_the_users(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/somewhere")
     sharding.use_measured_xla_flags()
-    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/somewhere --xla_cpu_experimental_ynn_fusion_type=-dot,-individual_dot"
+    assert os.environ["XLA_FLAGS"] == ("--xla_dump_to=/tmp/somewhere "
+                                       "--xla_cpu_experimental_ynn_fusion_type=-dot,-individual_dot")
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
     sharding.use_measured_xla_flags()
     assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=dot"

@@ -1,32 +1,14 @@
 """train.py end to end: a tiny model on a small corpus, through the real command line."""
 
 import json
-import os
 import pathlib
 import subprocess
-import sys
 
-from conftest import cli_error
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
-CORPUS = "\n".join(f"{i}: the quick brown fox jumps over the lazy dog, said citizen {i}." for i in range(300))
-
-
-def tiny_args(tmp_path, out="out", **overrides) -> list[str]:
-    corpus = tmp_path / "corpus.txt"
-    if not corpus.exists():
-        corpus.write_text(CORPUS, encoding="utf-8")
-    settings = dict(input_file=corpus, data_dir=tmp_path / "data", dataset="tiny", out_dir=tmp_path / out,
-                    n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, dropout=0.1,
-                    max_iters=8, eval_interval=4, eval_iters=2, log_interval=1, warmup_iters=2,
-                    lr_decay_iters=8, always_save_checkpoint=True)
-    settings.update(overrides)
-    return ["--config", str(REPO / "configs/char_cpu.py")] + [f"--config.{k}={v}" for k, v in settings.items()]
+from conftest import cli_error, run_program, tiny_run_args
 
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+    return run_program(["train.py", *args])
 
 
 def records(out_dir: pathlib.Path) -> list[dict]:
@@ -34,20 +16,24 @@ def records(out_dir: pathlib.Path) -> list[dict]:
 
 
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
-    whole = run_cli(tiny_args(tmp_path, out="whole"))
+    whole = run_cli(tiny_run_args(tmp_path, out="whole"))
     assert whole.returncode == 0, whole.stderr
     assert "step 8: train loss" in whole.stdout and "iter 7: loss" in whole.stdout
     assert (tmp_path / "whole/checkpoints/8").is_dir()
     assert json.loads((tmp_path / "whole/config.json").read_text())["n_embd"] == 16
 
-    first = run_cli(tiny_args(tmp_path, out="split", max_iters=4))
+    first = run_cli(tiny_run_args(tmp_path, out="split", max_iters=4))
     assert first.returncode == 0, first.stderr
-    resumed = run_cli(tiny_args(tmp_path, out="split", init_from="resume"))
+    resumed = run_cli(tiny_run_args(tmp_path, out="split", init_from="resume"))
     assert resumed.returncode == 0, resumed.stderr
 
     whole_records, split_records = records(tmp_path / "whole"), records(tmp_path / "split")
-    steps = lambda rs: [(r["iter"], r["loss"], r["lr"]) for r in rs if "loss" in r]
-    evals = lambda rs: {r["iter"]: (r["train_loss"], r["val_loss"]) for r in rs if "val_loss" in r}
+    def steps(rs):
+        return [(r["iter"], r["loss"], r["lr"]) for r in rs if "loss" in r]
+
+    def evals(rs):
+        return {r["iter"]: (r["train_loss"], r["val_loss"]) for r in rs if "val_loss" in r}
+
     assert steps(split_records) == steps(whole_records)  # iterations 0-3, then 4-7 after resuming
     assert [it for it, _, _ in steps(split_records)] == list(range(8))
     assert evals(split_records) == evals(whole_records)
@@ -55,13 +41,13 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
 
 def test_bad_input_stops_with_one_line_and_keeps_the_checkpoint(tmp_path):
     def error(*extra, **overrides) -> str:
-        return cli_error("train.py", *tiny_args(tmp_path, **overrides), *extra)
+        return cli_error("train.py", *tiny_run_args(tmp_path, **overrides), *extra)
 
     assert "unknown config key 'n_layers'; closest valid keys: n_layer" in error("--config.n_layers=2")
     assert "--config.max_iters=many" in error(max_iters="many")
     assert "holds no checkpoint" in error(init_from="resume")
 
-    assert run_cli(tiny_args(tmp_path, max_iters=4)).returncode == 0
+    assert run_cli(tiny_run_args(tmp_path, max_iters=4)).returncode == 0
     saved = sorted(p.name for p in (tmp_path / "out/checkpoints").iterdir())
     metrics = (tmp_path / "out/metrics.jsonl").read_text()
     assert "has n_embd=16 but the config asks for n_embd=32" in error(init_from="resume", n_embd=32)
@@ -79,7 +65,7 @@ def test_bad_input_stops_with_one_line_and_keeps_the_checkpoint(tmp_path):
 
 
 def test_eval_only_evaluates_once_and_trains_nothing(tmp_path):
-    assert run_cli(tiny_args(tmp_path, max_iters=4)).returncode == 0
-    result = run_cli(tiny_args(tmp_path, init_from="resume", eval_only=True))
+    assert run_cli(tiny_run_args(tmp_path, max_iters=4)).returncode == 0
+    result = run_cli(tiny_run_args(tmp_path, init_from="resume", eval_only=True))
     assert result.returncode == 0, result.stderr
     assert "step 4: train loss" in result.stdout and "iter 4:" not in result.stdout

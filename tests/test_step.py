@@ -3,10 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import tiny_config
 from flax import nnx
 
 import gptjax
-from conftest import tiny_config
 
 
 def batch(cfg, B=4, seed=0):

@@ -1,0 +1,219 @@
+"""The training program: nanoGPT's loop around the step (data, evaluation, records, checkpoint
+policy, the CPU time estimate)."""
+
+import dataclasses
+import functools
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from gptjax import checkpoint, data, flops, optim, pretrained, sharding
+from gptjax.config import model_config
+from gptjax.errors import UsageError
+from gptjax.model import GPT, GPTConfig
+from gptjax.reporting import Reporter
+from gptjax.step import TrainState, eval_step, train_step
+
+
+def evaluate(state: TrainState, splits: dict, config, it: int, mesh) -> dict[str, float]:
+    """Mean loss over eval_iters batches of each split, dropout off; the batches depend only on
+    (seed, iteration), so an evaluation repeats exactly on resume."""
+    losses = {}
+    rows = sharding.process_rows(config.batch_size)
+    put = functools.partial(sharding.put_batch, mesh=mesh)
+    for split_index, (split, tokens) in enumerate(splits.items()):
+        batches = (data.random_batch(tokens, config.batch_size, config.block_size, config.seed,
+                                     1, split_index, it, k, rows=rows) for k in range(config.eval_iters))
+        total = sum(eval_step(state, x, y) for x, y in data.prefetch(batches, put))  # summed on device
+        losses[split] = float(total) / config.eval_iters
+    return losses
+
+
+def _train_batch(tokens, config, it: int):
+    """This process's rows of iteration it's batch, (B, T), or (A, B, T) for accumulation."""
+    A, B = config.gradient_accumulation_steps, config.batch_size
+    return data.random_batch(tokens, B if A == 1 else (A, B), config.block_size, config.seed, 0, it,
+                             rows=sharding.process_rows(B))
+
+
+def _format_duration(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
+
+
+def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report: Reporter, mesh) -> None:
+    """On a CPU, time one train step and one eval batch, and say how long the run will take."""
+    x, y = sharding.put_batch(_train_batch(splits["train"], config, it), mesh)
+    scratch, _ = train_step(jax.tree.map(jnp.copy, state), x, y)  # compiles; donates only the copy
+    x_eval, y_eval = (x, y) if x.ndim == 2 else (x[0], y[0])
+    jax.block_until_ready(eval_step(state, x_eval, y_eval))  # compiles
+    for _ in range(2):  # the first run after compiling is slow: keep the second's time
+        start = time.perf_counter()
+        scratch = jax.block_until_ready(train_step(scratch, x, y))[0]
+        step_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        jax.block_until_ready(eval_step(state, x_eval, y_eval))
+        eval_seconds = time.perf_counter() - start
+    n_evals = (config.max_iters - it) // config.eval_interval + 1
+    total = (config.max_iters - it) * step_seconds + n_evals * 2 * config.eval_iters * eval_seconds
+    report.message(
+        f"No accelerator found: one training step takes {step_seconds:.2f} s and one eval batch "
+        f"{eval_seconds:.2f} s here, so {config.max_iters - it} iterations and {n_evals} evaluations "
+        f"will take about {_format_duration(total)}."
+    )
+    if total > 30 * 60:
+        report.message("For a run of a few minutes on a CPU: python train.py --config configs/char_cpu.py")
+
+
+def _check_shapes(source: str, actual: GPTConfig, config) -> None:
+    """Refuse a config whose model keys differ from the model it starts from."""
+    wanted = dataclasses.asdict(model_config(config, vocab_size=actual.vocab_size))
+    differ = [f for f in GPTConfig.SHAPE_FIELDS if getattr(actual, f) != wanted[f]]
+    if differ:
+        raise UsageError(
+            f"{source} has " + ", ".join(f"{f}={getattr(actual, f)}" for f in differ)
+            + " but the config asks for " + ", ".join(f"{f}={wanted[f]}" for f in differ)
+            + ": set those keys to the model's values, or start a new out_dir"
+        )
+
+
+def _resumed_config(config, tokenizer) -> tuple[GPTConfig, dict]:
+    """The model config of the checkpoint to resume (its architecture, GELU form included, with the
+    config's dropout, attention and dtype), and the checkpoint's metadata."""
+    meta = checkpoint.read_meta(Path(config.out_dir))
+    if meta["tokenizer"] != tokenizer.describe():
+        raise UsageError(f"the checkpoint in {config.out_dir} was trained with another tokenizer or "
+                         "vocabulary than the dataset's: resume on the same data, or start a new out_dir")
+    model_cfg = dataclasses.replace(GPTConfig(**meta["model"]), dropout=config.dropout,
+                                    attention=config.attention, dtype=config.dtype)
+    _check_shapes(f"the checkpoint in {config.out_dir}", model_cfg, config)
+    return model_cfg, meta
+
+
+def _new_model(config, tokenizer) -> GPT:
+    """A randomly initialised model, or GPT-2's weights when init_from names them."""
+    if config.init_from == "scratch":
+        # nanoGPT pads GPT-2's 50257 tokens to 50304 (GPTConfig's default) when training from scratch
+        vocab_size = len(tokenizer) if config.tokenizer == "char" else GPTConfig.vocab_size
+        return GPT(model_config(config, vocab_size=vocab_size), rngs=nnx.Rngs(config.seed))
+    model = pretrained.from_pretrained(config.init_from, dropout=config.dropout,
+                                       attention=config.attention, dtype=config.dtype)
+    if config.block_size < model.cfg.block_size:
+        model = pretrained.crop_block_size(model, config.block_size)
+    _check_shapes(f"init_from={config.init_from!r}", model.cfg, config)
+    if model.cfg.vocab_size < len(tokenizer):
+        raise UsageError(f"the dataset's tokenizer has {len(tokenizer)} tokens, more than the model's "
+                         f"{model.cfg.vocab_size}")
+    model.train()
+    return model
+
+
+def _checkpoint_items(state: TrainState) -> dict:
+    """The train state as the named pytrees of its checkpoint: each of its array fields."""
+    return {field.name: getattr(state, field.name) for field in dataclasses.fields(state)
+            if field.metadata.get("pytree_node", True)}
+
+
+def _save(out_dir: Path, state: TrainState, config: ml_collections.ConfigDict, best_val_loss: float,
+          model_cfg: GPTConfig, tokenizer: dict) -> None:
+    meta = {"iter": int(state.step), "best_val_loss": float(best_val_loss), "config": config.to_dict(),
+            "model": dataclasses.asdict(model_cfg), "tokenizer": tokenizer}
+    checkpoint.save(out_dir, int(state.step), _checkpoint_items(state), meta)
+
+
+def _initial_state(config, tokenizer, mesh) -> tuple[TrainState, float]:
+    """The state a run starts from, placed on the mesh, and the best val loss so far."""
+    tx = optim.from_config(config)
+    out_dir = Path(config.out_dir)
+    if config.init_from == "resume":
+        model_cfg, meta = _resumed_config(config, tokenizer)
+        shapes = jax.eval_shape(lambda: TrainState.create(GPT(model_cfg, rngs=nnx.Rngs(0)), tx, config.seed))
+        abstract = sharding.abstract_on_mesh(shapes, mesh)
+        return abstract.replace(**checkpoint.restore(out_dir, _checkpoint_items(abstract))), meta["best_val_loss"]
+    if (existing := checkpoint.latest_step(out_dir)) is not None:
+        raise UsageError(
+            f"{out_dir} already holds a checkpoint (iter {existing}) that training from scratch would "
+            "replace: pass --config.init_from=resume to continue it, or choose another out_dir"
+        )
+    state = TrainState.create(_new_model(config, tokenizer), tx, seed=config.seed)
+    return sharding.place(state, sharding.state_shardings(state, mesh)), float("inf")
+
+
+def train(config) -> dict[str, float]:
+    """Train as the config says (nanoGPT's semantics); returns the last evaluation's losses."""
+    out_dir = Path(config.out_dir)
+    tokenizer, splits = data.load_dataset(config.data_dir, config.dataset, config.input_file,
+                                          config.block_size, config.tokenizer)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    if config.batch_size % mesh.size:
+        raise UsageError(f"config.batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "
+                         "it is split across")
+    state, best_val_loss = _initial_state(config, tokenizer, mesh)
+    model = state.model()
+    model_cfg, n_params = model.cfg, model.num_params()
+    it = int(state.step)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    main_process = jax.process_index() == 0  # the one that prints and writes files; all save checkpoints
+    if main_process:
+        (out_dir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    report = Reporter(out_dir / "metrics.jsonl", start=it, total=config.max_iters, active=main_process)
+    report.message(f"{config}")
+    report.message(f"number of parameters: {n_params / 1e6:.2f}M; {jax.device_count()} x "
+                   f"{jax.devices()[0].device_kind}, mesh {dict(mesh.shape)}")
+    if jax.default_backend() == "cpu" and not config.eval_only and it < config.max_iters:
+        _estimate_cpu_time(state, splits, config, it, report, mesh)
+
+    tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
+    batches = data.prefetch((_train_batch(splits["train"], config, i) for i in range(it, config.max_iters)),
+                            functools.partial(sharding.put_batch, mesh=mesh))
+    pending = None  # (iteration, metrics) of the step whose results are not yet read back
+    clock, clock_iter = time.perf_counter(), it
+
+    def log_pending():
+        nonlocal pending, clock, clock_iter
+        if pending is None:
+            return
+        step_it, metrics = pending
+        pending = None
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        now = time.perf_counter()
+        seconds = (now - clock) / max(step_it + 1 - clock_iter, 1)  # per step since the last log
+        clock, clock_iter = now, step_it + 1
+        values.update(ms_per_iter=seconds * 1e3, tokens_per_s=tokens_per_iter / seconds)
+        if (utilisation := flops.mfu(model_cfg, n_params, tokens_per_iter / seconds)) is not None:
+            values["mfu"] = utilisation
+        report.log_step(step_it, values)
+
+    losses = {}
+    saved_iter = it if config.init_from == "resume" else 0  # the newest checkpoint in out_dir
+    try:
+        while True:
+            if it % config.eval_interval == 0 or config.eval_only:
+                log_pending()
+                losses = evaluate(state, splits, config, it, mesh)
+                report.message(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                report.record(iter=it, train_loss=losses["train"], val_loss=losses["val"])
+                improved = losses["val"] < best_val_loss
+                best_val_loss = min(best_val_loss, losses["val"])
+                if (improved or config.always_save_checkpoint) and it > saved_iter:
+                    _save(out_dir, state, config, best_val_loss, model_cfg, tokenizer.describe())
+                    saved_iter = it
+                    report.message(f"saved checkpoint to {out_dir}/checkpoints/{it}")
+                clock, clock_iter = time.perf_counter(), it  # evaluation time is not step time
+            if it >= config.max_iters or config.eval_only:
+                break
+            x, y = next(batches)
+            state, metrics = train_step(state, x, y)
+            log_pending()  # read step it-1 back while step it runs
+            if it % config.log_interval == 0:
+                pending = (it, metrics)
+            it += 1
+        log_pending()
+    finally:
+        report.close()
+    return losses

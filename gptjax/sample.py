@@ -1,0 +1,95 @@
+"""Sample text from a trained model.
+
+    python -m gptjax.sample --out_dir=out-shakespeare-char [--start=TEXT | --start=FILE:prompt.txt] ...
+    python sample.py --init_from=gpt2 --start="Hello, I'm a language model,"      # the same, from a clone
+
+Defaults as nanoGPT's sample.py: 10 samples of 500 new characters, temperature 0.8, top_k 200.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import jax
+
+from gptjax import checkpoint
+from gptjax.errors import UsageError
+from gptjax.generate import generate
+from gptjax.model import DTYPES
+from gptjax.pretrained import from_pretrained
+from gptjax.sharding import use_measured_xla_flags
+from gptjax.tokenizers import GPT2Tokenizer, from_description
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The options of argv (argv[0] is the program's name)."""
+    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.splitlines()[0])
+    parser.add_argument("--init_from", default="resume",
+                        help="resume (the checkpoint in out_dir), gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
+                             "or a local Hugging Face GPT-2 directory (GPT-2's tokenizer)")
+    parser.add_argument("--out_dir", default="out", help="the training run to sample from")
+    parser.add_argument("--start", default="\n", help="the prompt, or FILE:path to read it from a file")
+    parser.add_argument("--num_samples", type=int, default=10)
+    parser.add_argument("--max_new_tokens", type=int, default=500)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; < 1 less random")
+    parser.add_argument("--top_k", type=int, default=200, help="sample only among the k most likely")
+    parser.add_argument("--top_p", type=float, default=None, help="nucleus: the smallest set reaching p")
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--dtype", choices=DTYPES, default=None, help="compute dtype (default: as trained)")
+    parser.add_argument("--overflow_context", type=int, default=None,
+                        help="past block_size, rebuild the cache from this many tokens (default block_size)")
+    return parser.parse_args(argv[1:])
+
+
+def read_prompt(start: str) -> str:
+    """The prompt text: start itself, or the contents of the file that FILE:path names."""
+    if not start.startswith("FILE:"):
+        return start
+    path = Path(start[len("FILE:"):])
+    if not path.is_file():
+        raise UsageError(f"--start={start}: {path} does not exist or is not a file")
+    return path.read_text(encoding="utf-8")
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    use_measured_xla_flags()
+    try:
+        if args.num_samples < 1 or args.max_new_tokens < 1:
+            raise UsageError("--num_samples and --max_new_tokens must be >= 1")
+        if args.init_from == "resume":
+            model, meta = checkpoint.load_model(Path(args.out_dir), args.dtype)
+            vocab = from_description(meta["tokenizer"])
+        else:
+            model = from_pretrained(args.init_from, **({"dtype": args.dtype} if args.dtype else {}))
+            vocab = GPT2Tokenizer()
+        prompt = read_prompt(args.start)
+        if not prompt:
+            raise UsageError("the prompt is empty: pass --start with at least one character")
+        try:
+            prompt_ids = vocab.encode(prompt)[None]
+        except ValueError as e:
+            raise UsageError(f"the prompt has {e} of the model; use characters it was trained on") from None
+
+        def stream(tokens) -> None:  # one function for every sample, so generate compiles once
+            sys.stdout.write(vocab.decode(tokens))
+            sys.stdout.flush()
+
+        streaming = sys.stdout.isatty()
+        for k in range(args.num_samples):
+            if streaming:
+                sys.stdout.write(prompt)
+            out = generate(
+                model, prompt_ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, rng=jax.random.fold_in(jax.random.key(args.seed), k),
+                overflow_context=args.overflow_context, on_token=stream if streaming else None,
+            )
+            jax.effects_barrier()  # every streamed token is printed before the separator
+            print("" if streaming else vocab.decode(out[0]))
+            print("---------------", flush=True)
+    except UsageError as e:
+        sys.exit(f"{Path(argv[0]).name}: error: {e}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,99 @@
+"""The maths of one update: the loss, the train state, and the jitted train and eval steps."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+from gptjax.model import GPT
+
+# Dropout masks come from XLA's RngBitGenerator ("rbg"): cheaper bits than JAX's default threefry
+# (docs/performance.md).
+DROPOUT_RNG = "rbg"
+
+
+def cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
+    """Mean next-token cross-entropy over every position whose target is not -1 (ignored)."""
+    valid_BxT = targets_BxT != -1
+    losses_BxT = optax.softmax_cross_entropy_with_integer_labels(
+        logits_BxTxV.astype(jnp.float32), jnp.where(valid_BxT, targets_BxT, 0)
+    )
+    return jnp.sum(losses_BxT * valid_BxT) / jnp.maximum(jnp.sum(valid_BxT), 1)
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything a training step reads and writes, as one pytree of arrays.
+
+    The model lives here split in two (nnx.split): `graphdef` is its static structure, `params`
+    its arrays as a plain nested dict (nnx.to_pure_dict, so that jit flattens no nnx Variables in
+    Python on every call). `TrainState.model()` merges them back into a `GPT`.
+    """
+
+    step: jax.Array  # number of updates applied so far
+    params: dict
+    opt_state: optax.OptState
+    dropout_key: jax.Array  # raw key data; the masks of step n are drawn from fold_in(key, n)
+    graphdef: nnx.GraphDef = struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, model: GPT, tx: optax.GradientTransformation, seed: int = 0) -> "TrainState":
+        graphdef, params = nnx.split(model, nnx.Param)
+        params = nnx.to_pure_dict(params)
+        return cls(
+            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+            dropout_key=jax.random.key_data(jax.random.key(seed, impl=DROPOUT_RNG)), graphdef=graphdef, tx=tx,
+        )
+
+    def model(self) -> GPT:
+        return nnx.merge(self.graphdef, self.params)
+
+
+def _loss(graphdef, params, x_BxT, y_BxT, dropout_key=None) -> jax.Array:
+    model = nnx.merge(graphdef, params)
+    if dropout_key is None:
+        model.eval()
+    else:
+        model.train()  # runs at trace time only: jit sees the resulting graph, not this call
+    return cross_entropy(model(x_BxT, rngs=dropout_key), y_BxT)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One AdamW update on the batch (x, y); returns the new state and {loss, grad_norm, lr}.
+
+    x and y are (B, T), or (A, B, T) for gradient accumulation: the A micro-batches run one after
+    another (lax.scan) and their mean gradient makes the update, the same as one batch of A*B.
+    `state` is donated: its buffers are reused for the new state, so do not use it afterwards.
+    """
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key, impl=DROPOUT_RNG), state.step)
+    grad_fn = jax.value_and_grad(_loss, argnums=1)
+    if x.ndim == 2:
+        loss, grads = grad_fn(state.graphdef, state.params, x, y, key)
+    else:
+        def micro_step(sums, micro):
+            i, x_BxT, y_BxT = micro
+            loss, grads = grad_fn(state.graphdef, state.params, x_BxT, y_BxT, jax.random.fold_in(key, i))
+            return jax.tree.map(jnp.add, sums, (loss, grads)), None
+
+        zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
+        sums, _ = jax.lax.scan(micro_step, zeros, (jnp.arange(x.shape[0]), x, y))
+        loss, grads = jax.tree.map(lambda total: total / x.shape[0], sums)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}  # norm before clipping
+    lr = optax.tree_utils.tree_get(  # the value inject_hyperparams used for this update
+        opt_state, "learning_rate", filtering=lambda _, value: isinstance(value, jax.Array)
+    )
+    if lr is not None:
+        metrics["lr"] = lr
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, metrics
+
+
+@jax.jit
+def eval_step(state: TrainState, x_BxT: jax.Array, y_BxT: jax.Array) -> jax.Array:
+    """Mean loss on (x, y) with dropout off."""
+    return _loss(state.graphdef, state.params, x_BxT, y_BxT)

@@ -1,0 +1,79 @@
+"""The package's shape: no import cycles, a light `import gptjax`, and programs that run from an
+installed (not editable) gptjax with the recipes it ships."""
+
+import ast
+import json
+import shutil
+
+from conftest import CORPUS, REPO, run_program
+
+PACKAGE = REPO / "gptjax"
+PROGRAM_MODULES = {"gptjax.loop", "gptjax.train", "gptjax.sample", "gptjax.bench", "gptjax.reporting"}
+
+
+def imported_modules(path) -> set[str]:
+    """The gptjax modules a file imports anywhere (top level, functions, TYPE_CHECKING blocks)."""
+    modules = {f"gptjax.{p.stem}" for p in PACKAGE.glob("*.py")} | {"gptjax.configs"}
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("gptjax.")}
+        elif isinstance(node, ast.ImportFrom) and node.module == "gptjax":
+            found |= {f"gptjax.{a.name}" if f"gptjax.{a.name}" in modules else "gptjax.__init__" for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gptjax."):
+            found.add(node.module)
+    return found
+
+
+def test_no_module_of_gptjax_imports_in_a_circle():
+    graph = {f"gptjax.{p.stem}": imported_modules(p) for p in PACKAGE.glob("*.py")}
+    done, path = set(), []
+
+    def visit(module):
+        assert module not in path, "import cycle: " + " -> ".join([*path[path.index(module):], module])
+        if module in done or module not in graph:
+            return
+        path.append(module)
+        for dependency in sorted(graph[module]):
+            visit(dependency)
+        path.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+    assert "gptjax.loop" in graph["gptjax.train"]  # the walk sees real edges
+
+
+def test_import_gptjax_loads_no_training_program():
+    result = run_program(["-c", "import sys, gptjax; print(sorted(m for m in sys.modules if m.startswith('gptjax')))"])
+    assert result.returncode == 0, result.stderr
+    loaded = set(ast.literal_eval(result.stdout))
+    assert "gptjax.step" in loaded and not loaded & PROGRAM_MODULES
+
+
+def test_an_installed_gptjax_trains_and_samples_with_a_shipped_recipe(tmp_path):
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "out*", "data", "build", "*.egg-info",
+                                                                "__pycache__"))
+    site = tmp_path / "site"
+    install = run_program(["-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
+                           str(site), str(source)], timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    assert (site / "gptjax/configs/char_cpu.py").is_file()  # the recipes ship with the package
+    run = tmp_path / "run"  # neither the clone nor its configs/ in sight
+    run.mkdir()
+    (run / "corpus.txt").write_text(CORPUS, encoding="utf-8")
+    env = {"PYTHONPATH": str(site)}
+    train = run_program(["-m", "gptjax.train", "--config", "char_cpu", "--config.input_file=corpus.txt",
+                         "--config.dataset=tiny", "--config.out_dir=out", "--config.n_layer=1",
+                         "--config.max_iters=2", "--config.eval_interval=2", "--config.eval_iters=1",
+                         "--config.always_save_checkpoint=True"], env=env, cwd=run)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "step 2: train loss" in train.stdout
+    assert json.loads((run / "out/config.json").read_text())["n_layer"] == 1
+    sample = run_program(["-m", "gptjax.sample", "--out_dir=out", "--num_samples=1", "--max_new_tokens=5",
+                          "--start=the"], env=env, cwd=run)
+    assert sample.returncode == 0, sample.stderr[-3000:]
+    assert sample.stdout.startswith("the") and len(sample.stdout.split("\n---")[0]) == len("the") + 5
+    where = run_program(["-c", "import gptjax; print(gptjax.__file__)"], env=env, cwd=run)
+    assert where.stdout.strip() == str(site / "gptjax/__init__.py")  # not the clone's

@@ -1,0 +1,53 @@
+"""reporting.py: a bar on a terminal, log lines in a pipe, and every record in metrics.jsonl."""
+
+import io
+import json
+import sys
+
+import pytest
+
+from gptjax.reporting import Reporter
+
+STEP = {"loss": 2.5, "grad_norm": 0.75, "lr": 1e-3, "ms_per_iter": 12.5, "tokens_per_s": 61440.0}
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def run_reporter(path, stdout, monkeypatch, **kwargs) -> str:
+    monkeypatch.setattr(sys, "stdout", stdout)
+    report = Reporter(path, start=2, total=10, **kwargs)
+    report.message("hello")
+    report.log_step(2, STEP)
+    report.record(iter=3, train_loss=2.0, val_loss=2.25)
+    report.close()
+    return stdout.getvalue()
+
+
+def test_a_pipe_gets_plain_log_lines(tmp_path, monkeypatch):
+    printed = run_reporter(tmp_path / "metrics.jsonl", io.StringIO(), monkeypatch)
+    assert printed == "hello\niter 2: loss 2.5000, time 12.50ms, 61,440 tok/s\n"
+
+
+def test_a_terminal_gets_a_progress_bar(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    printed = run_reporter(tmp_path / "metrics.jsonl", Terminal(), monkeypatch)
+    assert "hello" in printed and "iter 3/10" in printed and "loss 2.5000, 61,440 tok/s" in printed
+    assert "iter 2: loss" not in printed  # no log lines under the bar
+
+
+@pytest.mark.parametrize("stdout", [io.StringIO, Terminal])
+def test_every_record_is_a_json_line_with_the_documented_keys(tmp_path, monkeypatch, stdout):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"iter": 0, "train_loss": 3.0, "val_loss": 3.0}\n')  # an earlier run's: kept
+    run_reporter(path, stdout(), monkeypatch)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows == [{"iter": 0, "train_loss": 3.0, "val_loss": 3.0}, {"iter": 2, **STEP},
+                    {"iter": 3, "train_loss": 2.0, "val_loss": 2.25}]
+
+
+def test_an_inactive_reporter_prints_and_writes_nothing(tmp_path, monkeypatch):
+    assert run_reporter(tmp_path / "metrics.jsonl", io.StringIO(), monkeypatch, active=False) == ""
+    assert not (tmp_path / "metrics.jsonl").exists()

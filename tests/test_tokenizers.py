@@ -1,0 +1,58 @@
+"""tokenizers.py: characters and GPT-2's BPE, and the description that restores each."""
+
+import numpy as np
+import pytest
+
+import gptjax
+from gptjax import data
+from gptjax.errors import UsageError
+from gptjax.tokenizers import from_description
+
+
+def gpt2_tokenizer() -> gptjax.GPT2Tokenizer:
+    try:
+        return gptjax.GPT2Tokenizer()
+    except UsageError as e:
+        pytest.skip(f"tiktoken's GPT-2 files are neither cached here nor in TIKTOKEN_CACHE_DIR: {e}")
+
+
+def test_char_vocab_is_sorted_and_round_trips_any_unicode():
+    text = "hello, 世界! 🙂\n"
+    vocab = gptjax.CharVocab.from_text(text)
+    assert vocab.chars == "".join(sorted(set(text))) and len(vocab) == len(set(text))
+    ids = vocab.encode(text)
+    assert ids.dtype == np.uint16 and ids.tolist() == [vocab.chars.index(c) for c in text]
+    assert vocab.decode(ids) == text
+
+
+def test_unknown_characters_are_named():
+    with pytest.raises(ValueError, match=r"characters not in the vocabulary: 'yz'"):
+        gptjax.CharVocab.from_text("abc").encode("abzcy")
+
+
+def test_a_description_restores_the_same_tokenizer():
+    vocab = gptjax.CharVocab.from_text("to be or not to be")
+    restored = from_description(vocab.describe())
+    assert restored.chars == vocab.chars
+    assert restored.encode("be or not").tolist() == vocab.encode("be or not").tolist()
+    gpt2 = gpt2_tokenizer()
+    assert from_description(gpt2.describe()).encode("Hello").tolist() == gpt2.encode("Hello").tolist()
+
+
+def test_gpt2_tokenizer_is_openais_bpe():
+    tokenizer = gpt2_tokenizer()
+    assert len(tokenizer) == 50257 and tokenizer.eot == 50256
+    # the ids OpenAI's encoder gives (the tiktoken cache's README lists them)
+    assert tokenizer.encode("Hello, I'm a language model,").tolist() == [15496, 11, 314, 1101, 257, 3303, 2746, 11]
+    text = "Hello, I'm a language model, ünïcode 🙂 如何理解"
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_gpt2_dataset_preparation_uses_the_bpe(tmp_path):
+    tokenizer = gpt2_tokenizer()
+    corpus = tmp_path / "in.txt"
+    corpus.write_text("Hello, I'm a language model. " * 50, encoding="utf-8")
+    restored, splits = data.load_dataset(tmp_path, "bpe", str(corpus), 8, "gpt2")
+    assert restored.describe() == {"kind": "gpt2"}
+    tokens = np.concatenate([splits["train"], splits["val"]])
+    np.testing.assert_array_equal(tokens, np.append(tokenizer.encode(corpus.read_text()), tokenizer.eot))
