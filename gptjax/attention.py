@@ -63,7 +63,7 @@ def _cudnn_applies(dtype, head_dim: int) -> bool:
     )
 
 
-def resolve(requested: str, *, dropout_active: bool, dtype, head_dim: int) -> str:
+def resolve(requested: str, *, dropout_active: bool, dtype: jnp.dtype, head_dim: int) -> str:
     """The path that runs: "masked" or "fast".
 
     "auto" takes the masked path whenever attention dropout is on (the fast path has none), and

@@ -13,14 +13,15 @@ import queue
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import jax
 import numpy as np
+from numpy.typing import ArrayLike
 
 from gptjax.errors import UsageError
-from gptjax.tokenizers import CharVocab, GPT2Tokenizer, from_description
+from gptjax.tokenizers import CharVocab, GPT2Tokenizer, Tokenizer, from_description
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -28,7 +29,7 @@ SPLITS = ("train", "val")
 DOWNLOADABLE = ("shakespeare_char", "shakespeare")  # both start from tinyshakespeare
 
 
-def input_target_windows(tokens: np.ndarray, starts, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+def input_target_windows(tokens: np.ndarray, starts: ArrayLike, block_size: int) -> tuple[np.ndarray, np.ndarray]:
     """x = tokens[i : i+T] and y = tokens[i+1 : i+T+1] for each start i: the target is the input
     shifted by one, so position t learns to predict token t+1. Returns int32 arrays (len(starts), T)."""
     offsets = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(block_size + 1)
@@ -36,8 +37,8 @@ def input_target_windows(tokens: np.ndarray, starts, block_size: int) -> tuple[n
     return windows[:, :-1], windows[:, 1:]
 
 
-def random_batch(tokens: np.ndarray, batch_shape, block_size: int, seed: int, *stream: int,
-                 rows: slice = slice(None)):
+def random_batch(tokens: np.ndarray, batch_shape: int | tuple[int, ...], block_size: int, seed: int, *stream: int,
+                 rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
     """Random windows for a batch of batch_shape ((B,) or (A, B)), the same for the same
     (seed, *stream): resuming at iteration n draws exactly the batches an uninterrupted run draws
     there. `rows` picks this process's part of the last dimension; only those windows are read."""
@@ -47,7 +48,7 @@ def random_batch(tokens: np.ndarray, batch_shape, block_size: int, seed: int, *s
     return x.reshape(*starts.shape, block_size), y.reshape(*starts.shape, block_size)
 
 
-def prefetch(batches: Iterable, put=jax.device_put, depth: int = 2) -> Iterator:
+def prefetch(batches: Iterable, put: Callable = jax.device_put, depth: int = 2) -> Iterator:
     """Iterate `batches` on a background thread, up to `depth` items ahead, each already moved
     to the devices by `put`, so the training step never waits for the host."""
     items: queue.Queue = queue.Queue(maxsize=depth)
@@ -109,7 +110,7 @@ def _decode(raw: bytes, corpus: Path) -> str:
         raise UsageError(f"corpus {corpus} is not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-def prepare(dataset_dir: Path, corpus: Path, tokenizer: str = "char"):
+def prepare(dataset_dir: Path, corpus: Path, tokenizer: str = "char") -> Tokenizer:
     """Encode corpus into dataset_dir/{train,val}.bin and meta.json, unless they are up to date;
     returns the tokenizer."""
     documents = _documents(corpus)
@@ -171,7 +172,8 @@ def find_corpus(dataset_dir: Path, dataset: str, input_file: str = "") -> Path |
     )
 
 
-def load_dataset(data_dir: str, dataset: str, input_file: str, block_size: int, tokenizer: str = "char"):
+def load_dataset(data_dir: str, dataset: str, input_file: str, block_size: int,
+                 tokenizer: str = "char") -> tuple[Tokenizer, dict[str, np.ndarray]]:
     """(tokenizer, {"train": tokens, "val": tokens}) of a dataset, prepared if needed. The token
     arrays are memory maps: nothing is read until a batch needs it."""
     dataset_dir = Path(data_dir) / dataset

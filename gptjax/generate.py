@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from numpy.typing import ArrayLike
 
 from gptjax.errors import UsageError
 from gptjax.model import GPT
@@ -51,7 +52,7 @@ def _checked_prompt(idx_BxT, temperature, top_k, top_p) -> np.ndarray:
 
 def generate(
     model: GPT,
-    idx_BxT,
+    idx_BxT: ArrayLike,
     max_new_tokens: int,
     temperature: float = 1.0,
     top_k: int | None = None,
@@ -143,7 +144,7 @@ def _run_if(pred: jax.Array, fn, state):
 
 def generate_uncached(
     model: GPT,
-    idx_BxT,
+    idx_BxT: ArrayLike,
     max_new_tokens: int,
     temperature: float = 1.0,
     top_k: int | None = None,

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
+from jax.sharding import Mesh
 
 from gptjax import checkpoint, data, flops, optim, pretrained, sharding
 from gptjax.config import model_config
@@ -19,7 +20,8 @@ from gptjax.reporting import Reporter
 from gptjax.step import TrainState, eval_step, train_step
 
 
-def evaluate(state: TrainState, splits: dict, config, it: int, mesh) -> dict[str, float]:
+def evaluate(state: TrainState, splits: dict, config: ml_collections.ConfigDict, it: int,
+             mesh: Mesh) -> dict[str, float]:
     """Mean loss over eval_iters batches of each split, dropout off; the batches depend only on
     (seed, iteration), so an evaluation repeats exactly on resume."""
     losses = {}
@@ -143,7 +145,7 @@ def _initial_state(config, tokenizer, mesh) -> tuple[TrainState, float]:
     return sharding.place(state, sharding.state_shardings(state, mesh)), float("inf")
 
 
-def train(config) -> dict[str, float]:
+def train(config: ml_collections.ConfigDict) -> dict[str, float]:
     """Train as the config says (nanoGPT's semantics); returns the last evaluation's losses."""
     out_dir = Path(config.out_dir)
     tokenizer, splits = data.load_dataset(config.data_dir, config.dataset, config.input_file,

@@ -215,7 +215,7 @@ class GPT(nnx.Module):
         shape = (batch_size * cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
         return [(jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype)) for _ in range(cfg.n_layer)]
 
-    def decode(self, idx_BxT: jax.Array, cache: KVCache, pos: jax.Array | int):
+    def decode(self, idx_BxT: jax.Array, cache: KVCache, pos: jax.Array | int) -> tuple[jax.Array, KVCache]:
         """Logits (B, T, vocab) for tokens at positions pos..pos+T-1, given the keys and values of
         positions before pos in `cache`; returns them with the cache extended by these tokens.
         pos + T must not exceed block_size. For sampling: call it in eval mode (model.eval())."""

@@ -29,7 +29,7 @@ def lr_schedule(
     return schedule
 
 
-def decay_mask(params):
+def decay_mask(params: optax.Params) -> optax.Params:
     """True for tensors with 2+ dimensions (matrices, embeddings): only those get weight decay."""
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 

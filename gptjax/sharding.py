@@ -8,6 +8,7 @@ sharding.
 """
 
 import os
+from typing import Any
 
 import jax
 import numpy as np
@@ -78,13 +79,13 @@ def param_spec(shape: tuple, fsdp: int) -> P:
     return P()
 
 
-def state_shardings(state, mesh: Mesh):
+def state_shardings(state: Any, mesh: Mesh) -> Any:
     """A NamedSharding for every array of a TrainState (parameters and optimizer state alike)."""
     fsdp = mesh.shape["fsdp"]
     return jax.tree.map(lambda a: NamedSharding(mesh, param_spec(a.shape, fsdp)), state)
 
 
-def place(tree, shardings):
+def place(tree: Any, shardings: Any) -> Any:
     """Arrays that every process holds identically on the host, put on a mesh that may span
     processes (jax.device_put accepts only devices of this process)."""
     return jax.tree.map(
@@ -93,7 +94,7 @@ def place(tree, shardings):
     )
 
 
-def abstract_on_mesh(tree, mesh: Mesh):
+def abstract_on_mesh(tree: Any, mesh: Mesh) -> Any:
     """ShapeDtypeStructs of tree's arrays, carrying their state_shardings (compile or restore
     targets that allocate nothing)."""
     return jax.tree.map(lambda a, where: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=where),

@@ -4,6 +4,8 @@ Each tokenizer describes itself as a small JSON-able dict, stored with prepared 
 checkpoints, so sampling decodes with exactly the tokenizer the model was trained on.
 """
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from gptjax.errors import UsageError
@@ -44,7 +46,7 @@ class CharVocab:
             raise ValueError(f"characters not in the vocabulary: {''.join(unknown)!r}")
         return np.fromiter((self._ids[c] for c in text), dtype=self.dtype, count=len(text))
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 
 
@@ -78,11 +80,14 @@ class GPT2Tokenizer:
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self._encoding.encode_ordinary(text), dtype=self.dtype)
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[int]) -> str:
         return self._encoding.decode([int(i) for i in ids])
 
 
-def from_description(description: dict) -> CharVocab | GPT2Tokenizer:
+Tokenizer = CharVocab | GPT2Tokenizer
+
+
+def from_description(description: dict) -> Tokenizer:
     """The tokenizer a describe() dict names."""
     if description["kind"] == "char":
         return CharVocab(description["chars"])
