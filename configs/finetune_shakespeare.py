@@ -10,7 +10,7 @@ _eval = runpy.run_path(str(pathlib.Path(__file__).with_name("eval_gpt2.py")))
 
 
 def get_config():
-    config = _eval["get_config"]("gpt2-xl")  # the model's shape keys
+    config = _eval["get_config"]("gpt2-xl")
     config.eval_only = False
     config.out_dir = "out-shakespeare"
     config.eval_interval = 5

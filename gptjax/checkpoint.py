@@ -58,10 +58,12 @@ def save(out_dir: Path, step: int, items: dict[str, Any], meta: dict) -> None:
 def _existing_step(out_dir: Path, step: int | None) -> int:
     step = latest_step(out_dir) if step is None else step
     if step is None:
-        raise UsageError(
-            f"{out_dir} holds no checkpoint: train with init_from='scratch' first, "
-            "or set out_dir to a run that saved one"
-        )
+        out_dir = Path(out_dir).absolute()
+        run = next((d for d in (out_dir.parent, out_dir.parent.parent) if latest_step(d) is not None), None)
+        if run is not None and out_dir.is_relative_to(run / "checkpoints"):
+            raise UsageError(f"{out_dir} is inside the run {run}: pass the run directory {run} as out_dir")
+        raise UsageError(f"{out_dir} holds no checkpoint: train with init_from='scratch' first, "
+                         "or set out_dir to a run that saved one")
     return step
 
 
@@ -74,8 +76,8 @@ def read_meta(out_dir: Path, step: int | None = None) -> dict:
     version = meta.get("format_version", 1)
     if version != FORMAT_VERSION:
         raise UsageError(
-            f"the checkpoint {out_dir}/checkpoints/{step} has format version {version}, but this gptjax "
-            f"reads version {FORMAT_VERSION}: use the gptjax that wrote it, or start a new out_dir"
+            f"the checkpoint {Path(out_dir).absolute()}/checkpoints/{step} has format version {version}, but "
+            f"this gptjax reads version {FORMAT_VERSION}: use the gptjax that wrote it, or start a new out_dir"
         )
     return meta
 

@@ -38,6 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data_dir = "data"  # prepared files go to data_dir/dataset/
     c.input_file = ""  # text, .jsonl or a folder of .txt to train on; else data_dir/dataset/input.txt
     c.tokenizer = "char"  # "char" or "gpt2" (BPE via tiktoken)
+    c.rebuild_data = False  # prepare data_dir/dataset again from the text, whatever it was prepared from
     c.gradient_accumulation_steps = 1  # micro-batches per update (nanoGPT's default is 40)
     c.batch_size = 12
     c.block_size = 1024
@@ -129,14 +130,22 @@ def resolve_config_file(spec: str) -> str:
     return path + colon + arg
 
 
-def _config_flag(argv: list[str]) -> tuple[int, str]:
-    """The position in argv of --config's value and the value."""
-    for i, arg in enumerate(argv):
+def _with_config_flag(argv: list[str]) -> list[str]:
+    """argv with its config file first, as --config=FILE[:ARG] resolved; nanoGPT's habit of naming
+    the file alone (train.py configs/char.py) is taken as --config configs/char.py."""
+    for i, arg in enumerate(argv[1:], start=1):
         if arg.startswith("--config="):
-            return i, arg.split("=", 1)[1]
+            return [argv[0], "--config=" + resolve_config_file(arg.split("=", 1)[1]), *argv[1:i], *argv[i + 1:]]
         if arg == "--config" and i + 1 < len(argv):
-            return i + 1, argv[i + 1]
+            return [argv[0], "--config=" + resolve_config_file(argv[i + 1]), *argv[1:i], *argv[i + 2:]]
+    if len(argv) > 1 and not argv[1].startswith("-"):
+        return [argv[0], "--config=" + resolve_config_file(argv[1]), *argv[2:]]
     raise UsageError("no config file: pass --config configs/char.py (or another recipe in configs/)")
+
+
+def command_line_keys(argv: list[str]) -> set[str]:
+    """The config keys that argv sets with --config.KEY=VALUE."""
+    return {arg[len("--config."):].split("=", 1)[0] for arg in argv[1:] if arg.startswith("--config.")}
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
@@ -154,18 +163,16 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
 
 def from_command_line(argv: list[str]) -> ml_collections.ConfigDict:
     """The config that `--config FILE --config.key=value ...` describes, validated."""
-    position, spec = _config_flag(argv)
-    resolved = resolve_config_file(spec)
-    argv = [*argv[:position], ("--config=" if argv[position].startswith("--config=") else "") + resolved,
-            *argv[position + 1:]]
-    valid = _all_keys(load_config_file(resolved))
-    for arg in argv[1:]:
-        if arg.startswith("--config."):
-            key = arg[len("--config."):].split("=", 1)[0]
-            if key not in valid:
-                raise UsageError(f"unknown config key {key!r}; closest valid keys: {_closest_keys(key, valid)}")
-        elif arg.startswith("-") and not arg.startswith("--config"):
-            raise UsageError(f"unknown option {arg}: options are --config FILE and --config.KEY=VALUE")
+    argv = _with_config_flag(argv)
+    valid = _all_keys(load_config_file(argv[1].split("=", 1)[1]))
+    for key in command_line_keys(argv):
+        if key not in valid:
+            raise UsageError(f"unknown config key {key!r}; closest valid keys: {_closest_keys(key, valid)}")
+    for arg in argv[2:]:
+        if arg.startswith("-") and not arg.startswith("--config."):
+            key = arg.lstrip("-").split("=", 1)[0]
+            hint = f"did you mean --config.{arg.lstrip('-')}? " if key in valid else ""
+            raise UsageError(f"unknown option {arg}: {hint}options are --config FILE and --config.KEY=VALUE")
     flag_values = flags.FlagValues()
     # config_flags reads the override names from the argv it is given when the flag is defined
     holder = config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)

@@ -110,17 +110,21 @@ def _decode(raw: bytes, corpus: Path) -> str:
         raise UsageError(f"corpus {corpus} is not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-def prepare(dataset_dir: Path, corpus: Path, tokenizer: str = "char") -> Tokenizer:
+def _read_meta(dataset_dir: Path) -> dict | None:
+    meta_path = dataset_dir / "meta.json"
+    return json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else None
+
+
+def prepare(dataset_dir: Path, corpus: Path, tokenizer: str = "char",
+            announce: Callable[[str], None] | None = None) -> Tokenizer:
     """Encode corpus into dataset_dir/{train,val}.bin and meta.json, unless they are up to date;
-    returns the tokenizer."""
+    returns the tokenizer. `announce` is given one line saying what was prepared, if anything."""
     documents = _documents(corpus)
     digest = hashlib.sha256(tokenizer.encode() + b"".join(
         hashlib.sha256(doc).digest() for doc in documents)).hexdigest()
-    meta_path = dataset_dir / "meta.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("source_sha256") == digest and _bins_complete(dataset_dir, meta):
-            return from_description(meta["tokenizer"])
+    meta = _read_meta(dataset_dir)
+    if meta is not None and meta.get("source_sha256") == digest and _bins_complete(dataset_dir, meta):
+        return from_description(meta["tokenizer"])
     texts = [_decode(doc, corpus) for doc in documents]
     if not any(texts):
         raise UsageError(f"corpus {corpus} is empty: give a text file with some content")
@@ -134,10 +138,13 @@ def prepare(dataset_dir: Path, corpus: Path, tokenizer: str = "char") -> Tokeniz
     for split, part in zip(SPLITS, (ids[:n_train], ids[n_train:]), strict=True):
         _write_atomically(dataset_dir / f"{split}.bin", part.tobytes())
     meta = {
-        "tokenizer": encoder.describe(), "dtype": np.dtype(encoder.dtype).name, "source": str(corpus),
+        "tokenizer": encoder.describe(), "dtype": np.dtype(encoder.dtype).name, "source": str(corpus.absolute()),
         "source_sha256": digest, "tokens": {"train": n_train, "val": len(ids) - n_train},
     }
-    _write_atomically(meta_path, json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
+    _write_atomically(dataset_dir / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
+    if announce is not None:
+        announce(f"prepared {dataset_dir.absolute()} from {corpus.absolute()}: {tokenizer} tokenizer, vocabulary "
+                 f"{len(encoder):,}, {n_train:,} train and {len(ids) - n_train:,} val tokens")
     return encoder
 
 
@@ -150,18 +157,36 @@ def _bins_complete(dataset_dir: Path, meta: dict) -> bool:
     )
 
 
-def find_corpus(dataset_dir: Path, dataset: str, input_file: str = "") -> Path | None:
+def _check_source(dataset_dir: Path, meta: dict, input_file: str) -> None:
+    """Refuse a dataset prepared from another text than the one this run names (input_file, or
+    else the dataset's own input.txt where there is one), rather than replace it unasked. With no
+    text named, the prepared data is used, whatever it was prepared from."""
+    wanted = Path(input_file).resolve() if input_file else dataset_dir.resolve() / "input.txt"
+    prepared_from = Path(meta.get("source", wanted)).resolve()
+    if prepared_from == wanted or not (input_file or wanted.is_file()):
+        return
+    if input_file:
+        raise UsageError(
+            f"{dataset_dir} was prepared from {prepared_from}, not from {wanted}: pass --config.dataset="
+            f"{wanted.stem} to prepare {wanted.name} as a dataset of its own, or --config.rebuild_data=True "
+            f"to replace {dataset_dir.name}'s data")
+    raise UsageError(
+        f"{dataset_dir} was prepared from {prepared_from}, not from its input.txt: pass --config.input_file="
+        f"{prepared_from} to train on that text, or --config.rebuild_data=True to prepare it again from {wanted}")
+
+
+def find_corpus(dataset_dir: Path, dataset: str, input_file: str = "", prepared: bool = False) -> Path | None:
     """The text to prepare: input_file; else dataset_dir/input.txt; else, for the Shakespeare
-    datasets, a download. None when the dataset is already prepared and no text is at hand."""
+    datasets, a download. None when the dataset is `prepared` and no text is at hand."""
     if input_file:
         path = Path(input_file)
         if not path.exists():
-            raise UsageError(f"config.input_file {input_file} does not exist")
+            raise UsageError(f"config.input_file {path.absolute()} does not exist")
         return path
     local = dataset_dir / "input.txt"
     if local.is_file():
         return local
-    if (dataset_dir / "meta.json").exists():
+    if prepared:
         return None
     if dataset in DOWNLOADABLE:
         download_shakespeare(local)
@@ -172,17 +197,20 @@ def find_corpus(dataset_dir: Path, dataset: str, input_file: str = "") -> Path |
     )
 
 
-def load_dataset(data_dir: str, dataset: str, input_file: str, block_size: int,
-                 tokenizer: str = "char") -> tuple[Tokenizer, dict[str, np.ndarray]]:
-    """(tokenizer, {"train": tokens, "val": tokens}) of a dataset, prepared if needed. The token
-    arrays are memory maps: nothing is read until a batch needs it."""
-    dataset_dir = Path(data_dir) / dataset
-    corpus = find_corpus(dataset_dir, dataset, input_file)
+def load_dataset(data_dir: str, dataset: str, input_file: str, block_size: int, tokenizer: str = "char",
+                 rebuild: bool = False, announce: Callable[[str], None] | None = None,
+                 ) -> tuple[Tokenizer, dict[str, np.ndarray]]:
+    """(tokenizer, {"train": tokens, "val": tokens}) of a dataset, prepared if needed (always, with
+    rebuild). The token arrays are memory maps: nothing is read until a batch needs it."""
+    dataset_dir = Path(data_dir).absolute() / dataset
+    meta = _read_meta(dataset_dir)
+    if meta is not None and not rebuild:
+        _check_source(dataset_dir, meta, input_file)
+    corpus = find_corpus(dataset_dir, dataset, input_file, prepared=meta is not None and not rebuild)
     if corpus is not None:
-        encoder = prepare(dataset_dir, corpus, tokenizer)
-        meta = json.loads((dataset_dir / "meta.json").read_text(encoding="utf-8"))
+        encoder = prepare(dataset_dir, corpus, tokenizer, announce)
+        meta = _read_meta(dataset_dir)
     else:
-        meta = json.loads((dataset_dir / "meta.json").read_text(encoding="utf-8"))
         if not _bins_complete(dataset_dir, meta):
             raise UsageError(f"{dataset_dir} has meta.json but incomplete .bin files: put the text "
                              f"at {dataset_dir / 'input.txt'} to prepare it again")

@@ -3,6 +3,7 @@ policy, the CPU time estimate)."""
 
 import dataclasses
 import functools
+import json
 import time
 from pathlib import Path
 
@@ -12,12 +13,13 @@ import ml_collections
 from flax import nnx
 from jax.sharding import Mesh
 
-from gptjax import checkpoint, data, flops, optim, pretrained, sharding
+from gptjax import attention, checkpoint, data, flops, optim, pretrained, sharding
 from gptjax.config import model_config
 from gptjax.errors import UsageError
 from gptjax.model import GPT, GPTConfig
 from gptjax.reporting import Reporter
 from gptjax.step import TrainState, eval_step, train_step
+from gptjax.tokenizers import Tokenizer
 
 
 def evaluate(state: TrainState, splits: dict, config: ml_collections.ConfigDict, it: int,
@@ -47,6 +49,10 @@ def _format_duration(seconds: float) -> str:
     return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report: Reporter, mesh) -> None:
     """On a CPU, time one train step and one eval batch, and say how long the run will take."""
     x, y = sharding.put_batch(_train_batch(splits["train"], config, it), mesh)
@@ -64,52 +70,78 @@ def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report:
     total = (config.max_iters - it) * step_seconds + n_evals * 2 * config.eval_iters * eval_seconds
     report.message(
         f"No accelerator found: one training step takes {step_seconds:.2f} s and one eval batch "
-        f"{eval_seconds:.2f} s here, so {config.max_iters - it} iterations and {n_evals} evaluations "
-        f"will take about {_format_duration(total)}."
+        f"{eval_seconds:.2f} s here, so {_count(config.max_iters - it, 'iteration')} and "
+        f"{_count(n_evals, 'evaluation')} will take about {_format_duration(total)}."
     )
     if total > 30 * 60:
         report.message("For a run of a few minutes on a CPU: python train.py --config configs/char_cpu.py")
 
 
-def _check_shapes(source: str, actual: GPTConfig, config) -> None:
-    """Refuse a config whose model keys differ from the model it starts from."""
-    wanted = dataclasses.asdict(model_config(config, vocab_size=actual.vocab_size))
-    differ = [f for f in GPTConfig.SHAPE_FIELDS if getattr(actual, f) != wanted[f]]
+# The model keys that a checkpoint or pretrained weights fix, and that a run started from them takes.
+_SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "bias", "block_size")
+
+
+def _source_model(config: ml_collections.ConfigDict) -> tuple[str, GPTConfig | None]:
+    """What a run starts from, in words, and the config of its model where that is not the
+    config's own: the checkpoint to resume, or pretrained weights."""
+    out_dir = Path(config.out_dir).absolute()
+    if config.init_from == "scratch":
+        return "scratch", None
+    if config.init_from == "resume":
+        step = checkpoint.latest_step(out_dir)
+        return f"the checkpoint {out_dir}/checkpoints/{step}", GPTConfig(**checkpoint.read_meta(out_dir)["model"])
+    return config.init_from, pretrained.pretrained_config(config.init_from)
+
+
+def resolve_model_keys(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset(),
+                       ) -> tuple[ml_collections.ConfigDict, GPTConfig | None]:
+    """A copy of config whose model shape keys are those of the model the run starts from (as
+    nanoGPT reads them off a checkpoint or GPT-2), and that model's config (None from scratch). A
+    key that the command line (`given`) sets to another value is refused. A pretrained model is
+    cropped to a smaller block_size."""
+    resolved = config.copy_and_resolve_references()
+    source, source_cfg = _source_model(config)
+    if source_cfg is None:
+        return resolved, None
+    shape = {key: getattr(source_cfg, key) for key in _SHAPE_KEYS}
+    if config.init_from != "resume":
+        shape["block_size"] = min(config.block_size, source_cfg.block_size)  # nanoGPT's crop
+    differ = [key for key in _SHAPE_KEYS if key in given and config[key] != shape[key]]
     if differ:
         raise UsageError(
-            f"{source} has " + ", ".join(f"{f}={getattr(actual, f)}" for f in differ)
-            + " but the config asks for " + ", ".join(f"{f}={wanted[f]}" for f in differ)
-            + ": set those keys to the model's values, or start a new out_dir"
-        )
+            f"{source} has " + ", ".join(f"{key}={shape[key]}" for key in differ) + " but the command line sets "
+            + ", ".join(f"--config.{key}={config[key]}" for key in differ)
+            + ": leave those options out, the model's shape comes from what the run starts from")
+    resolved.update(shape)
+    return resolved, source_cfg
 
 
-def _resumed_config(config, tokenizer) -> tuple[GPTConfig, dict]:
+def _resumed_config(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> tuple[GPTConfig, dict]:
     """The model config of the checkpoint to resume (its architecture, GELU form included, with the
-    config's dropout, attention and dtype), and the checkpoint's metadata."""
-    meta = checkpoint.read_meta(Path(config.out_dir))
+    config's dropout, attention, dtype and remat), and the checkpoint's metadata."""
+    out_dir = Path(config.out_dir).absolute()
+    meta = checkpoint.read_meta(out_dir)
     if meta["tokenizer"] != tokenizer.describe():
-        raise UsageError(f"the checkpoint in {config.out_dir} was trained with another tokenizer or "
-                         "vocabulary than the dataset's: resume on the same data, or start a new out_dir")
+        raise UsageError(f"the checkpoint in {out_dir} was trained with another tokenizer or vocabulary "
+                         "than the dataset's: resume on the same data, or start a new out_dir")
     model_cfg = dataclasses.replace(GPTConfig(**meta["model"]), dropout=config.dropout,
-                                    attention=config.attention, dtype=config.dtype)
-    _check_shapes(f"the checkpoint in {config.out_dir}", model_cfg, config)
+                                    attention=config.attention, dtype=config.dtype, remat=config.remat)
     return model_cfg, meta
 
 
-def _new_model(config, tokenizer) -> GPT:
+def _new_model(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> GPT:
     """A randomly initialised model, or GPT-2's weights when init_from names them."""
     if config.init_from == "scratch":
         # nanoGPT pads GPT-2's 50257 tokens to 50304 (GPTConfig's default) when training from scratch
         vocab_size = len(tokenizer) if config.tokenizer == "char" else GPTConfig.vocab_size
         return GPT(model_config(config, vocab_size=vocab_size), rngs=nnx.Rngs(config.seed))
-    model = pretrained.from_pretrained(config.init_from, dropout=config.dropout,
-                                       attention=config.attention, dtype=config.dtype)
+    model = pretrained.from_pretrained(config.init_from, dropout=config.dropout, attention=config.attention,
+                                       dtype=config.dtype, remat=config.remat)
+    if model.cfg.vocab_size < len(tokenizer):
+        raise UsageError(f"the dataset's tokenizer has {len(tokenizer)} tokens, more than the {model.cfg.vocab_size} "
+                         f"of {config.init_from}: use its tokenizer (--config.tokenizer=gpt2)")
     if config.block_size < model.cfg.block_size:
         model = pretrained.crop_block_size(model, config.block_size)
-    _check_shapes(f"init_from={config.init_from!r}", model.cfg, config)
-    if model.cfg.vocab_size < len(tokenizer):
-        raise UsageError(f"the dataset's tokenizer has {len(tokenizer)} tokens, more than the model's "
-                         f"{model.cfg.vocab_size}")
     model.train()
     return model
 
@@ -127,10 +159,10 @@ def _save(out_dir: Path, state: TrainState, config: ml_collections.ConfigDict, b
     checkpoint.save(out_dir, int(state.step), _checkpoint_items(state), meta)
 
 
-def _initial_state(config, tokenizer, mesh) -> tuple[TrainState, float]:
+def _initial_state(config: ml_collections.ConfigDict, tokenizer: Tokenizer, mesh: Mesh) -> tuple[TrainState, float]:
     """The state a run starts from, placed on the mesh, and the best val loss so far."""
     tx = optim.from_config(config)
-    out_dir = Path(config.out_dir)
+    out_dir = Path(config.out_dir).absolute()
     if config.init_from == "resume":
         model_cfg, meta = _resumed_config(config, tokenizer)
         shapes = jax.eval_shape(lambda: TrainState.create(GPT(model_cfg, rngs=nnx.Rngs(0)), tx, config.seed))
@@ -138,18 +170,60 @@ def _initial_state(config, tokenizer, mesh) -> tuple[TrainState, float]:
         return abstract.replace(**checkpoint.restore(out_dir, _checkpoint_items(abstract))), meta["best_val_loss"]
     if (existing := checkpoint.latest_step(out_dir)) is not None:
         raise UsageError(
-            f"{out_dir} already holds a checkpoint (iter {existing}) that training from scratch would "
-            "replace: pass --config.init_from=resume to continue it, or choose another out_dir"
+            f"{out_dir} already holds a checkpoint (iter {existing}) that this run would replace: pass "
+            "--config.init_from=resume to continue it, or choose another out_dir"
         )
     state = TrainState.create(_new_model(config, tokenizer), tx, seed=config.seed)
     return sharding.place(state, sharding.state_shardings(state, mesh)), float("inf")
 
 
-def train(config: ml_collections.ConfigDict) -> dict[str, float]:
-    """Train as the config says (nanoGPT's semantics); returns the last evaluation's losses."""
-    out_dir = Path(config.out_dir)
-    tokenizer, splits = data.load_dataset(config.data_dir, config.dataset, config.input_file,
-                                          config.block_size, config.tokenizer)
+def _resolved_run(config: ml_collections.ConfigDict, mesh: Mesh) -> ml_collections.ConfigDict:
+    """config as the run really is: the mesh's shape and the attention path that trains."""
+    resolved = config.copy_and_resolve_references()
+    resolved.mesh.data, resolved.mesh.fsdp = mesh.shape["data"], mesh.shape["fsdp"]
+    resolved.attention = attention.resolve(config.attention, dropout_active=config.dropout > 0,
+                                           dtype=jnp.dtype(config.dtype), head_dim=config.n_embd // config.n_head)
+    return resolved
+
+
+def _summary(config: ml_collections.ConfigDict, model_cfg: GPTConfig, source_cfg: GPTConfig | None, n_params: int,
+             it: int, best_val_loss: float, tokenizer: Tokenizer, splits: dict) -> list[str]:
+    """A few lines that say what is trained on what, how, and where it is written."""
+    out_dir = Path(config.out_dir).absolute()
+    size = f"{n_params / 1e6:.2f}M parameters" if n_params >= 1e6 else _count(n_params, "parameter")
+    model = (f"{size}, {_count(model_cfg.n_layer, 'layer')}, {_count(model_cfg.n_head, 'head')}, "
+             f"{model_cfg.n_embd} wide, block_size {model_cfg.block_size}, vocabulary {model_cfg.vocab_size:,}")
+    if config.init_from == "resume":
+        start = f"resuming {out_dir}/checkpoints/{it} (iter {it}, best val {best_val_loss:.4f}): {model}"
+    elif config.init_from == "scratch":
+        start = f"training a new GPT: {model}"
+    else:
+        start = f"starting from {config.init_from}: {model}"
+        if source_cfg.block_size > model_cfg.block_size:
+            start += f" (cropped from {source_cfg.block_size})"
+    train_tokens, val_tokens = len(splits["train"]), len(splits["val"])
+    work = ("evaluating once" if config.eval_only else
+            f"iterations {it:,} to {config.max_iters:,} of {config.gradient_accumulation_steps} x "
+            f"{config.batch_size} x {config.block_size} tokens, evaluating every {config.eval_interval:,}")
+    return [
+        start,
+        f"data: {Path(config.data_dir).absolute() / config.dataset} ({tokenizer.describe()['kind']} tokens: "
+        f"{train_tokens:,} train, {val_tokens:,} val)",
+        f"on {jax.device_count()} x {jax.devices()[0].device_kind} (mesh data={config.mesh.data} "
+        f"fsdp={config.mesh.fsdp}), {config.dtype}, {config.attention} attention; {work}",
+        f"writing to {out_dir}: config.json (every setting, as resolved), metrics.jsonl, checkpoints/",
+    ]
+
+
+def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()) -> dict[str, float]:
+    """Train as the config says (nanoGPT's semantics); `given` names the keys the command line set
+    (see resolve_model_keys). Returns the last evaluation's losses."""
+    main_process = jax.process_index() == 0  # the one that prints and writes files; all save checkpoints
+    config, source_cfg = resolve_model_keys(config, given)
+    out_dir = Path(config.out_dir).absolute()
+    tokenizer, splits = data.load_dataset(
+        config.data_dir, config.dataset, config.input_file, config.block_size, config.tokenizer,
+        rebuild=config.rebuild_data, announce=functools.partial(print, flush=True) if main_process else None)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     if config.batch_size % mesh.size:
         raise UsageError(f"config.batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "
@@ -158,15 +232,15 @@ def train(config: ml_collections.ConfigDict) -> dict[str, float]:
     model = state.model()
     model_cfg, n_params = model.cfg, model.num_params()
     it = int(state.step)
+    config = _resolved_run(config, mesh)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    main_process = jax.process_index() == 0  # the one that prints and writes files; all save checkpoints
     if main_process:
-        (out_dir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+        record = {**config.to_dict(), "vocab_size": model_cfg.vocab_size}
+        (out_dir / "config.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     report = Reporter(out_dir / "metrics.jsonl", start=it, total=config.max_iters, active=main_process)
-    report.message(f"{config}")
-    report.message(f"number of parameters: {n_params / 1e6:.2f}M; {jax.device_count()} x "
-                   f"{jax.devices()[0].device_kind}, mesh {dict(mesh.shape)}")
+    for line in _summary(config, model_cfg, source_cfg, n_params, it, best_val_loss, tokenizer, splits):
+        report.message(line)
     if jax.default_backend() == "cpu" and not config.eval_only and it < config.max_iters:
         _estimate_cpu_time(state, splits, config, it, report, mesh)
 

@@ -104,19 +104,32 @@ def _download(name: str) -> Path:
         ) from None
 
 
-def from_pretrained(name_or_path: str, **overrides) -> GPT:
-    """OpenAI's GPT-2 ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", from the Hugging Face Hub
-    or its cache) or any local directory with a GPT-2 config.json and weights, as a GPT in eval
-    mode. overrides set GPTConfig fields that do not change shapes (dropout, attention, dtype)."""
+def _directory(name_or_path: str) -> Path:
     directory = Path(name_or_path)
     if not directory.is_dir():
         if name_or_path not in GPT2_MODELS:
             raise UsageError(f"{name_or_path!r} is neither a directory nor one of {GPT2_MODELS}")
         directory = _download(name_or_path)
     if not (directory / "config.json").exists():
-        raise UsageError(f"{directory} has no config.json: it is not a Hugging Face model directory")
-    cfg = config_from_hf(json.loads((directory / "config.json").read_text()), **overrides)
-    return _build(cfg, _read_tensors(directory), str(directory))
+        raise UsageError(f"{directory.absolute()} has no config.json: it is not a Hugging Face model directory")
+    return directory
+
+
+def pretrained_config(name_or_path: str, **overrides) -> GPTConfig:
+    """The GPTConfig of a pretrained model (as from_pretrained names it), from its config.json alone."""
+    return _config_of(_directory(name_or_path), **overrides)
+
+
+def _config_of(directory: Path, **overrides) -> GPTConfig:
+    return config_from_hf(json.loads((directory / "config.json").read_text()), **overrides)
+
+
+def from_pretrained(name_or_path: str, **overrides) -> GPT:
+    """OpenAI's GPT-2 ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", from the Hugging Face Hub
+    or its cache) or any local directory with a GPT-2 config.json and weights, as a GPT in eval
+    mode. overrides set GPTConfig fields that do not change shapes (dropout, attention, dtype)."""
+    directory = _directory(name_or_path)
+    return _build(_config_of(directory, **overrides), _read_tensors(directory), str(directory))
 
 
 def export_hf(model: GPT, directory: str | Path) -> None:

@@ -47,7 +47,7 @@ def read_prompt(start: str) -> str:
         return start
     path = Path(start[len("FILE:"):])
     if not path.is_file():
-        raise UsageError(f"--start={start}: {path} does not exist or is not a file")
+        raise UsageError(f"--start={start}: {path.absolute()} does not exist or is not a file")
     return path.read_text(encoding="utf-8")
 
 

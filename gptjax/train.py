@@ -10,7 +10,7 @@ meaning and its default: docs/config.md.
 import sys
 from pathlib import Path
 
-from gptjax.config import from_command_line
+from gptjax.config import command_line_keys, from_command_line
 from gptjax.errors import UsageError
 from gptjax.loop import train
 from gptjax.sharding import initialize_distributed, use_measured_xla_flags
@@ -23,7 +23,7 @@ def main(argv: list[str]) -> None:
     try:
         use_measured_xla_flags()
         initialize_distributed()  # before anything touches a device
-        train(from_command_line(argv))
+        train(from_command_line(argv), given=frozenset(command_line_keys(argv)))
     except UsageError as e:
         sys.exit(f"{Path(argv[0]).name}: error: {e}")
 

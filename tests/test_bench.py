@@ -3,7 +3,7 @@
 import json
 import runpy
 
-from conftest import REPO, cli_error, run_program
+from conftest import REPO, cli_error
 
 TINY = ["--config", str(REPO / "configs/char.py"), "--config.n_layer=1", "--config.n_head=2",
         "--config.n_embd=32", "--config.block_size=16", "--config.batch_size=4", "--config.dropout=0"]
@@ -26,13 +26,6 @@ def test_bench_measures_the_configs_model_and_step(tmp_path, capsys):
     assert results["train_memory_mib"] > results["eval_memory_mib"] > 0
     assert all(results[k] > 0 for k in ("train_tokens_per_s", "eval_tokens_per_s", "generate_tokens_per_s",
                                         "uncached_reference_tokens_per_s"))
-
-
-def test_bench_runs_as_a_module_with_a_recipe_name(tmp_path):
-    result = run_program(["-m", "gptjax.bench", "--config", "char_cpu", "--config.n_layer=1", "--steps=1"],
-                         cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "char_cpu" in result.stdout and "train_ms_per_iter" in result.stdout
 
 
 def test_bench_refuses_bad_options_in_one_line():

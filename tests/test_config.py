@@ -87,12 +87,10 @@ def test_model_keys_are_declared_once_as_gptconfig_fields():
 def test_a_recipe_takes_an_argument_after_a_colon():
     for spec in ("configs/eval_gpt2.py:gpt2-xl", "eval_gpt2:gpt2-xl"):
         c = from_command_line(["train.py", "--config", spec, "--config.eval_iters=3"])
-        assert (c.init_from, c.n_layer, c.n_head, c.n_embd, c.eval_iters) == ("gpt2-xl", 48, 25, 1600, 3)
-        assert c.out_dir == "out-eval-gpt2-xl"
+        assert (c.init_from, c.out_dir, c.eval_only, c.eval_iters) == ("gpt2-xl", "out-eval-gpt2-xl", True, 3)
     assert load_config_file("configs/eval_gpt2.py").init_from == "gpt2"
     finetune = load_config_file("configs/finetune_shakespeare.py")  # builds on eval_gpt2.py:gpt2-xl
-    assert (finetune.init_from, finetune.n_layer, finetune.eval_only, finetune.learning_rate) == (
-        "gpt2-xl", 48, False, 3e-5)
+    assert (finetune.init_from, finetune.eval_only, finetune.learning_rate) == ("gpt2-xl", False, 3e-5)
     with pytest.raises(UsageError, match="the model must be one of gpt2, gpt2-medium"):
         load_config_file("configs/eval_gpt2.py:gpt5")
 
@@ -103,3 +101,11 @@ def test_shipped_recipes_are_found_by_name_from_any_directory(tmp_path, monkeypa
     assert from_command_line(["train.py", "--config=char_cpu"]).n_embd == 128
     with pytest.raises(UsageError, match=r"config file chair does not exist: give a file, or a recipe name \(char, "):
         from_command_line(["train.py", "--config", "chair"])
+
+
+def test_nanogpt_habits_are_understood_or_answered_with_the_right_spelling():
+    # nanoGPT names its config file alone: python train.py config/train_shakespeare_char.py
+    c = from_command_line(["train.py", "configs/char_cpu.py", "--config.max_iters=10"])
+    assert (c.n_embd, c.max_iters) == (128, 10)
+    with pytest.raises(UsageError, match=r"unknown option --max_iters=10: did you mean --config.max_iters=10\?"):
+        from_command_line(["train.py", "configs/char_cpu.py", "--max_iters=10"])

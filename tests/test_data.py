@@ -174,3 +174,38 @@ def test_dataset_prepared_with_another_tokenizer_is_refused(tmp_path):
     data.load_dataset(tmp_path, "tiny", str(corpus), 8, "char")
     with pytest.raises(UsageError, match="holds char tokens but config.tokenizer is 'gpt2'"):
         data.load_dataset(tmp_path, "tiny", "", 8, "gpt2")
+
+
+def test_preparing_says_what_it_made_once(tmp_path):
+    lines = []
+    corpus = write(tmp_path / "in.txt", "abcdefghij" * 20)
+    data.load_dataset(tmp_path / "d", "tiny", str(corpus), 8, announce=lines.append)
+    data.load_dataset(tmp_path / "d", "tiny", str(corpus), 8, announce=lines.append)  # up to date: silent
+    assert lines == [f"prepared {tmp_path}/d/tiny from {corpus}: char tokenizer, vocabulary 10, "
+                     "180 train and 20 val tokens"]
+
+
+def test_a_dataset_prepared_from_another_text_is_refused_unless_rebuilt(tmp_path):
+    first, second = write(tmp_path / "first.txt", "abcdefghij" * 20), write(tmp_path / "small.txt", "xyz" * 30)
+    data.load_dataset(tmp_path, "tiny", str(first), 8)
+    with pytest.raises(UsageError, match=f"{tmp_path}/tiny was prepared from {first}, not from {second}: pass "
+                                         "--config.dataset=small to prepare small.txt as a dataset of its own"):
+        data.load_dataset(tmp_path, "tiny", str(second), 8)
+    # the dataset's own input.txt is the text a run without input_file names
+    write(tmp_path / "tiny/input.txt", "0123456789" * 20)
+    with pytest.raises(UsageError, match=f"prepared from {first}, not from its input.txt: pass "
+                                         f"--config.input_file={first} to train on that text"):
+        data.load_dataset(tmp_path, "tiny", "", 8)
+    assert data.load_dataset(tmp_path, "tiny", str(first), 8)[0].chars == "abcdefghij"  # untouched
+    vocab, _ = data.load_dataset(tmp_path, "tiny", str(second), 8, rebuild=True)
+    assert vocab.chars == "xyz"
+    (tmp_path / "tiny/input.txt").unlink()
+    assert data.load_dataset(tmp_path, "tiny", "", 8)[0].chars == "xyz"  # nothing else named: used as it is
+
+
+def test_messages_name_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=f"no text for dataset 'mine': put a UTF-8 text file at {tmp_path}/data/mine"):
+        data.load_dataset("data", "mine", "", block_size=8)
+    with pytest.raises(UsageError, match=f"config.input_file {tmp_path}/nope.txt does not exist"):
+        data.load_dataset("data", "mine", "nope.txt", block_size=8)

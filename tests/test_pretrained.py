@@ -1,5 +1,7 @@
 """GPT-2 interop against transformers' own GPT-2, built locally (no download)."""
 
+import json
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,8 +18,8 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 
 def hf_model(activation="gelu_new", **overrides):
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=61, n_positions=32, n_embd=48, n_layer=2, n_head=3,
-                                  activation_function=activation, **overrides)
+    shape = dict(vocab_size=61, n_positions=32, n_embd=48, n_layer=2, n_head=3)
+    cfg = transformers.GPT2Config(activation_function=activation, **{**shape, **overrides})
     return transformers.GPT2LMHeadModel(cfg).eval()
 
 
@@ -92,18 +94,47 @@ def test_finetuning_a_local_hf_model_and_resuming_it(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("to be or not to be, that is the question\n" * 40)
     hf_model().save_pretrained(tmp_path / "hf")
+    # no model keys given: the shape (2 layers, 3 heads, 48 wide, biases) is the checkpoint's, as in
+    # nanoGPT, although char_cpu.py says 4 x 4 x 128 without biases
     args = ["--config", str(REPO / "configs/char_cpu.py"), f"--config.input_file={corpus}",
             f"--config.data_dir={tmp_path / 'data'}", f"--config.out_dir={tmp_path / 'out'}",
-            "--config.n_layer=2", "--config.n_head=3", "--config.n_embd=48", "--config.bias=True",
             "--config.block_size=16", "--config.batch_size=2", "--config.eval_iters=1",
             "--config.eval_interval=2", "--config.always_save_checkpoint=True"]
     run = lambda *extra: run_program(["train.py", *args, *extra])
     first = run(f"--config.init_from={tmp_path / 'hf'}", "--config.max_iters=2")
     assert first.returncode == 0, first.stderr
+    assert f"starting from {tmp_path / 'hf'}: " in first.stdout and "block_size 16, " in first.stdout
+    assert "(cropped from 32)" in first.stdout
+    recorded = json.loads((tmp_path / "out/config.json").read_text())
+    assert [recorded[k] for k in ("n_layer", "n_head", "n_embd", "bias", "block_size", "vocab_size")] == [
+        2, 3, 48, True, 16, 61]
     meta = gptjax.checkpoint.read_meta(tmp_path / "out")
     assert meta["model"]["block_size"] == 16 and meta["model"]["gelu_approximate"] is True  # cropped
     resumed = run("--config.init_from=resume", "--config.max_iters=4")
     assert resumed.returncode == 0, resumed.stderr
     assert "step 4: train loss" in resumed.stdout
     wrong = run(f"--config.init_from={tmp_path / 'hf'}", "--config.n_layer=3", f"--config.out_dir={tmp_path / 'o2'}")
-    assert "has n_layer=2 but the config asks for n_layer=3" in wrong.stderr
+    assert "has n_layer=2 but the command line sets --config.n_layer=3: leave those options out" in wrong.stderr
+    assert "out_dir" not in wrong.stderr.splitlines()[-1]  # a new out_dir would not help
+
+
+def test_finetuning_a_local_gpt2_with_the_shakespeare_recipe_then_sampling(tmp_path):
+    """The README's offline path: configs/finetune_shakespeare.py from a local Hugging Face GPT-2
+    directory (GPT-2's vocabulary, BPE from the tiktoken cache), then sample.py from the run."""
+    hf_model(vocab_size=50257, n_positions=64, n_embd=16, n_layer=1, n_head=2).save_pretrained(tmp_path / "hf")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("To be, or not to be, that is the question:\n" * 60)
+    train = run_program(["train.py", "--config", "configs/finetune_shakespeare.py",
+                         f"--config.init_from={tmp_path / 'hf'}", f"--config.input_file={corpus}",
+                         "--config.dataset=tiny_bpe", f"--config.data_dir={tmp_path / 'data'}",
+                         f"--config.out_dir={tmp_path / 'out'}", "--config.gradient_accumulation_steps=2",
+                         "--config.max_iters=2", "--config.eval_interval=2", "--config.eval_iters=1",
+                         "--config.always_save_checkpoint=True"])
+    if "tiktoken could not load" in train.stderr:
+        pytest.skip("GPT-2's BPE files are not in a tiktoken cache here")
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "(cropped from 64)" not in train.stdout and "block_size 64, vocabulary 50,257" in train.stdout
+    sample = run_program(["sample.py", f"--out_dir={tmp_path / 'out'}", "--start=To be", "--num_samples=1",
+                          "--max_new_tokens=4"])
+    assert sample.returncode == 0, sample.stderr[-3000:]
+    assert sample.stdout.startswith("To be") and sample.stdout.endswith("---------------\n")

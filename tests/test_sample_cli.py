@@ -55,3 +55,9 @@ def test_bad_prompts_and_missing_checkpoints_are_refused(out_dir, tmp_path):
     assert "the prompt is empty" in error("--start=")
     assert "top_k must be a positive integer" in error("--top_k=0", "--start=R")
     assert f"{tmp_path} holds no checkpoint" in cli_error("sample.py", f"--out_dir={tmp_path}")
+
+
+def test_a_directory_inside_a_run_names_the_run(out_dir):
+    for inside in (out_dir / "checkpoints/0", out_dir / "checkpoints"):
+        message = cli_error("sample.py", f"--out_dir={inside}")
+        assert f"{inside} is inside the run {out_dir}: pass the run directory {out_dir} as out_dir" in message

@@ -4,7 +4,7 @@ import json
 import pathlib
 import subprocess
 
-from conftest import cli_error, run_program, tiny_run_args
+from conftest import CORPUS, cli_error, run_program, tiny_run_args
 
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:
@@ -15,17 +15,42 @@ def records(out_dir: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def assert_start_up_says_what_trains_on_what(result: subprocess.CompletedProcess, tmp_path: pathlib.Path,
+                                             out: str) -> None:
+    """The first lines of a run: what was prepared, the model, the data, how it runs and where it
+    writes, how long it will take; and config.json holds the resolved run."""
+    lines = result.stdout.splitlines()
+    vocab, train, val = len(set(CORPUS)), int(len(CORPUS) * 0.9), len(CORPUS) - int(len(CORPUS) * 0.9)
+    assert lines[0] == (f"prepared {tmp_path}/data/tiny from {tmp_path}/corpus.txt: char tokenizer, vocabulary "
+                        f"{vocab}, {train:,} train and {val:,} val tokens")
+    n_params = 12 * 16 * 16 + vocab * 16 + 3 * 16  # nanoGPT's count, positions left out (no biases)
+    assert lines[1] == (f"training a new GPT: {n_params:,} parameters, 1 layer, 2 heads, 16 wide, block_size 16, "
+                        f"vocabulary {vocab}")
+    assert lines[2] == f"data: {tmp_path}/data/tiny (char tokens: {train:,} train, {val:,} val)"
+    assert lines[3] == ("on 1 x cpu (mesh data=1 fsdp=1), float32, masked attention; iterations 0 to 8 of 1 x 4 x 16 "
+                        "tokens, evaluating every 4")
+    assert lines[4] == (f"writing to {tmp_path}/{out}: config.json (every setting, as resolved), metrics.jsonl, "
+                        "checkpoints/")
+    assert "so 8 iterations and 3 evaluations will take" in lines[5]
+    assert "weight_decay" not in result.stdout  # the full config is in config.json, not on the screen
+    recorded = json.loads((tmp_path / out / "config.json").read_text())
+    assert recorded["mesh"] == {"data": 1, "fsdp": 1} and recorded["attention"] == "masked"
+    assert recorded["vocab_size"] == vocab and recorded["n_embd"] == 16 and recorded["weight_decay"] == 0.1
+
+
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     whole = run_cli(tiny_run_args(tmp_path, out="whole"))
     assert whole.returncode == 0, whole.stderr
     assert "step 8: train loss" in whole.stdout and "iter 7: loss" in whole.stdout
     assert (tmp_path / "whole/checkpoints/8").is_dir()
-    assert json.loads((tmp_path / "whole/config.json").read_text())["n_embd"] == 16
+    assert_start_up_says_what_trains_on_what(whole, tmp_path, "whole")
 
     first = run_cli(tiny_run_args(tmp_path, out="split", max_iters=4))
     assert first.returncode == 0, first.stderr
     resumed = run_cli(tiny_run_args(tmp_path, out="split", init_from="resume"))
     assert resumed.returncode == 0, resumed.stderr
+    best = min(r["val_loss"] for r in records(tmp_path / "split") if "val_loss" in r and r["iter"] <= 4)
+    assert resumed.stdout.startswith(f"resuming {tmp_path}/split/checkpoints/4 (iter 4, best val {best:.4f}): ")
 
     whole_records, split_records = records(tmp_path / "whole"), records(tmp_path / "split")
     def steps(rs):
@@ -54,7 +79,7 @@ def test_bad_input_stops_with_one_line_and_keeps_the_checkpoint(tmp_path):
     assert run_cli(tiny_run_args(tmp_path, max_iters=4)).returncode == 0
     saved = sorted(p.name for p in (tmp_path / "out/checkpoints").iterdir())
     metrics = (tmp_path / "out/metrics.jsonl").read_text()
-    assert "has n_embd=16 but the config asks for n_embd=32" in error(init_from="resume", n_embd=32)
+    assert "has n_embd=16 but the command line sets --config.n_embd=32" in error(init_from="resume", n_embd=32)
     assert "already holds a checkpoint (iter 4)" in error()
     assert sorted(p.name for p in (tmp_path / "out/checkpoints").iterdir()) == saved
     assert (tmp_path / "out/metrics.jsonl").read_text() == metrics
@@ -73,3 +98,4 @@ def test_eval_only_evaluates_once_and_trains_nothing(tmp_path):
     result = run_cli(tiny_run_args(tmp_path, init_from="resume", eval_only=True))
     assert result.returncode == 0, result.stderr
     assert "step 4: train loss" in result.stdout and "iter 4:" not in result.stdout
+
