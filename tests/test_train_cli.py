@@ -6,6 +6,8 @@ import subprocess
 
 from conftest import CORPUS, cli_error, run_program, tiny_run_args
 
+from gptjax import loop
+
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:
     return run_program(["train.py", *args])
@@ -99,3 +101,8 @@ def test_eval_only_evaluates_once_and_trains_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "step 4: train loss" in result.stdout and "iter 4:" not in result.stdout
 
+
+
+def test_counts_read_as_english():
+    assert (loop._count(1, "evaluation"), loop._count(2, "evaluation")) == ("1 evaluation", "2 evaluations")
+    assert loop._count(12_000, "iteration") == "12,000 iterations"
