@@ -1,8 +1,6 @@
 """Measure a config's speed: python bench.py --config configs/char.py (the same as python -m gptjax.bench)."""
 
-import sys
-
-from gptjax.bench import main
+import runpy
 
 if __name__ == "__main__":
-    main(sys.argv)
+    runpy.run_module("gptjax.bench", run_name="__main__")

@@ -1,8 +1,6 @@
 """Sample from a trained model: python sample.py --out_dir=RUN (the same as python -m gptjax.sample)."""
 
-import sys
-
-from gptjax.sample import main
+import runpy
 
 if __name__ == "__main__":
-    main(sys.argv)
+    runpy.run_module("gptjax.sample", run_name="__main__")

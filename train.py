@@ -1,8 +1,6 @@
 """Train a GPT: python train.py --config configs/char.py (the same as python -m gptjax.train)."""
 
-import sys
-
-from gptjax.train import main
+import runpy
 
 if __name__ == "__main__":
-    main(sys.argv)
+    runpy.run_module("gptjax.train", run_name="__main__")

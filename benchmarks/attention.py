@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 from timing import median_seconds
 
-from gptjax import attention
-from gptjax.sharding import use_measured_xla_flags
+from gptjax import attention, environment
 
 
 def main():
@@ -27,7 +26,6 @@ def main():
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    use_measured_xla_flags()  # as train.py and sample.py run
 
     shape = (args.batch, args.seq, args.heads, args.head_dim)
     q, k, v = (jax.random.normal(jax.random.key(i), shape, args.dtype) for i in range(3))
@@ -37,7 +35,7 @@ def main():
         ).transpose(0, 2, 1, 3),
         "fast": attention.fast_attention,
     }
-    print(f"backend={jax.default_backend()} B,T,H,D={shape} dtype={args.dtype}")
+    print(f"backend={jax.default_backend()} B,T,H,D={shape} dtype={args.dtype}; {environment.describe()}")
     print(f"{'path':8s} {'forward ms':>11s} {'fwd+bwd ms':>11s}")
     for name, fn in paths.items():
         forward = jax.jit(fn)
@@ -47,4 +45,5 @@ def main():
 
 
 if __name__ == "__main__":
+    environment.start_program()  # as train.py runs
     main()

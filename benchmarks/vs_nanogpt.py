@@ -18,6 +18,8 @@ import time
 
 from timing import median_seconds
 
+from gptjax import environment
+
 SETTINGS = {  # nanoGPT's README laptop command, and config/train_shakespeare_char.py
     "laptop": dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128),
     "char": dict(block_size=256, batch_size=64, n_layer=6, n_head=6, n_embd=384),
@@ -97,16 +99,13 @@ def main():
     args = parser.parse_args()
     import numpy as np
 
-    from gptjax.sharding import use_measured_xla_flags
-
-    use_measured_xla_flags()  # as train.py and sample.py run gptjax
-
     s = SETTINGS[args.setting]
     tokens = np.random.default_rng(0).integers(0, 65, (s["batch_size"], s["block_size"] + 1))
     theirs = nanogpt_timings(args.nanogpt, s, tokens, args.steps, args.generate)
     ours = gptjax_timings(s, tokens, args.steps, args.generate)
     tokens_per_step = s["batch_size"] * s["block_size"]
-    print(f"setting {args.setting}: {s}, float32, dropout 0; median of {args.steps} steps")
+    print(f"setting {args.setting}: {s}, float32, dropout 0; median of {args.steps} steps; "
+          f"{environment.describe()}")
     print(f"{'':36s} {'nanoGPT':>12s} {'gptjax':>12s} {'speed-up':>9s}")
     for name in ("train", "eval"):
         print(f"{name + ' tokens/s':36s} {tokens_per_step / theirs[name]:12,.0f} "
@@ -118,4 +117,5 @@ def main():
 
 
 if __name__ == "__main__":
+    environment.start_program()  # huge pages and XLA flags, as train.py runs (both frameworks share the process)
     main()

@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from gptjax import flops, optim, sharding
+from gptjax import environment, flops, optim, sharding
 from gptjax.config import from_command_line, model_config
 from gptjax.errors import UsageError
 from gptjax.generate import generate, generate_uncached
@@ -159,7 +159,7 @@ def main(argv: list[str]) -> None:
     try:
         if args.steps < 1 or args.max_new_tokens < 1:
             raise UsageError("--steps and --max_new_tokens must be >= 1")
-        sharding.use_measured_xla_flags()
+        environment.use_measured_xla_flags()
         sharding.initialize_distributed()
         config = from_command_line(config_argv)
         results = training(config, args.steps)
@@ -168,13 +168,15 @@ def main(argv: list[str]) -> None:
     except UsageError as e:
         sys.exit(f"{Path(argv[0]).name}: error: {e}")
     print(f"{' '.join(config_argv[1:])}: batch {config.gradient_accumulation_steps} x {config.batch_size} x "
-          f"{config.block_size}, {config.dtype}, attention {config.attention}, mean of {args.steps} iterations")
+          f"{config.block_size}, {config.dtype}, attention {config.attention}, mean of {args.steps} iterations; "
+          f"{environment.describe()}")
     for name, value in results.items():
         print(_row(name, value))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"argv": config_argv[1:], **results}, f, indent=2)
+            json.dump({"argv": config_argv[1:], "environment": environment.describe(), **results}, f, indent=2)
 
 
 if __name__ == "__main__":
+    environment.start_program()
     main(sys.argv)

@@ -218,6 +218,7 @@ def _summary(config: ml_collections.ConfigDict, model_cfg: GPTConfig, source_cfg
 def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()) -> dict[str, float]:
     """Train as the config says (nanoGPT's semantics); `given` names the keys the command line set
     (see resolve_model_keys). Returns the last evaluation's losses."""
+    started = time.perf_counter()
     main_process = jax.process_index() == 0  # the one that prints and writes files; all save checkpoints
     config, source_cfg = resolve_model_keys(config, given)
     out_dir = Path(config.out_dir).absolute()
@@ -267,17 +268,23 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
 
     losses = {}
     saved_iter = it if config.init_from == "resume" else 0  # the newest checkpoint in out_dir
+    seconds = {"setting up (data, model, compiling, the CPU estimate)": time.perf_counter() - started,
+               "training": 0.0, "evaluating": 0.0, "saving checkpoints": 0.0}  # where the run's time goes
     try:
         while True:
             if it % config.eval_interval == 0 or config.eval_only:
                 log_pending()
+                evaluation_started = time.perf_counter()
                 losses = evaluate(state, splits, config, it, mesh)
                 report.message(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 report.record(iter=it, train_loss=losses["train"], val_loss=losses["val"])
                 improved = losses["val"] < best_val_loss
                 best_val_loss = min(best_val_loss, losses["val"])
+                seconds["evaluating"] += time.perf_counter() - evaluation_started
                 if (improved or config.always_save_checkpoint) and it > saved_iter:
+                    save_started = time.perf_counter()
                     _save(out_dir, state, config, best_val_loss, model_cfg, tokenizer.describe())
+                    seconds["saving checkpoints"] += time.perf_counter() - save_started
                     saved_iter = it
                     report.message(f"saved checkpoint to {out_dir}/checkpoints/{it}")
                 clock, clock_iter = time.perf_counter(), it  # evaluation time is not step time
@@ -290,6 +297,9 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
                 pending = (it, metrics)
             it += 1
         log_pending()
+        total = time.perf_counter() - started
+        seconds["training"] = total - sum(seconds.values())
+        report.message(f"done in {total:.1f} s: " + ", ".join(f"{s:.1f} s {what}" for what, s in seconds.items()))
     finally:
         report.close()
     return losses

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import jax
 
-from gptjax import checkpoint
+from gptjax import checkpoint, environment
 from gptjax.errors import UsageError
 from gptjax.generate import generate
 from gptjax.model import DTYPES
 from gptjax.pretrained import from_pretrained
-from gptjax.sharding import use_measured_xla_flags
 from gptjax.tokenizers import GPT2Tokenizer, from_description
 
 
@@ -53,7 +52,7 @@ def read_prompt(start: str) -> str:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    use_measured_xla_flags()
+    environment.use_measured_xla_flags()
     try:
         if args.num_samples < 1 or args.max_new_tokens < 1:
             raise UsageError("--num_samples and --max_new_tokens must be >= 1")
@@ -92,4 +91,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    environment.start_program()
     main(sys.argv)

@@ -21,22 +21,6 @@ AXES = ("data", "fsdp")
 MIN_SHARDED_SIZE = 2**14  # smaller arrays (biases, LayerNorm scales) are replicated: not worth a collective
 
 
-# XLA flags the command-line programs set unless XLA_FLAGS already names them. XLA's CPU backend
-# hands dot products to YNNPACK by default; its own dot emitter, with YNNPACK kept for reductions
-# and elementwise work, trained and evaluated faster (docs/performance.md). GPUs ignore it.
-MEASURED_XLA_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type": "-dot,-individual_dot"}
-
-
-def use_measured_xla_flags() -> None:
-    """Add MEASURED_XLA_FLAGS to the XLA_FLAGS environment variable, keeping the user's own
-    setting of any of them. Takes effect only if called before JAX first uses a device."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    for name, value in MEASURED_XLA_FLAGS.items():
-        if name not in flags:
-            flags = f"{flags} {name}={value}".strip()
-    os.environ["XLA_FLAGS"] = flags
-
-
 def initialize_distributed() -> None:
     """Join a multi-host run when the environment sets JAX_COORDINATOR_ADDRESS (host:port of
     process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID; else do nothing. (On Cloud TPU and SLURM,

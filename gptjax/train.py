@@ -10,10 +10,11 @@ meaning and its default: docs/config.md.
 import sys
 from pathlib import Path
 
+from gptjax import environment
 from gptjax.config import command_line_keys, from_command_line
 from gptjax.errors import UsageError
 from gptjax.loop import train
-from gptjax.sharding import initialize_distributed, use_measured_xla_flags
+from gptjax.sharding import initialize_distributed
 
 
 def main(argv: list[str]) -> None:
@@ -21,7 +22,7 @@ def main(argv: list[str]) -> None:
         print(__doc__.strip())
         return
     try:
-        use_measured_xla_flags()
+        environment.use_measured_xla_flags()
         initialize_distributed()  # before anything touches a device
         train(from_command_line(argv), given=frozenset(command_line_keys(argv)))
     except UsageError as e:
@@ -29,4 +30,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    environment.start_program()
     main(sys.argv)

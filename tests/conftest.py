@@ -1,9 +1,9 @@
 """Helpers shared by the tests: the repository's path, a tiny model, tiny training runs, and
 running the programs (in this process, or as a subprocess)."""
 
+import importlib
 import os
 import pathlib
-import runpy
 import subprocess
 import sys
 
@@ -47,18 +47,19 @@ def tiny_run_args(tmp_path: pathlib.Path, out: str = "out", **overrides) -> list
     return ["--config", str(REPO / "configs/char_cpu.py")] + [f"--config.{k}={v}" for k, v in settings.items()]
 
 
-def run_program(command: list[str], env: dict | None = None, cwd: pathlib.Path = REPO,
-                timeout: int = 300) -> subprocess.CompletedProcess:
+def run_program(command: list[str], env: dict | None = None, cwd: pathlib.Path = REPO, timeout: int = 300,
+                input: str | None = None) -> subprocess.CompletedProcess:
     """Run `python *command` (a script of the repository, or -m / -c ...) on the CPU and capture
     its output as text."""
     return subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})})
+                          input=input, env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})})
 
 
 def cli_error(script: str, *args: str) -> str:
-    """Run the main() of the repo's `script` (train.py, sample.py, bench.py) in this process on
-    args and return the message it exits with, checking that it is one line naming the program."""
-    main = runpy.run_path(str(REPO / script))["main"]
+    """Run the main() of the program `script` (train.py, sample.py, bench.py: gptjax.train, ...) in
+    this process on args and return the message it exits with, checking that it is one line naming
+    the program."""
+    main = importlib.import_module(f"gptjax.{script.removesuffix('.py')}").main
     with pytest.raises(SystemExit) as exit_info:
         main([script, *args])
     message = str(exit_info.value.code)

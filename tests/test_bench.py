@@ -1,9 +1,10 @@
 """bench.py: it measures the config it is given (no timing thresholds)."""
 
 import json
-import runpy
 
 from conftest import REPO, cli_error
+
+from gptjax import bench
 
 TINY = ["--config", str(REPO / "configs/char.py"), "--config.n_layer=1", "--config.n_head=2",
         "--config.n_embd=32", "--config.block_size=16", "--config.batch_size=4", "--config.dropout=0"]
@@ -11,8 +12,7 @@ TINY = ["--config", str(REPO / "configs/char.py"), "--config.n_layer=1", "--conf
 
 def test_bench_measures_the_configs_model_and_step(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    main = runpy.run_path(str(REPO / "bench.py"))["main"]
-    main(["bench.py", *TINY, "--config.gradient_accumulation_steps=2", "--steps=2", "--sample",
+    bench.main(["bench.py", *TINY, "--config.gradient_accumulation_steps=2", "--steps=2", "--sample",
           "--max_new_tokens=20", f"--json={out}"])
     printed = capsys.readouterr().out
     assert "train_tokens_per_s" in printed and "generate_speedup" in printed

@@ -14,8 +14,6 @@ import textwrap
 import pytest
 from conftest import REPO, run_program, tiny_run_args
 
-from gptjax import sharding
-
 EIGHT_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 
 SHARDED_STEP = textwrap.dedent("""
@@ -93,16 +91,3 @@ def test_two_processes_train_save_and_resume_like_one(tmp_path):
     assert multi.keys() == single.keys() and len(single) == 6 + 3  # 6 steps, evals at 0, 3, 6
     # the same batches and dropout masks; only the order of the cross-process sums differs
     assert multi == pytest.approx(single, abs=1e-4)
-
-
-def test_measured_xla_flags_are_added_but_never_override_the_users(monkeypatch):
-    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/somewhere")
-    sharding.use_measured_xla_flags()
-    assert os.environ["XLA_FLAGS"] == ("--xla_dump_to=/tmp/somewhere "
-                                       "--xla_cpu_experimental_ynn_fusion_type=-dot,-individual_dot")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
-    sharding.use_measured_xla_flags()
-    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=dot"
-    monkeypatch.delenv("XLA_FLAGS")
-    sharding.use_measured_xla_flags()
-    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=-dot,-individual_dot"

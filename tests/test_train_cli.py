@@ -2,8 +2,10 @@
 
 import json
 import pathlib
+import re
 import subprocess
 
+import pytest
 from conftest import CORPUS, cli_error, run_program, tiny_run_args
 
 from gptjax import loop
@@ -46,6 +48,10 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     assert "step 8: train loss" in whole.stdout and "iter 7: loss" in whole.stdout
     assert (tmp_path / "whole/checkpoints/8").is_dir()
     assert_start_up_says_what_trains_on_what(whole, tmp_path, "whole")
+    done = re.fullmatch(r"done in ([\d.]+) s: ([\d.]+) s setting up \(data, model, compiling, the CPU estimate\), "
+                        r"([\d.]+) s training, ([\d.]+) s evaluating, ([\d.]+) s saving checkpoints",
+                        whole.stdout.splitlines()[-1])
+    assert done and float(done[1]) == pytest.approx(sum(map(float, done.groups()[1:])), abs=0.25)
 
     first = run_cli(tiny_run_args(tmp_path, out="split", max_iters=4))
     assert first.returncode == 0, first.stderr

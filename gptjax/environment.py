@@ -1,0 +1,78 @@
+"""The process environment the programs run in: XLA's flags and glibc's huge pages, set as
+measured to be faster (docs/performance.md) unless the user set them, and said in one line."""
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+# XLA flags the programs set unless XLA_FLAGS already names them. XLA's CPU backend hands dot
+# products to YNNPACK by default; its own dot emitter, with YNNPACK kept for reductions and
+# elementwise work, trained and evaluated faster. GPUs ignore it.
+MEASURED_XLA_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type": "-dot,-individual_dot"}
+
+# glibc serves XLA's large step buffers with fresh mmap pages, faulted in 4 KiB at a time on every
+# step; this tunable (glibc >= 2.35) has malloc ask for transparent huge pages for them instead.
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+HUGE_PAGES_OFF = "GPTJAX_HUGE_PAGES"  # =0: leave glibc as it is
+_SET_BY_GPTJAX = "GPTJAX_SET_GLIBC_TUNABLES"  # tells the re-executed process what its parent set
+
+
+def use_measured_xla_flags() -> list[str]:
+    """Add MEASURED_XLA_FLAGS to the XLA_FLAGS environment variable, keeping the user's own
+    setting of any of them; returns the flags added. Takes effect only if called before JAX first
+    uses a device."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    added = [f"{name}={value}" for name, value in MEASURED_XLA_FLAGS.items() if name not in flags]
+    os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
+    return added
+
+
+def _glibc_version() -> tuple[int, ...]:
+    name, version = platform.libc_ver()
+    try:
+        return tuple(int(part) for part in version.split(".")[:2]) if name == "glibc" else ()
+    except ValueError:
+        return ()
+
+
+def huge_pages_tunables(env: dict[str, str]) -> str | None:
+    """The GLIBC_TUNABLES value that puts malloc's large allocations on transparent huge pages,
+    keeping what env's GLIBC_TUNABLES holds; None where that does not apply: not Linux with glibc
+    >= 2.35, huge pages off in the kernel, GPTJAX_HUGE_PAGES=0, or a hugetlb tunable already set
+    (the user's own value wins, and a re-executed process stops there)."""
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if (sys.platform != "linux" or env.get(HUGE_PAGES_OFF) == "0" or "glibc.malloc.hugetlb" in tunables
+            or _glibc_version() < (2, 35)):
+        return None
+    try:
+        if "[never]" in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text():
+            return None
+    except OSError:
+        return None
+    return f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE
+
+
+def start_program() -> None:
+    """What every gptjax program does first when run as a program (never when its main() is called
+    from Python): re-execute itself once with huge pages for large allocations (glibc reads its
+    tunables only at start; os.execve keeps the process id, arguments, standard input and exit code;
+    skipped under a debugger), set the measured XLA flags, and say on stderr what it set."""
+    tunables = huge_pages_tunables(os.environ)
+    if tunables is not None and sys.gettrace() is None and sys.executable:
+        os.environ["GLIBC_TUNABLES"] = tunables
+        os.environ[_SET_BY_GPTJAX] = HUGE_PAGES_TUNABLE
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, sys.orig_argv, os.environ)
+    set_here = [f"GLIBC_TUNABLES+={os.environ.pop(_SET_BY_GPTJAX)} (large buffers on huge pages; "
+                f"{HUGE_PAGES_OFF}=0 turns it off)"] if _SET_BY_GPTJAX in os.environ else []
+    set_here += [f"XLA_FLAGS+={flag}" for flag in use_measured_xla_flags()]
+    if set_here and os.environ.get("JAX_PROCESS_ID", "0") == "0":
+        print("gptjax set " + ", ".join(set_here), file=sys.stderr, flush=True)
+
+
+def describe() -> str:
+    """The settings a measurement ran under, for the line above its numbers."""
+    return (f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}, "
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')}")

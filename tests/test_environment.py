@@ -1,0 +1,56 @@
+"""environment.py: the programs' XLA flags and huge pages, set once, never over the user's."""
+
+import os
+
+import pytest
+from conftest import run_program
+
+from gptjax import environment
+
+HUGE = environment.HUGE_PAGES_TUNABLE
+# prints what a program's process sees after start_program(), then exits with code 3
+PROBE = ("import os, sys; from gptjax import environment; pid = os.getpid(); environment.start_program(); "
+         "print(os.environ.get('GLIBC_TUNABLES'), sys.stdin.read().strip(), sys.argv[1:]); sys.exit(3)")
+applies = pytest.mark.skipif(environment.huge_pages_tunables({}) is None,
+                             reason="no glibc >= 2.35 with transparent huge pages here")
+
+
+def test_measured_xla_flags_are_added_but_never_override_the_users(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/somewhere")
+    assert environment.use_measured_xla_flags() == ["--xla_cpu_experimental_ynn_fusion_type=-dot,-individual_dot"]
+    assert os.environ["XLA_FLAGS"] == ("--xla_dump_to=/tmp/somewhere "
+                                       "--xla_cpu_experimental_ynn_fusion_type=-dot,-individual_dot")
+    assert environment.use_measured_xla_flags() == []  # once only
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
+    environment.use_measured_xla_flags()
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=dot"
+
+
+def test_huge_pages_keep_the_users_tunables_and_defer_to_their_own_setting():
+    if environment.huge_pages_tunables({}) is None:
+        assert environment.huge_pages_tunables({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) is None
+        return
+    assert environment.huge_pages_tunables({}) == HUGE
+    assert environment.huge_pages_tunables({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == (
+        f"glibc.malloc.arena_max=2:{HUGE}")
+    assert environment.huge_pages_tunables({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None
+    assert environment.huge_pages_tunables({environment.HUGE_PAGES_OFF: "0"}) is None
+
+
+@applies
+def test_a_program_re_executes_once_with_huge_pages_keeping_arguments_input_and_exit_code():
+    result = run_program(["-c", PROBE, "--a", "b c"], env={"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"},
+                         input="from stdin")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == f"glibc.malloc.arena_max=2:{HUGE} from stdin ['--a', 'b c']\n"
+    assert result.stderr.startswith(f"gptjax set GLIBC_TUNABLES+={HUGE} (large buffers on huge pages")
+    off = run_program(["-c", PROBE], env={environment.HUGE_PAGES_OFF: "0"}, input="")
+    assert off.returncode == 3 and "hugetlb" not in off.stdout and "GLIBC_TUNABLES" not in off.stderr
+
+
+@applies
+def test_the_programs_start_with_huge_pages_and_say_so():
+    for module in ("train.py", "-m gptjax.sample"):
+        result = run_program([*module.split(), "--help"])
+        assert result.returncode == 0, result.stderr
+        assert f"GLIBC_TUNABLES+={HUGE}" in result.stderr and "XLA_FLAGS+=" in result.stderr
