@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 import gptjax
+from gptjax import environment
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHAKESPEARE = REPO.parent / "shared/data/tinyshakespeare/input.txt"
@@ -50,9 +51,11 @@ def tiny_run_args(tmp_path: pathlib.Path, out: str = "out", **overrides) -> list
 def run_program(command: list[str], env: dict | None = None, cwd: pathlib.Path = REPO, timeout: int = 300,
                 input: str | None = None) -> subprocess.CompletedProcess:
     """Run `python *command` (a script of the repository, or -m / -c ...) on the CPU and capture
-    its output as text."""
+    its output as text. The programs' re-execution with huge pages is off unless env turns it on
+    (it imports everything twice, seconds per program start; tests/test_environment.py tests it)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", environment.HUGE_PAGES_OFF: "0", **(env or {})}
     return subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          input=input, env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})})
+                          input=input, env=env)
 
 
 def cli_error(script: str, *args: str) -> str:
