@@ -51,6 +51,7 @@ def test_a_program_re_executes_once_with_huge_pages_keeping_arguments_input_and_
 @applies
 def test_the_programs_start_with_huge_pages_and_say_so():
     for module in ("train.py", "-m gptjax.sample"):
-        result = run_program([*module.split(), "--help"], env={environment.HUGE_PAGES_OFF: "1"})
+        # XLA_FLAGS emptied: earlier tests' in-process main() calls leave the flags in this process's environment
+        result = run_program([*module.split(), "--help"], env={environment.HUGE_PAGES_OFF: "1", "XLA_FLAGS": ""})
         assert result.returncode == 0, result.stderr
         assert f"GLIBC_TUNABLES+={HUGE}" in result.stderr and "XLA_FLAGS+=" in result.stderr
