@@ -125,7 +125,11 @@ def resolve_config_file(spec: str) -> str:
     if not Path(path).is_file() and path in recipes():
         path = str(importlib.resources.files("gptjax.configs") / f"{path}.py")
     if not Path(path).is_file():
-        raise UsageError(f"config file {path} does not exist: give a file, or a recipe name "
+        recipe = Path(path).name.removesuffix(".py")
+        if recipe in recipes():  # configs/char.py from outside the clone: the recipe ships with gptjax
+            raise UsageError(f"config file {Path(path).absolute()} does not exist: for the recipe that ships with "
+                             f"gptjax, pass --config {recipe}{colon}{arg}")
+        raise UsageError(f"config file {Path(path).absolute()} does not exist: give a file, or a recipe name "
                          f"({', '.join(recipes())})")
     return path + colon + arg
 

@@ -99,8 +99,12 @@ def test_shipped_recipes_are_found_by_name_from_any_directory(tmp_path, monkeypa
     assert {"char", "char_cpu", "eval_gpt2", "finetune_shakespeare", "gpt2"} <= set(recipes())
     monkeypatch.chdir(tmp_path)  # no configs/ here
     assert from_command_line(["train.py", "--config=char_cpu"]).n_embd == 128
-    with pytest.raises(UsageError, match=r"config file chair does not exist: give a file, or a recipe name \(char, "):
+    with pytest.raises(UsageError, match=rf"config file {tmp_path}/chair does not exist: give a file, or a recipe "
+                                         r"name \(char, "):
         from_command_line(["train.py", "--config", "chair"])
+    with pytest.raises(UsageError, match=rf"config file {tmp_path}/configs/eval_gpt2.py does not exist: for the "
+                                         "recipe that ships with gptjax, pass --config eval_gpt2:gpt2-xl"):
+        from_command_line(["train.py", "--config", "configs/eval_gpt2.py:gpt2-xl"])
 
 
 def test_nanogpt_habits_are_understood_or_answered_with_the_right_spelling():
