@@ -87,6 +87,11 @@ def restore(out_dir: Path, abstract_items: dict[str, Any], step: int | None = No
     each shaped, typed and sharded like its abstract tree (arrays or jax.ShapeDtypeStructs)."""
     step = _existing_step(out_dir, step)
     read_meta(out_dir, step)  # the format version, checked before any array is read
+    return _restore_checked(out_dir, abstract_items, step)
+
+
+def _restore_checked(out_dir: Path, abstract_items: dict[str, Any], step: int) -> dict[str, Any]:
+    """restore() of a checkpoint whose format version was already checked."""
     targets = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_items)
     with _manager(out_dir) as manager:
         restored = manager.restore(step, args=ocp.args.Composite(
@@ -98,10 +103,11 @@ def load_model(out_dir: Path, dtype: str | None = None) -> tuple[GPT, dict]:
     """The model of the newest checkpoint in out_dir (in eval mode, from its "params" item and the
     GPTConfig fields in its metadata's "model") and the metadata; dtype, if given, replaces the
     compute dtype it was trained with."""
-    meta = read_meta(out_dir)
+    step = _existing_step(out_dir, None)
+    meta = read_meta(out_dir, step)
     model_cfg = GPTConfig(**{**meta["model"], **({"dtype": dtype} if dtype else {})})
     graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0))), nnx.Param)
-    params = restore(out_dir, {"params": nnx.to_pure_dict(abstract_params)})["params"]
+    params = _restore_checked(out_dir, {"params": nnx.to_pure_dict(abstract_params)}, step)["params"]
     model = nnx.merge(graphdef, params)
     model.eval()
     return model, meta
