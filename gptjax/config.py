@@ -112,9 +112,18 @@ def _closest_keys(key: str, valid: list[str]) -> str:
     return ", ".join(matches) if matches else "see the config key table in docs/config.md"
 
 
+def _recipe_folder():
+    """The shipped recipes: the installed package gptjax.configs, or the configs/ folder of a clone
+    that is on the import path without being installed."""
+    try:
+        return importlib.resources.files("gptjax.configs")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "configs"
+
+
 def recipes() -> list[str]:
     """The names of the shipped recipes (configs/NAME.py)."""
-    return sorted(p.name.removesuffix(".py") for p in importlib.resources.files("gptjax.configs").iterdir()
+    return sorted(p.name.removesuffix(".py") for p in _recipe_folder().iterdir()
                   if p.name.endswith(".py") and not p.name.startswith("_"))
 
 
@@ -123,7 +132,7 @@ def resolve_config_file(spec: str) -> str:
     passed to the file's get_config)."""
     path, colon, arg = spec.partition(":")
     if not Path(path).is_file() and path in recipes():
-        path = str(importlib.resources.files("gptjax.configs") / f"{path}.py")
+        path = str(_recipe_folder() / f"{path}.py")
     if not Path(path).is_file():
         recipe = Path(path).name.removesuffix(".py")
         if recipe in recipes():  # configs/char.py from outside the clone: the recipe ships with gptjax

@@ -107,6 +107,17 @@ def test_shipped_recipes_are_found_by_name_from_any_directory(tmp_path, monkeypa
         from_command_line(["train.py", "--config", "configs/eval_gpt2.py:gpt2-xl"])
 
 
+def test_recipes_are_found_by_name_from_a_clone_that_is_not_installed(tmp_path, monkeypatch):
+    # PYTHONPATH=clone without pip install: there is no gptjax.configs package, only configs/
+    def no_package(name):
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    monkeypatch.setattr("importlib.resources.files", no_package)
+    monkeypatch.chdir(tmp_path)
+    assert {"char", "char_cpu", "gpt2"} <= set(recipes())
+    assert from_command_line(["train.py", "--config", "char_cpu"]).n_embd == 128
+
+
 def test_nanogpt_habits_are_understood_or_answered_with_the_right_spelling():
     # nanoGPT names its config file alone: python train.py config/train_shakespeare_char.py
     c = from_command_line(["train.py", "configs/char_cpu.py", "--config.max_iters=10"])
