@@ -1,0 +1,241 @@
+"""The in-process half of benchmarks/accelerator_check.sh: checks that need an accelerator to mean
+anything, and the summary of the whole check.
+
+    python benchmarks/accelerator_check.py checks [--tiny] FILE
+    python benchmarks/accelerator_check.py summary OUT_DIR
+
+`checks`: (1) the two attention paths (masked, and jax.nn.dot_product_attention, cuDNN's fused
+kernel on a GPU) in bfloat16 against a float32 reference, forward and gradients, with timings;
+(2) a bfloat16 train step on the config's mesh (FSDP axis included) with each path, against
+float32; (3) the char recipe's train step fed as bench.py feeds it and as the training loop does.
+Exits 1 when a check fails. `summary`: one table and OUT_DIR/accelerator_check.json from the JSON
+files the script's steps wrote.
+"""
+
+import argparse
+import dataclasses
+import functools
+import itertools
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from timing import median_seconds
+
+from gptjax import attention, data, environment, loop, optim, sharding
+from gptjax.config import default_config, from_command_line, model_config
+from gptjax.model import GPT, GPTConfig
+from gptjax.step import TrainState, train_step
+
+# Relative error allowed against the float32 reference: bfloat16 keeps 8 bits of mantissa, so a
+# correct bf16 result lands between 1e-3 and 1e-2; a wrong mask or layout lands near 1.
+BF16_TOLERANCE = 3e-2
+
+
+def _relative_error(a, reference) -> float:
+    a, reference = np.asarray(a, np.float64), np.asarray(reference, np.float64)
+    return float(np.linalg.norm(a - reference) / np.linalg.norm(reference))
+
+
+def attention_check(batch: int, seq: int, heads: int, head_dim: int, repeats: int) -> dict:
+    """Both paths in bfloat16 (B, T, H, D) against the masked path in float32."""
+    shape = (batch, seq, heads, head_dim)
+    q, k, v = (jax.random.normal(jax.random.key(i), shape, jnp.float32) for i in range(3))
+    cotangent = jax.random.normal(jax.random.key(3), shape, jnp.float32)
+    paths = {
+        "masked": lambda q, k, v: attention.masked_attention(  # with the model's transposes
+            *(x.transpose(0, 2, 1, 3) for x in (q, k, v)), attention.causal_mask(seq)
+        ).transpose(0, 2, 1, 3),
+        "fast": attention.fast_attention,
+    }
+
+    def forward_and_grads(fn, q, k, v):
+        out, vjp = jax.vjp(fn, q, k, v)
+        return out, vjp(cotangent.astype(out.dtype))
+
+    reference = jax.jit(functools.partial(forward_and_grads, paths["masked"]))(q, k, v)
+    bf16 = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+    results = {"shape_BxTxHxD": list(shape), "auto_picks": attention.resolve(
+        "auto", dropout_active=False, dtype=jnp.bfloat16, head_dim=head_dim)}
+    for name, fn in paths.items():
+        run = jax.jit(functools.partial(forward_and_grads, fn))
+        out, grads = run(*bf16)
+        results[f"{name}_forward_error"] = _relative_error(out, reference[0])
+        results[f"{name}_grad_error"] = max(_relative_error(g, r) for g, r in zip(grads, reference[1], strict=True))
+        results[f"{name}_forward_ms"] = 1e3 * median_seconds(functools.partial(jax.jit(fn), *bf16), repeats)
+        results[f"{name}_fwd_bwd_ms"] = 1e3 * median_seconds(functools.partial(run, *bf16), repeats)
+        if name == "fast":
+            hlo = jax.jit(fn).lower(*bf16).compile().as_text()
+            results["fast_runs_cudnn"] = "cudnn" in hlo.lower()
+    results["passed"] = all(results[f"{name}_{part}_error"] < BF16_TOLERANCE
+                            for name in paths for part in ("forward", "grad"))
+    return results
+
+
+def train_step_check(cfg: GPTConfig, batch: int, steps: int) -> dict:
+    """`steps` bfloat16 updates with each attention path from one initial state, on a mesh whose
+    fsdp axis holds every device, against the same updates in float32."""
+    mesh = sharding.make_mesh(data=1, fsdp=jax.device_count())
+    config = default_config()
+    config.warmup_iters = 0
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, cfg.block_size + 1), dtype=np.int32)
+    x, y = sharding.put_batch((tokens[:, :-1], tokens[:, 1:]), mesh)
+
+    def losses(dtype: str, path: str) -> list[float]:
+        model = GPT(dataclasses.replace(cfg, dtype=dtype, attention=path), rngs=nnx.Rngs(0))
+        state = TrainState.create(model, optim.from_config(config), seed=0)
+        state = sharding.place(state, sharding.state_shardings(state, mesh))
+        out = []
+        for _ in range(steps):
+            state, metrics = train_step(state, x, y)
+            out.append(float(metrics["loss"]))
+        return out
+
+    results = {"mesh": dict(mesh.shape), "float32_masked": losses("float32", "masked")}
+    for path in ("masked", "fast"):
+        results[f"bfloat16_{path}"] = losses("bfloat16", path)
+    reference = np.asarray(results["float32_masked"])
+    results["max_relative_loss_difference"] = max(
+        float(np.max(np.abs(np.asarray(results[f"bfloat16_{path}"]) - reference) / reference))
+        for path in ("masked", "fast"))
+    results["passed"] = (all(math.isfinite(v) for key in ("bfloat16_masked", "bfloat16_fast") for v in results[key])
+                         and results["max_relative_loss_difference"] < BF16_TOLERANCE
+                         and results["bfloat16_fast"][-1] < results["bfloat16_fast"][0])
+    return results
+
+
+def loop_check(config: ml_collections.ConfigDict, steps: int) -> dict:
+    """Milliseconds per train step of one model fed four ways, each after the last: the same batch
+    every step (as bench.py times it), a new host batch put on the devices before each step, the
+    training loop's background prefetch, and that plus reading the loss back every log_interval
+    steps as the loop does. An accelerator shows host costs here that a CPU hides."""
+    mesh = sharding.make_mesh()
+    vocab = 65
+    with tempfile.NamedTemporaryFile(suffix=".bin") as f:  # read from a memory map, as the loop reads train.bin
+        np.random.default_rng(0).integers(0, vocab, 1_000_000).astype(np.uint16).tofile(f.name)
+        corpus = np.memmap(f.name, dtype=np.uint16, mode="r")
+    state = TrainState.create(GPT(model_config(config, vocab), rngs=nnx.Rngs(0)), optim.from_config(config))
+    state = sharding.place(state, sharding.state_shardings(state, mesh))
+    put = functools.partial(sharding.put_batch, mesh=mesh)
+    fixed = put(loop._train_batch(corpus, config, 0))
+    prefetched = data.prefetch((loop._train_batch(corpus, config, i) for i in itertools.count()), put)
+    feeds = {
+        "same_batch": lambda i: fixed,
+        "host_batch_each_step": lambda i: put(loop._train_batch(corpus, config, i)),
+        "prefetched": lambda i: next(prefetched),
+        "prefetched_and_read_back": lambda i: next(prefetched),
+    }
+    results = {}
+    for name, feed in feeds.items():
+        for i in range(steps + 3):
+            if i == 3:  # the first steps compile and warm up
+                jax.block_until_ready(state)
+                start = time.perf_counter()
+            state, metrics = train_step(state, *feed(i))
+            if name == "prefetched_and_read_back" and i % config.log_interval == 0:
+                float(metrics["loss"])
+        jax.block_until_ready(state)
+        results[f"{name}_ms"] = 1e3 * (time.perf_counter() - start) / steps
+    return results
+
+
+def checks(tiny: bool) -> dict:
+    if tiny:
+        shape, repeats = (2, 64, 2, 32), 2
+        cfg, batch, steps = GPTConfig(block_size=64, vocab_size=512, n_layer=2, n_head=2, n_embd=64), 4, 3
+        small = ["--config.n_layer=2", "--config.n_head=2", "--config.n_embd=64", "--config.block_size=64",
+                 "--config.batch_size=8"]
+        char, loop_steps = from_command_line(["char", "--config", "char", *small]), 10
+    else:  # GPT-2 124M's attention shape and a small GPT-2-like model
+        shape, repeats = (12, 1024, 12, 64), 20
+        cfg, batch, steps = GPTConfig(block_size=1024, n_layer=4, n_head=12, n_embd=768), 8, 5
+        char, loop_steps = from_command_line(["char", "--config", "char"]), 100
+    device = jax.devices()[0]
+    return {
+        "device": f"{jax.device_count()} x {device.device_kind}", "backend": jax.default_backend(),
+        "versions": {name: sys.modules[name].__version__ for name in ("jax", "jaxlib", "flax", "optax", "numpy")},
+        "environment": environment.describe(),
+        "attention": attention_check(*shape, repeats),
+        "train_step": train_step_check(cfg, batch, steps),
+        "training_loop_char": loop_check(char, loop_steps),
+    }
+
+
+def summary(out_dir: Path) -> dict:
+    """Everything the script's steps wrote, in one JSON file and one table."""
+    report = {}
+    for name in ("checks", "bench_gpt2", "train_char"):
+        path = out_dir / f"{name}.json"
+        report[name] = json.loads(path.read_text()) if path.is_file() else None
+    evaluations = []
+    metrics = out_dir / "char" / "metrics.jsonl"
+    if metrics.is_file():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+        evaluations = [row for row in rows if "val_loss" in row]
+        steps = [row for row in rows if "ms_per_iter" in row]
+        report["train_char"] = {
+            **(report["train_char"] or {}),
+            "final_val_loss": evaluations[-1]["val_loss"] if evaluations else None,
+            "best_val_loss": min((row["val_loss"] for row in evaluations), default=None),
+            "iterations": evaluations[-1]["iter"] if evaluations else None,
+            "median_ms_per_iter": float(np.median([row["ms_per_iter"] for row in steps])) if steps else None,
+            "median_mfu": float(np.median([row["mfu"] for row in steps if "mfu" in row]))
+            if any("mfu" in row for row in steps) else None,
+        }
+    (out_dir / "accelerator_check.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    c, b, t = report["checks"] or {}, report["bench_gpt2"] or {}, report["train_char"] or {}
+    a, s = c.get("attention", {}), c.get("train_step", {})
+    rows = [
+        ("device", c.get("device")), ("versions", " ".join(f"{k} {v}" for k, v in c.get("versions", {}).items())),
+        ("attention: auto picks / fast runs cuDNN", f"{a.get('auto_picks')} / {a.get('fast_runs_cudnn')}"),
+        ("attention bf16 error fwd, grad: masked", _pair(a.get("masked_forward_error"), a.get("masked_grad_error"))),
+        ("attention bf16 error fwd, grad: fast", _pair(a.get("fast_forward_error"), a.get("fast_grad_error"))),
+        ("attention fwd+bwd ms: masked / fast", _pair(a.get("masked_fwd_bwd_ms"), a.get("fast_fwd_bwd_ms"))),
+        ("train step bf16 vs f32 loss difference", _pair(s.get("max_relative_loss_difference"))),
+        ("char step ms: same batch / new / prefetched / +read", _pair(*c.get("training_loop_char", {}).values())),
+        ("gpt2 bench: tokens/s", _pair(b.get("train_tokens_per_s"))),
+        ("gpt2 bench: MFU", _pair(b.get("mfu"))),
+        ("gpt2 bench: ms/iter, peak MiB", _pair(b.get("train_ms_per_iter"), b.get("device_peak_memory_mib"))),
+        ("char: wall s, iterations", _pair(t.get("wall_s"), t.get("iterations"))),
+        ("char: final / best val loss", _pair(t.get("final_val_loss"), t.get("best_val_loss"))),
+        ("char: median ms/iter, MFU", _pair(t.get("median_ms_per_iter"), t.get("median_mfu"))),
+    ]
+    for name, value in rows:
+        print(f"{name:42s} {value}")
+    failed = [name for name in ("attention", "train_step") if not c.get(name, {}).get("passed")]
+    print("checks passed" if not failed else f"checks FAILED: {', '.join(failed)}")
+    return report
+
+
+def _pair(*values) -> str:
+    return " / ".join("n/a" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("checks", "summary"))
+    parser.add_argument("out", help="checks: the JSON file to write; summary: the check's output folder")
+    parser.add_argument("--tiny", action="store_true", help="toy sizes: seconds on a CPU")
+    args = parser.parse_args(argv[1:])
+    if args.what == "summary":
+        summary(Path(args.out))
+        return
+    results = checks(args.tiny)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    if not (results["attention"]["passed"] and results["train_step"]["passed"]):
+        sys.exit("accelerator check: a check failed (see above)")
+
+
+if __name__ == "__main__":
+    environment.start_program()
+    main(sys.argv)

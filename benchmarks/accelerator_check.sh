@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# What a CPU cannot check, in one go on one GPU or TPU host (about 8 minutes on one H100):
+#
+#   benchmarks/accelerator_check.sh [--tiny] [--corpus PATH] [OUT_DIR]
+#
+# 1. the attention paths (masked, and cuDNN's fused kernel through jax.nn.dot_product_attention)
+#    agree in bfloat16 with a float32 reference, forward and gradients, with timings; bfloat16
+#    train steps on the FSDP mesh agree with float32 (benchmarks/accelerator_check.py);
+# 2. bench.py --config gpt2 in bfloat16: tokens/s, MFU, memory;
+# 3. train.py --config char, all 5000 iterations: wall time and final val loss (nanoGPT reaches
+#    1.4697 in about 3 minutes on an A100).
+# Prints a summary and writes OUT_DIR/accelerator_check.json (OUT_DIR: out-accelerator-check).
+# --tiny runs every step at toy sizes, in seconds on a CPU (CI runs it so the script never rots).
+# --corpus: tinyshakespeare's input.txt, for a machine with no network (else it is downloaded).
+# PYTHON picks the interpreter (default python3); the clone is put on its import path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+tiny=() corpus="" out=out-accelerator-check
+while [ $# -gt 0 ]; do
+    case $1 in
+        --tiny) tiny=(--tiny) ;;
+        --corpus) corpus=$(realpath "$2"); shift ;;
+        -*) echo "accelerator_check.sh: unknown option $1 (usage: [--tiny] [--corpus PATH] [OUT_DIR])" >&2; exit 2 ;;
+        *) out=$1 ;;
+    esac
+    shift
+done
+mkdir -p "$out"
+out=$(realpath "$out")
+
+"$PY" - <<'EOF' || exit 2
+import importlib.util, sys
+needed = {"jax": "jax", "flax": "flax", "optax": "optax", "orbax": "orbax-checkpoint", "numpy": "numpy",
+          "ml_collections": "ml_collections", "absl": "absl-py", "rich": "rich"}
+missing = [package for module, package in needed.items() if importlib.util.find_spec(module) is None]
+if missing:
+    sys.exit(f"accelerator_check.sh: {sys.executable} lacks {', '.join(missing)}: pip install {' '.join(missing)} "
+             "(with no network: pip download them elsewhere, bring the wheels, pip install --no-index WHEELS)")
+EOF
+
+if [ ${#tiny[@]} -gt 0 ]; then
+    small=(--config.n_layer=2 --config.n_head=2 --config.n_embd=64 --config.block_size=64 --config.batch_size=4)
+    bench=(--config gpt2 "${small[@]}" --config.gradient_accumulation_steps=2 --steps 2)
+    char=(--config char "${small[@]}" --config.max_iters=20 --config.eval_interval=10 --config.eval_iters=2
+          --config.log_interval=5)
+else
+    bench=(--config gpt2 --steps 10)
+    char=(--config char)
+fi
+[ -n "$corpus" ] && char+=(--config.input_file="$corpus")
+
+failed=()
+step() {  # step NAME COMMAND...: run it with its output in OUT/NAME.log; a failure does not stop the rest
+    local name=$1; shift
+    "$@" 2>&1 | tee "$out/$name.log" || failed+=("$name")
+}
+echo "== 1/3 attention paths and bfloat16 train steps"
+step checks "$PY" benchmarks/accelerator_check.py checks "${tiny[@]}" "$out/checks.json"
+echo "== 2/3 bench.py ${bench[*]} --config.dtype=bfloat16"
+step bench_gpt2 "$PY" bench.py "${bench[@]}" --config.dtype=bfloat16 --json "$out/bench_gpt2.json"
+echo "== 3/3 train.py ${char[*]}"
+rm -rf "$out/char"
+start=$EPOCHREALTIME
+step train_char "$PY" train.py "${char[@]}" --config.out_dir="$out/char" --config.data_dir="$out/data"
+echo "{\"wall_s\": $(awk "BEGIN {print $EPOCHREALTIME - $start}")}" > "$out/train_char.json"
+echo "== summary ($out/accelerator_check.json)"
+"$PY" benchmarks/accelerator_check.py summary "$out"
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "accelerator_check.sh: failed: ${failed[*]} (logs in $out)" >&2
+    exit 1
+fi
