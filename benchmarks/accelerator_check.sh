@@ -5,7 +5,9 @@
 #
 # 1. the attention paths (masked, and cuDNN's fused kernel through jax.nn.dot_product_attention)
 #    agree in bfloat16 with a float32 reference, forward and gradients, with timings; bfloat16
-#    train steps on the FSDP mesh agree with float32 (benchmarks/accelerator_check.py);
+#    train steps on the FSDP mesh agree with float32; the char step is timed fed as bench.py feeds
+#    it and as the training loop does, with XLA's GPU command buffers on and off
+#    (benchmarks/accelerator_check.py);
 # 2. bench.py --config gpt2 in bfloat16: tokens/s, MFU, memory;
 # 3. train.py --config char, all 5000 iterations: wall time and final val loss (nanoGPT reaches
 #    1.4697 in about 3 minutes on an A100).
@@ -59,6 +61,9 @@ step() {  # step NAME COMMAND...: run it with its output in OUT/NAME.log; a fail
 }
 echo "== 1/3 attention paths and bfloat16 train steps"
 step checks "$PY" benchmarks/accelerator_check.py checks "${tiny[@]}" "$out/checks.json"
+echo "== 1/3 the char step's feeds again, with XLA's GPU command buffers (CUDA graphs) off"
+XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" \
+    step loop_no_command_buffers "$PY" benchmarks/accelerator_check.py loop "${tiny[@]}" "$out/loop_no_command_buffers.json"
 echo "== 2/3 bench.py ${bench[*]} --config.dtype=bfloat16"
 step bench_gpt2 "$PY" bench.py "${bench[@]}" --config.dtype=bfloat16 --json "$out/bench_gpt2.json"
 echo "== 3/3 train.py ${char[*]}"
