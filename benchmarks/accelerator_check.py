@@ -91,9 +91,8 @@ def train_step_check(cfg: GPTConfig, batch: int, steps: int) -> dict:
     x, y = sharding.put_batch((tokens[:, :-1], tokens[:, 1:]), mesh)
 
     def losses(dtype: str, path: str) -> list[float]:
-        model = GPT(dataclasses.replace(cfg, dtype=dtype, attention=path), rngs=nnx.Rngs(0))
-        state = TrainState.create(model, optim.from_config(config), seed=0)
-        state = sharding.place(state, sharding.state_shardings(state, mesh))
+        model_cfg, tx = dataclasses.replace(cfg, dtype=dtype, attention=path), optim.from_config(config)
+        state = sharding.jit_sharded(lambda: TrainState.create(GPT(model_cfg, rngs=nnx.Rngs(0)), tx), mesh)()
         out = []
         for _ in range(steps):
             state, metrics = train_step(state, x, y)
@@ -123,8 +122,8 @@ def loop_check(config: ml_collections.ConfigDict, steps: int) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".bin") as f:  # read from a memory map, as the loop reads train.bin
         np.random.default_rng(0).integers(0, vocab, 1_000_000).astype(np.uint16).tofile(f.name)
         corpus = np.memmap(f.name, dtype=np.uint16, mode="r")
-    state = TrainState.create(GPT(model_config(config, vocab), rngs=nnx.Rngs(0)), optim.from_config(config))
-    state = sharding.place(state, sharding.state_shardings(state, mesh))
+    cfg, tx = model_config(config, vocab), optim.from_config(config)
+    state = sharding.jit_sharded(lambda: TrainState.create(GPT(cfg, rngs=nnx.Rngs(0)), tx), mesh)()
     put = functools.partial(sharding.put_batch, mesh=mesh)
     fixed = put(loop._train_batch(corpus, config, 0))
     prefetched = data.prefetch((loop._train_batch(corpus, config, i) for i in itertools.count()), put)

@@ -60,10 +60,10 @@ def training(config: ml_collections.ConfigDict, steps: int) -> dict:
     eval_step for the config on every device (the config's mesh)."""
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     cfg = model_config(config, vocab_size=VOCAB_SIZES[config.tokenizer])
-    model = GPT(cfg, rngs=nnx.Rngs(config.seed))
-    n_params = model.num_params()
-    state = TrainState.create(model, optim.from_config(config), seed=config.seed)
-    state = sharding.place(state, sharding.state_shardings(state, mesh))
+    tx = optim.from_config(config)
+    state = sharding.jit_sharded(lambda: TrainState.create(GPT(cfg, rngs=nnx.Rngs(config.seed)), tx, config.seed),
+                                 mesh)()
+    n_params = state.model().num_params()
     A, B, T = config.gradient_accumulation_steps, config.batch_size, config.block_size
     tokens = np.random.default_rng(config.seed).integers(0, cfg.vocab_size, (A, B, T + 1), dtype=np.int32)
     tokens = tokens[:, sharding.process_rows(B)]  # this process's rows of the global batch

@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -32,7 +33,7 @@ def evaluate(state: TrainState, splits: dict, config: ml_collections.ConfigDict,
     for split_index, (split, tokens) in enumerate(splits.items()):
         batches = (data.random_batch(tokens, config.batch_size, config.block_size, config.seed,
                                      1, split_index, it, k, rows=rows) for k in range(config.eval_iters))
-        total = sum(eval_step(state, x, y) for x, y in data.prefetch(batches, put))  # summed on device
+        total = functools.reduce(jnp.add, (eval_step(state, x, y) for x, y in data.prefetch(batches, put)))
         losses[split] = float(total) / config.eval_iters
     return losses
 
@@ -56,7 +57,9 @@ def _count(n: int, noun: str) -> str:
 def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report: Reporter, mesh) -> None:
     """On a CPU, time one train step and one eval batch, and say how long the run will take."""
     x, y = sharding.put_batch(_train_batch(splits["train"], config, it), mesh)
-    scratch, _ = train_step(jax.tree.map(jnp.copy, state), x, y)  # compiles; donates only the copy
+    # one jitted copy of the whole state (an eager copy compiles once per array shape); the
+    # training loop then reuses train_step's compiled program
+    scratch, _ = train_step(jax.jit(lambda s: jax.tree.map(jnp.copy, s))(state), x, y)  # donates only the copy
     x_eval, y_eval = (x, y) if x.ndim == 2 else (x[0], y[0])
     jax.block_until_ready(eval_step(state, x_eval, y_eval))  # compiles
     for _ in range(2):  # the first run after compiling is slow: keep the second's time
@@ -129,21 +132,30 @@ def _resumed_config(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> 
     return model_cfg, meta
 
 
-def _new_model(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> GPT:
-    """A randomly initialised model, or GPT-2's weights when init_from names them."""
+def _new_state(config: ml_collections.ConfigDict, tokenizer: Tokenizer, tx: optax.GradientTransformation,
+               mesh: Mesh) -> TrainState:
+    """A new train state built straight into its shards on the mesh (sharding.jit_sharded): a
+    randomly initialised model, or GPT-2's weights read into host memory and placed shard by
+    shard, each with a fresh optimizer state."""
     if config.init_from == "scratch":
         # nanoGPT pads GPT-2's 50257 tokens to 50304 (GPTConfig's default) when training from scratch
         vocab_size = len(tokenizer) if config.tokenizer == "char" else GPTConfig.vocab_size
-        return GPT(model_config(config, vocab_size=vocab_size), rngs=nnx.Rngs(config.seed))
-    model = pretrained.from_pretrained(config.init_from, dropout=config.dropout, attention=config.attention,
-                                       dtype=config.dtype, remat=config.remat)
+        cfg = model_config(config, vocab_size=vocab_size)
+        make = lambda: TrainState.create(GPT(cfg, rngs=nnx.Rngs(config.seed)), tx, seed=config.seed)
+        return sharding.jit_sharded(make, mesh)()
+    model = pretrained.from_pretrained(config.init_from, on_host=True, dropout=config.dropout,
+                                       attention=config.attention, dtype=config.dtype, remat=config.remat)
     if model.cfg.vocab_size < len(tokenizer):
         raise UsageError(f"the dataset's tokenizer has {len(tokenizer)} tokens, more than the {model.cfg.vocab_size} "
                          f"of {config.init_from}: use its tokenizer (--config.tokenizer=gpt2)")
     if config.block_size < model.cfg.block_size:
         model = pretrained.crop_block_size(model, config.block_size)
     model.train()
-    return model
+    graphdef, params = nnx.split(model, nnx.Param)
+    params = nnx.to_pure_dict(params)
+    params = sharding.place(params, sharding.state_shardings(params, mesh))
+    make = lambda params: TrainState.create(nnx.merge(graphdef, params), tx, seed=config.seed)
+    return sharding.jit_sharded(make, mesh, params)(params)
 
 
 def _checkpoint_items(state: TrainState) -> dict:
@@ -173,8 +185,7 @@ def _initial_state(config: ml_collections.ConfigDict, tokenizer: Tokenizer, mesh
             f"{out_dir} already holds a checkpoint (iter {existing}) that this run would replace: pass "
             "--config.init_from=resume to continue it, or choose another out_dir"
         )
-    state = TrainState.create(_new_model(config, tokenizer), tx, seed=config.seed)
-    return sharding.place(state, sharding.state_shardings(state, mesh)), float("inf")
+    return _new_state(config, tokenizer, tx, mesh), float("inf")
 
 
 def _resolved_run(config: ml_collections.ConfigDict, mesh: Mesh) -> ml_collections.ConfigDict:

@@ -35,8 +35,9 @@ def _abstract(cfg: GPTConfig) -> tuple[nnx.GraphDef, list]:
     return graphdef, nnx.to_flat_state(params)
 
 
-def _build(cfg: GPTConfig, tensors: dict[str, np.ndarray], source: str) -> GPT:
-    """A GPT with cfg's shapes whose parameters come from tensors, by GPT-2 name."""
+def _build(cfg: GPTConfig, tensors: dict[str, np.ndarray], source: str, on_host: bool = False) -> GPT:
+    """A GPT with cfg's shapes whose parameters come from tensors, by GPT-2 name (numpy arrays in
+    host memory if on_host, else JAX arrays on the default device)."""
     graphdef, flat = _abstract(cfg)
     loaded = []
     for path, abstract in flat:
@@ -48,7 +49,8 @@ def _build(cfg: GPTConfig, tensors: dict[str, np.ndarray], source: str) -> GPT:
             raise UsageError(
                 f"{source}: tensor {name} has shape {value.shape}, but the config needs {abstract.shape}"
             )
-        loaded.append((path, abstract.replace(jax.numpy.asarray(value, abstract.dtype))))
+        value = value.astype(abstract.dtype) if on_host else jax.numpy.asarray(value, abstract.dtype)
+        loaded.append((path, abstract.replace(value)))
     model = nnx.merge(graphdef, nnx.from_flat_state(loaded))
     model.eval()
     return model
@@ -124,12 +126,14 @@ def _config_of(directory: Path, **overrides) -> GPTConfig:
     return config_from_hf(json.loads((directory / "config.json").read_text()), **overrides)
 
 
-def from_pretrained(name_or_path: str, **overrides) -> GPT:
+def from_pretrained(name_or_path: str, *, on_host: bool = False, **overrides) -> GPT:
     """OpenAI's GPT-2 ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", from the Hugging Face Hub
     or its cache) or any local directory with a GPT-2 config.json and weights, as a GPT in eval
-    mode. overrides set GPTConfig fields that do not change shapes (dropout, attention, dtype)."""
+    mode. overrides set GPTConfig fields that do not change shapes (dropout, attention, dtype).
+    on_host keeps the parameters as numpy arrays in host memory, to be placed shard by shard
+    (sharding.place) rather than whole on one device."""
     directory = _directory(name_or_path)
-    return _build(_config_of(directory, **overrides), _read_tensors(directory), str(directory))
+    return _build(_config_of(directory, **overrides), _read_tensors(directory), str(directory), on_host)
 
 
 def export_hf(model: GPT, directory: str | Path) -> None:
@@ -160,10 +164,12 @@ def export_hf(model: GPT, directory: str | Path) -> None:
 
 def crop_block_size(model: GPT, block_size: int) -> GPT:
     """The same model with a shorter context: the first block_size position embeddings kept
-    (nanoGPT's surgery for finetuning GPT-2 at less than 1024 tokens)."""
+    (nanoGPT's surgery for finetuning GPT-2 at less than 1024 tokens), its parameters in host
+    memory if the model's were."""
     if not 1 <= block_size <= model.cfg.block_size:
         raise UsageError(f"block_size must be in [1, {model.cfg.block_size}] to crop, got {block_size}")
     tensors = {_hf_name(path): np.asarray(p[...])
                for path, p in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     tensors["wpe.weight"] = tensors["wpe.weight"][:block_size]
-    return _build(dataclasses.replace(model.cfg, block_size=block_size), tensors, "crop_block_size")
+    on_host = isinstance(model.wpe.embedding[...], np.ndarray)
+    return _build(dataclasses.replace(model.cfg, block_size=block_size), tensors, "crop_block_size", on_host)

@@ -8,11 +8,12 @@ sharding.
 """
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gptjax.errors import UsageError
@@ -50,7 +51,9 @@ def make_mesh(data: int = -1, fsdp: int = 1) -> Mesh:
         data = n // fsdp
     if data * fsdp != n:
         raise UsageError(f"config.mesh.data={data} x mesh.fsdp={fsdp} must equal the {n} devices")
-    return Mesh(np.asarray(jax.devices()).reshape(data, fsdp), AXES)
+    # jax.make_mesh orders devices by the interconnect's topology. Auto axes: the shardings above
+    # are constraints and XLA chooses the rest, whatever a JAX version's default axis type is.
+    return jax.make_mesh((data, fsdp), AXES, axis_types=(AxisType.Auto,) * len(AXES))
 
 
 def param_spec(shape: tuple, fsdp: int) -> P:
@@ -67,6 +70,15 @@ def state_shardings(state: Any, mesh: Mesh) -> Any:
     """A NamedSharding for every array of a TrainState (parameters and optimizer state alike)."""
     fsdp = mesh.shape["fsdp"]
     return jax.tree.map(lambda a: NamedSharding(mesh, param_spec(a.shape, fsdp)), state)
+
+
+def jit_sharded(make: Callable[..., Any], mesh: Mesh, *example_args: Any) -> Callable[..., Any]:
+    """make (which returns a TrainState, or any pytree of arrays), jitted so that each array of its
+    result is computed straight into its state_shardings on the mesh: no device, and no host,
+    ever holds a whole parameter or optimizer moment that FSDP shards. example_args: what make
+    will be called with (arrays already placed), donated: their buffers may become the result's."""
+    return jax.jit(make, out_shardings=state_shardings(jax.eval_shape(make, *example_args), mesh),
+                   donate_argnums=tuple(range(len(example_args))))
 
 
 def place(tree: Any, shardings: Any) -> Any:

@@ -87,6 +87,11 @@ def test_crop_block_size_keeps_the_function_on_short_inputs(tmp_path):
     np.testing.assert_allclose(cropped(idx), model(idx), atol=1e-6)
     with pytest.raises(UsageError, match="block_size must be in"):
         gptjax.crop_block_size(model, 33)
+    # on_host: numpy arrays in host memory (to be placed shard by shard), cropped in place
+    on_host = gptjax.crop_block_size(gptjax.from_pretrained(str(tmp_path), on_host=True), 8)
+    for path, p in nnx.to_flat_state(nnx.state(on_host, nnx.Param)):
+        assert type(p[...]) is np.ndarray, path
+    np.testing.assert_array_equal(on_host.wpe.embedding[...], cropped.wpe.embedding[...])
 
 
 def test_finetuning_a_local_hf_model_and_resuming_it(tmp_path):

@@ -58,6 +58,46 @@ def test_sharded_train_steps_equal_the_single_device_step():
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+SHARDED_INIT = textwrap.dedent("""
+    import jax, numpy as np
+    from flax import nnx
+    import gptjax
+    from gptjax import optim, sharding
+    from gptjax.config import default_config
+
+    cfg = gptjax.GPTConfig(block_size=64, vocab_size=512, n_layer=2, n_head=4, n_embd=256)
+    tx = optim.from_config(default_config())
+    make = lambda: gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), tx, seed=0)
+    init = sharding.jit_sharded(make, sharding.make_mesh(data=1, fsdp=8))
+    state = init()
+    # the eager, unsharded state (jit may fuse the initialisers' arithmetic: a float32 ulp apart)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(make()), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-7, atol=1e-9)
+
+    arrays = jax.tree.leaves((state.params, state.opt_state))
+    large = [a for a in arrays if a.size >= sharding.MIN_SHARDED_SIZE]
+    n_large_params = sum(a.size >= sharding.MIN_SHARDED_SIZE for a in jax.tree.leaves(state.params))
+    assert len(large) == 3 * n_large_params  # each large parameter and its two AdamW moments
+    for a in large:
+        assert all(shard.data.size * 8 == a.size for shard in a.addressable_shards), (a.shape, a.sharding)
+
+    # what XLA plans on each device for the initialisation (outputs and temporaries, the random
+    # bits included): 1/8 of what it plans with every array whole, the small replicated ones aside
+    small_bytes = sum(a.nbytes for a in jax.tree.leaves(state)) - sum(a.nbytes for a in large)
+    planned = lambda analysis: analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+    sharded = planned(init.lower().compile().memory_analysis())
+    unsharded = planned(sharding.jit_sharded(make, sharding.make_mesh(8, 1)).lower().compile().memory_analysis())
+    assert sharded <= unsharded / 8 + small_bytes, (sharded, unsharded, small_bytes)
+    print(f"planned per device: {sharded:,} bytes sharded, {unsharded:,} replicated")
+""")
+
+
+def test_sharded_initialisation_never_holds_a_whole_large_array_on_one_device():
+    result = run_program(["-c", SHARDED_INIT], env=EIGHT_DEVICES)
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(result.stdout)
+
+
 def tiny_train_args(tmp_path, out, **overrides) -> list[str]:
     return [str(REPO / "train.py"), *tiny_run_args(tmp_path, out, **{"max_iters": 6, "eval_interval": 3, **overrides})]
 
