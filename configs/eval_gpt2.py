@@ -6,6 +6,8 @@
 The model's shape (n_layer, n_head, n_embd, bias) comes from the weights, as in nanoGPT. nanoGPT
 evaluates on OpenWebText; the default here is the Shakespeare text (downloaded if absent), so the
 command runs anywhere. For another dataset: --config.dataset=NAME --config.input_file=PATH.
+It also scores HellaSwag (downloaded on first use; offline: --config.hellaswag_file=PATH, or
+--config.hellaswag_interval=0 to skip it).
 """
 
 from gptjax.config import default_config
@@ -25,4 +27,5 @@ def get_config(model: str = "gpt2"):
     config.out_dir = f"out-eval-{model}"
     config.dataset = "shakespeare"
     config.tokenizer = "gpt2"
+    config.hellaswag_interval = config.eval_interval  # and HellaSwag (build-nanogpt: 0.2955 for gpt2)
     return config

@@ -31,6 +31,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.log_interval = 1
     c.eval_iters = 200
     c.eval_only = False  # evaluate once and exit
+    c.hellaswag_interval = 0  # HellaSwag accuracy at the evaluations at multiples of this iteration (0: never)
+    c.hellaswag_file = ""  # hellaswag_val.jsonl; else data_dir/hellaswag/, downloaded on first use
+    c.hellaswag_examples = 0  # score the first N examples (0: all 10,042)
     c.always_save_checkpoint = True  # else only when val loss improves
     c.init_from = "scratch"  # "resume" from out_dir, a GPT-2 ("gpt2"...) or a local HF GPT-2 directory
     # data

@@ -69,17 +69,23 @@ def prefetch(batches: Iterable, put: Callable = jax.device_put, depth: int = 2) 
         yield item
 
 
+def download(url: str, dest: Path, what: str, where: str, sha256: str | None = None) -> None:
+    """Fetch url to dest (written atomically), refusing a payload whose sha256 is not `sha256`
+    when one is given; `where` says how to do without a network."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            payload = response.read()
+    except (urllib.error.URLError, OSError) as e:
+        raise UsageError(f"could not download {what} ({e}): {where}") from None
+    if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
+        raise UsageError(f"the downloaded {what} has the wrong sha256: {where}")
+    _write_atomically(dest, payload)
+
+
 def download_shakespeare(dest: Path) -> None:
     """Fetch tinyshakespeare to dest, refusing anything whose sha256 is not the known one."""
     where = f"put tinyshakespeare's input.txt (karpathy/char-rnn) at {dest} or pass --config.input_file=PATH"
-    try:
-        with urllib.request.urlopen(SHAKESPEARE_URL, timeout=30) as response:
-            payload = response.read()
-    except (urllib.error.URLError, OSError) as e:
-        raise UsageError(f"could not download the Shakespeare corpus ({e}): {where}") from None
-    if hashlib.sha256(payload).hexdigest() != SHAKESPEARE_SHA256:
-        raise UsageError(f"the downloaded Shakespeare corpus has the wrong sha256: {where}")
-    _write_atomically(dest, payload)
+    download(SHAKESPEARE_URL, dest, "the Shakespeare corpus", where, SHAKESPEARE_SHA256)
 
 
 def _write_atomically(path: Path, payload: bytes) -> None:

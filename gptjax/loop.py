@@ -14,7 +14,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from gptjax import attention, checkpoint, data, flops, optim, pretrained, sharding
+from gptjax import attention, checkpoint, data, flops, hellaswag, optim, pretrained, sharding
 from gptjax.config import model_config
 from gptjax.errors import UsageError
 from gptjax.model import GPT, GPTConfig
@@ -36,6 +36,20 @@ def evaluate(state: TrainState, splits: dict, config: ml_collections.ConfigDict,
         total = functools.reduce(jnp.add, (eval_step(state, x, y) for x, y in data.prefetch(batches, put)))
         losses[split] = float(total) / config.eval_iters
     return losses
+
+
+def _hellaswag_examples(config: ml_collections.ConfigDict) -> list[hellaswag.Example]:
+    """The HellaSwag examples a run scores (none when hellaswag_interval is 0)."""
+    if not config.hellaswag_interval:
+        return []
+    if config.tokenizer != "gpt2":
+        raise UsageError("config.hellaswag_interval needs GPT-2's tokenizer (--config.tokenizer=gpt2): "
+                         "HellaSwag is English text")
+    if config.hellaswag_interval % config.eval_interval:
+        raise UsageError(f"config.hellaswag_interval={config.hellaswag_interval} must be a multiple of "
+                         f"eval_interval={config.eval_interval}: HellaSwag is scored at evaluations")
+    path = hellaswag.find_file(config.hellaswag_file, config.data_dir)
+    return hellaswag.read_examples(path, config.hellaswag_examples)
 
 
 def _train_batch(tokens, config, it: int):
@@ -233,6 +247,7 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
     main_process = jax.process_index() == 0  # the one that prints and writes files; all save checkpoints
     config, source_cfg = resolve_model_keys(config, given)
     out_dir = Path(config.out_dir).absolute()
+    hellaswag_examples = _hellaswag_examples(config)
     tokenizer, splits = data.load_dataset(
         config.data_dir, config.dataset, config.input_file, config.block_size, config.tokenizer,
         rebuild=config.rebuild_data, announce=functools.partial(print, flush=True) if main_process else None)
@@ -289,6 +304,11 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
                 losses = evaluate(state, splits, config, it, mesh)
                 report.message(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 report.record(iter=it, train_loss=losses["train"], val_loss=losses["val"])
+                if hellaswag_examples and (it % config.hellaswag_interval == 0 or config.eval_only):
+                    scores = hellaswag.evaluate(state.model(), hellaswag_examples, tokenizer.encode)
+                    report.message(f"step {it}: HellaSwag acc_norm {scores['acc_norm']:.4f}, acc {scores['acc']:.4f} "
+                                   f"({scores['examples']:,} examples)")
+                    report.record(iter=it, hellaswag_acc_norm=scores["acc_norm"], hellaswag_acc=scores["acc"])
                 improved = losses["val"] < best_val_loss
                 best_val_loss = min(best_val_loss, losses["val"])
                 seconds["evaluating"] += time.perf_counter() - evaluation_started
