@@ -12,6 +12,7 @@ _eval = runpy.run_path(str(pathlib.Path(__file__).with_name("eval_gpt2.py")))
 def get_config():
     config = _eval["get_config"]("gpt2-xl")
     config.eval_only = False
+    config.hellaswag_interval = 0  # eval_gpt2.py's HellaSwag: off, as in nanoGPT's recipe
     config.out_dir = "out-shakespeare"
     config.eval_interval = 5
     config.eval_iters = 40
