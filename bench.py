@@ -1,9 +1,6 @@
 """Measure a config's speed: python bench.py --config configs/char.py (the same as python -m gptjax.bench)."""
 
 import runpy
-from pathlib import Path
 
-if __name__ == "__main__":
-    # set the process up first (its re-execution with huge pages), so that JAX is imported once
-    runpy.run_path(str(Path(__file__).with_name("gptjax") / "environment.py"))["start_program"]()
+if __name__ == "__main__":  # gptjax.bench sets the process up first, then imports JAX
     runpy.run_module("gptjax.bench", run_name="__main__")

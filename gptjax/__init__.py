@@ -1,18 +1,32 @@
-"""gptjax: nanoGPT's GPT in JAX/Flax NNX. The public API."""
+"""gptjax: nanoGPT's GPT in JAX/Flax NNX. The public API.
 
-from gptjax import checkpoint
-from gptjax.config import default_config
-from gptjax.data import input_target_windows
-from gptjax.errors import UsageError
-from gptjax.generate import generate, generate_uncached
-from gptjax.model import GPT, GPTConfig
-from gptjax.optim import adamw, lr_schedule
-from gptjax.pretrained import crop_block_size, export_hf, from_pretrained
-from gptjax.step import TrainState, cross_entropy, eval_step, train_step
-from gptjax.tokenizers import CharVocab, GPT2Tokenizer
+`import gptjax` imports nothing heavy: each name below loads its module (and JAX) on first use
+(PEP 562), so that the programs can set up their process before JAX loads, and data-preparation
+workers start in a fraction of a second.
+"""
 
-__all__ = [
-    "GPT", "GPTConfig", "CharVocab", "input_target_windows", "cross_entropy", "adamw",
-    "lr_schedule", "TrainState", "train_step", "eval_step", "generate", "generate_uncached", "checkpoint",
-    "default_config", "UsageError", "from_pretrained", "export_hf", "crop_block_size", "GPT2Tokenizer",
-]
+import importlib
+
+_MODULE_OF = {
+    "GPT": "model", "GPTConfig": "model", "CharVocab": "tokenizers", "GPT2Tokenizer": "tokenizers",
+    "input_target_windows": "data", "cross_entropy": "step", "TrainState": "step", "train_step": "step",
+    "eval_step": "step", "adamw": "optim", "lr_schedule": "optim", "generate": "generation",
+    "generate_uncached": "generation", "default_config": "config", "UsageError": "errors",
+    "from_pretrained": "pretrained", "export_hf": "pretrained", "crop_block_size": "pretrained",
+    "checkpoint": None,  # the module itself
+}
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'gptjax' has no attribute {name!r}")
+    module = _MODULE_OF[name]
+    value = importlib.import_module(f"gptjax.{module or name}")
+    value = getattr(value, name) if module else value
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -10,6 +10,11 @@ dtype, attention path and mesh are the config's, so a number here is what traini
 config runs at. Nothing is read or written but the optional --json FILE.
 """
 
+from gptjax import environment
+
+if __name__ == "__main__":  # before JAX loads: this may re-execute the program once (huge pages)
+    environment.start_program()
+
 import argparse
 import functools
 import json
@@ -23,10 +28,10 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from gptjax import environment, flops, optim, sharding
+from gptjax import flops, optim, sharding
 from gptjax.config import from_command_line, model_config
 from gptjax.errors import UsageError
-from gptjax.generate import generate, generate_uncached
+from gptjax.generation import generate, generate_uncached
 from gptjax.model import GPT, GPTConfig
 from gptjax.step import TrainState, eval_step, train_step
 
@@ -178,5 +183,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    environment.start_program()
     main(sys.argv)

@@ -6,15 +6,20 @@
 Defaults as nanoGPT's sample.py: 10 samples of 500 new characters, temperature 0.8, top_k 200.
 """
 
+from gptjax import environment
+
+if __name__ == "__main__":  # before JAX loads: this may re-execute the program once (huge pages)
+    environment.start_program()
+
 import argparse
 import sys
 from pathlib import Path
 
 import jax
 
-from gptjax import checkpoint, environment
+from gptjax import checkpoint
 from gptjax.errors import UsageError
-from gptjax.generate import generate
+from gptjax.generation import generate
 from gptjax.model import DTYPES
 from gptjax.pretrained import from_pretrained
 from gptjax.tokenizers import GPT2Tokenizer, from_description
@@ -91,5 +96,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    environment.start_program()
     main(sys.argv)

@@ -7,10 +7,14 @@ Recipes: char, char_cpu, gpt2, eval_gpt2[:MODEL], finetune_shakespeare (configs/
 meaning and its default: docs/config.md.
 """
 
+from gptjax import environment
+
+if __name__ == "__main__":  # before JAX loads: this may re-execute the program once (huge pages)
+    environment.start_program()
+
 import sys
 from pathlib import Path
 
-from gptjax import environment
 from gptjax.config import command_line_keys, from_command_line
 from gptjax.errors import UsageError
 from gptjax.loop import train
@@ -30,5 +34,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    environment.start_program()
     main(sys.argv)

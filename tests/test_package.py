@@ -5,10 +5,10 @@ import ast
 import json
 import shutil
 
+import pytest
 from conftest import CORPUS, REPO, run_program
 
 PACKAGE = REPO / "gptjax"
-PROGRAM_MODULES = {"gptjax.loop", "gptjax.train", "gptjax.sample", "gptjax.bench", "gptjax.reporting"}
 
 
 def imported_modules(path) -> set[str]:
@@ -44,11 +44,17 @@ def test_no_module_of_gptjax_imports_in_a_circle():
     assert "gptjax.loop" in graph["gptjax.train"]  # the walk sees real edges
 
 
-def test_import_gptjax_loads_no_training_program():
-    result = run_program(["-c", "import sys, gptjax; print(sorted(m for m in sys.modules if m.startswith('gptjax')))"])
+def test_import_gptjax_loads_no_jax_and_every_public_name_resolves():
+    result = run_program(["-c", "import sys, gptjax; print(sorted(m for m in sys.modules "
+                                "if m.split('.')[0] in ('gptjax', 'jax', 'flax', 'optax', 'numpy')))"])
     assert result.returncode == 0, result.stderr
-    loaded = set(ast.literal_eval(result.stdout))
-    assert "gptjax.step" in loaded and not loaded & PROGRAM_MODULES
+    assert ast.literal_eval(result.stdout) == ["gptjax"]
+    import gptjax.generation  # a submodule import must not shadow the function of the same stem
+
+    assert gptjax.generate is gptjax.generation.generate and gptjax.checkpoint.__name__ == "gptjax.checkpoint"
+    assert all(getattr(gptjax, name) is not None for name in gptjax.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'GPT3'"):
+        gptjax.GPT3  # noqa: B018
 
 
 def test_an_installed_gptjax_trains_and_samples_with_a_shipped_recipe(tmp_path):

@@ -6,7 +6,7 @@ from conftest import tiny_config
 from flax import nnx
 
 import gptjax
-from gptjax.generate import filter_logits
+from gptjax.generation import filter_logits
 
 forward = nnx.jit(lambda model, idx: model(idx))
 
