@@ -250,7 +250,8 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
     hellaswag_examples = _hellaswag_examples(config)
     tokenizer, splits = data.load_dataset(
         config.data_dir, config.dataset, config.input_file, config.block_size, config.tokenizer,
-        rebuild=config.rebuild_data, announce=functools.partial(print, flush=True) if main_process else None)
+        rebuild=config.rebuild_data, announce=functools.partial(print, flush=True) if main_process else None,
+        val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     if config.batch_size % mesh.size:
         raise UsageError(f"config.batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "

@@ -1,7 +1,7 @@
-"""data.py: corpus -> token files -> (input, target) batches."""
+"""data.py: a dataset on disk -> (input, target) batches; and how load_dataset finds, downloads and
+checks the text it prepares."""
 
 import json
-import os
 import pathlib
 
 import numpy as np
@@ -9,7 +9,7 @@ import pytest
 from conftest import SHAKESPEARE
 
 import gptjax
-from gptjax import data
+from gptjax import data, prepare
 from gptjax.errors import UsageError
 
 
@@ -42,25 +42,6 @@ def test_prepared_files_round_trip_and_split_90_10(tmp_path):
     assert len(splits["train"]) == int(len(text) * 0.9)
     meta = json.loads((tmp_path / "tiny" / "meta.json").read_text(encoding="utf-8"))
     assert meta["tokenizer"] == {"kind": "char", "chars": vocab.chars}
-
-
-def test_large_vocabularies_use_uint32_ids(tmp_path):
-    text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 70000) if not 0xD800 <= c <= 0xDFFF)
-    vocab = data.prepare(tmp_path, write(tmp_path / "in.txt", text))
-    assert len(vocab) > 2**16 and vocab.dtype == np.uint32
-    assert vocab.decode(np.fromfile(tmp_path / "val.bin", np.uint32)) == text[int(len(text) * 0.9):]
-
-
-def test_preparation_is_skipped_when_up_to_date_and_redone_when_the_text_changes(tmp_path):
-    corpus = write(tmp_path / "in.txt", "abcdefgh" * 10)
-    data.prepare(tmp_path, corpus)
-    before = (tmp_path / "train.bin").stat().st_mtime_ns
-    os.utime(tmp_path / "train.bin", ns=(before - 10**9, before - 10**9))  # so a rewrite would show
-    data.prepare(tmp_path, corpus)
-    assert (tmp_path / "train.bin").stat().st_mtime_ns == before - 10**9
-    vocab = data.prepare(tmp_path, write(corpus, "xyz" * 30))
-    assert vocab.chars == "xyz"
-    assert (tmp_path / "train.bin").stat().st_size == int(90 * 0.9) * 2
 
 
 def test_real_shakespeare_matches_nanogpts_preparation(tmp_path):
@@ -97,7 +78,7 @@ def test_prefetch_keeps_order_and_passes_errors_on():
 
 
 def test_missing_corpus_offline_says_where_to_put_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")  # refused at once
+    monkeypatch.setattr(prepare, "SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")  # refused at once
     target = tmp_path / "shakespeare_char" / "input.txt"
     with pytest.raises(UsageError, match=f"input.txt \\(karpathy/char-rnn\\) at {target}"):
         data.load_dataset(tmp_path, "shakespeare_char", "", block_size=8)
@@ -108,9 +89,9 @@ def test_missing_corpus_offline_says_where_to_put_it(tmp_path, monkeypatch):
 
 def test_downloaded_corpus_with_wrong_checksum_is_refused(tmp_path, monkeypatch):
     fake = write(tmp_path / "fake.txt", "not shakespeare")
-    monkeypatch.setattr(data, "SHAKESPEARE_URL", fake.as_uri())
+    monkeypatch.setattr(prepare, "SHAKESPEARE_URL", fake.as_uri())
     with pytest.raises(UsageError, match="wrong sha256"):
-        data.download_shakespeare(tmp_path / "input.txt")
+        prepare.download_shakespeare(tmp_path / "input.txt")
     assert not (tmp_path / "input.txt").exists()
 
 
@@ -128,61 +109,11 @@ def test_missing_input_file_is_named(tmp_path):
         data.load_dataset(tmp_path, "tiny", str(tmp_path / "nope.txt"), block_size=8)
 
 
-class ByteTokenizer:
-    """An offline stand-in for GPT-2's BPE: one token per UTF-8 byte, 256 = end of text."""
-
-    eot = 256
-    dtype = np.uint16
-
-    def __len__(self):
-        return 257
-
-    def describe(self):
-        return {"kind": "gpt2"}
-
-    def encode(self, text):
-        return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.uint16)
-
-
-@pytest.mark.parametrize("layout", ["jsonl", "folder"])
-def test_bpe_preparation_puts_end_of_text_after_each_document(tmp_path, monkeypatch, layout):
-    monkeypatch.setattr(data, "GPT2Tokenizer", ByteTokenizer)
-    documents = ["first document", "second, with ünïcode", "third"] * 10
-    if layout == "jsonl":
-        corpus = tmp_path / "docs.jsonl"
-        corpus.write_text("\n".join(json.dumps({"text": d}) for d in documents) + "\n", encoding="utf-8")
-    else:
-        corpus = tmp_path / "docs"
-        corpus.mkdir()
-        for i, d in enumerate(documents):
-            (corpus / f"{i:03d}.txt").write_text(d, encoding="utf-8")
-    data.prepare(tmp_path / "out", corpus, tokenizer="gpt2")
-    tokens = np.concatenate([np.fromfile(tmp_path / "out" / f"{s}.bin", np.uint16) for s in ("train", "val")])
-    expected = np.concatenate([np.append(ByteTokenizer().encode(d), 256) for d in documents])
-    np.testing.assert_array_equal(tokens, expected)
-    assert len(np.fromfile(tmp_path / "out" / "train.bin", np.uint16)) == int(len(expected) * 0.9)
-
-
-def test_jsonl_lines_without_text_are_refused(tmp_path):
-    corpus = write(tmp_path / "docs.jsonl", '{"body": "no text key"}\n')
-    with pytest.raises(UsageError, match='must be an object with a "text" string'):
-        data.prepare(tmp_path / "out", corpus, tokenizer="char")
-
-
 def test_dataset_prepared_with_another_tokenizer_is_refused(tmp_path):
     corpus = write(tmp_path / "in.txt", "abcdefghij" * 20)
     data.load_dataset(tmp_path, "tiny", str(corpus), 8, "char")
     with pytest.raises(UsageError, match="holds char tokens but config.tokenizer is 'gpt2'"):
         data.load_dataset(tmp_path, "tiny", "", 8, "gpt2")
-
-
-def test_preparing_says_what_it_made_once(tmp_path):
-    lines = []
-    corpus = write(tmp_path / "in.txt", "abcdefghij" * 20)
-    data.load_dataset(tmp_path / "d", "tiny", str(corpus), 8, announce=lines.append)
-    data.load_dataset(tmp_path / "d", "tiny", str(corpus), 8, announce=lines.append)  # up to date: silent
-    assert lines == [f"prepared {tmp_path}/d/tiny from {corpus}: char tokenizer, vocabulary 10, "
-                     "180 train and 20 val tokens"]
 
 
 def test_a_dataset_prepared_from_another_text_is_refused_unless_rebuilt(tmp_path):

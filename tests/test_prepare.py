@@ -1,0 +1,174 @@
+"""prepare.py: any corpus -> train.bin / val.bin, streamed, in pieces, on worker processes. The
+GPT-2 cases use GPT-2's real BPE (the tiktoken cache conftest points at)."""
+
+import json
+import os
+import pathlib
+import re
+
+import numpy as np
+import pytest
+from conftest import SHAKESPEARE
+
+from gptjax import data, prepare
+from gptjax.errors import UsageError
+from gptjax.tokenizers import GPT2Tokenizer
+
+DOCUMENTS = ["first document", "second, with ünïcode", "third\n\nwith a blank line"]
+
+
+def write(path: pathlib.Path, text: str) -> pathlib.Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def tokens_of(dataset_dir: pathlib.Path, dtype=np.uint16) -> tuple[np.ndarray, np.ndarray]:
+    return tuple(np.fromfile(dataset_dir / f"{split}.bin", dtype) for split in ("train", "val"))
+
+
+def write_corpus(tmp_path: pathlib.Path, layout: str, documents: list[str]) -> pathlib.Path:
+    if layout == "jsonl":
+        return write(tmp_path / "docs.jsonl", "".join(json.dumps({"text": d}) + "\n" for d in documents))
+    if layout == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"id": list(range(len(documents))), "text": documents}), tmp_path / "docs.parquet")
+        return tmp_path / "docs.parquet"
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i, d in enumerate(documents):
+        write(folder / f"{i:03d}.txt", d)
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "folder", "parquet"])
+def test_gpt2_preparation_puts_end_of_text_after_each_document(tmp_path, layout):
+    documents = DOCUMENTS * 10  # under prepare.MIN_DOCUMENTS: split by tokens, 90/10
+    prepare.prepare(tmp_path / "out", write_corpus(tmp_path, layout, documents), tokenizer="gpt2")
+    gpt2 = GPT2Tokenizer()
+    expected = np.concatenate([np.append(gpt2.encode(d), gpt2.eot) for d in documents])
+    train, val = tokens_of(tmp_path / "out")
+    np.testing.assert_array_equal(np.concatenate([train, val]), expected)
+    assert len(train) == int(len(expected) * 0.9)
+
+
+def test_many_documents_are_split_by_document(tmp_path):
+    documents = [f"document number {i}" for i in range(200)]
+    corpus = write_corpus(tmp_path, "jsonl", documents)
+    prepare.prepare(tmp_path / "out", corpus, tokenizer="gpt2", val_fraction=0.05)
+    gpt2 = GPT2Tokenizer()
+    train, val = tokens_of(tmp_path / "out")
+    assert gpt2.decode(val) == "<|endoftext|>".join(documents[-10:]) + "<|endoftext|>"  # the last 5%
+    assert gpt2.decode(train).endswith("document number 189<|endoftext|>")
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["documents"] == 200 and meta["tokens"]["val"] == len(val)
+
+
+@pytest.mark.parametrize("tokenizer", ["gpt2", "char"])
+def test_a_long_text_cut_into_pieces_on_two_workers_tokenizes_as_a_whole(tmp_path, monkeypatch, tokenizer):
+    monkeypatch.setattr(prepare, "PIECE_BYTES", 20_000)  # Shakespeare's first 300 kB: 15 tasks
+    corpus = write(tmp_path / "in.txt", SHAKESPEARE.read_text(encoding="utf-8")[:300_000])
+    prepare.prepare(tmp_path / "two", corpus, tokenizer, num_proc=2)
+    prepare.prepare(tmp_path / "one", corpus, tokenizer, num_proc=1)
+    two, one = tokens_of(tmp_path / "two"), tokens_of(tmp_path / "one")
+    text = corpus.read_text(encoding="utf-8")
+    expected = (np.append(GPT2Tokenizer().encode(text), 50256) if tokenizer == "gpt2" else
+                np.frombuffer(text.encode("utf-32-le"), np.uint32))
+    got = np.concatenate(two)
+    if tokenizer == "char":
+        chars = sorted(set(text))
+        got = np.asarray([ord(chars[i]) for i in got], np.uint32)
+    np.testing.assert_array_equal(got, expected)
+    for a, b in zip(two, one, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"text": 1}', r"line 2: 'text' is int, not a string"),
+    ('{"body": "x"}', r"line 2: no 'text' field \(config.text_key names it\)"),
+    ("not json", r"line 2: not JSON"),
+])
+def test_a_jsonl_record_that_is_not_text_is_named_and_nothing_half_made_is_left(tmp_path, line, message):
+    corpus = write(tmp_path / "docs.jsonl", '{"text": "fine"}\n' + line + "\n")
+    with pytest.raises(UsageError, match=re.escape(str(corpus)) + ", " + message):
+        prepare.prepare(tmp_path / "out", corpus, tokenizer="char")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+def test_parquet_problems_are_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": ["a"]}), tmp_path / "a.parquet")
+    with pytest.raises(UsageError, match=r"a.parquet has no column 'text' \(it has body\): set config.text_key"):
+        prepare.prepare(tmp_path / "out", tmp_path / "a.parquet")
+    pq.write_table(pa.table({"text": ["a", None]}), tmp_path / "b.parquet")
+    with pytest.raises(UsageError, match=r"b.parquet, row 2: 'text' is NoneType, not a string"):
+        prepare.prepare(tmp_path / "out", tmp_path / "b.parquet")
+    write(tmp_path / "c.parquet", "not parquet")
+    with pytest.raises(UsageError, match=r"c.parquet is not a readable parquet file"):
+        prepare.prepare(tmp_path / "out", tmp_path / "c.parquet")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match=r"corpus folder .*empty holds no .txt, .jsonl, .parquet files"):
+        prepare.prepare(tmp_path / "out", tmp_path / "empty")
+
+
+def test_a_preparation_that_fails_half_way_leaves_nothing_that_passes_as_complete(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare, "PIECE_BYTES", 64)
+    corpus = write_corpus(tmp_path, "jsonl", DOCUMENTS * 20)
+    prepare.prepare(tmp_path / "out", corpus)
+    with open(corpus, "a") as f:  # the corpus grows, with a bad record many tasks in
+        f.write('{"text": "more"}\n' * 20 + '{"text": ["no"]}\n')
+    with pytest.raises(UsageError, match="line 81: 'text' is list"):
+        prepare.prepare(tmp_path / "out", corpus)
+    assert not (tmp_path / "out" / "meta.json").exists() and not (tmp_path / "out" / "all.bin.tmp").exists()
+    with pytest.raises(UsageError, match="has meta.json|no text|prepare"):  # the old data is not used either
+        data.load_dataset(tmp_path, "out", "", block_size=8)
+
+
+def test_preparation_is_skipped_when_up_to_date_and_redone_when_the_text_changes(tmp_path, monkeypatch):
+    corpus = write(tmp_path / "in.txt", "abcdefgh" * 10)
+    prepare.prepare(tmp_path, corpus)
+    before = (tmp_path / "train.bin").stat().st_mtime_ns
+    os.utime(tmp_path / "train.bin", ns=(before - 10**9, before - 10**9))  # so a rewrite would show
+    prepare.prepare(tmp_path, corpus)
+    assert (tmp_path / "train.bin").stat().st_mtime_ns == before - 10**9
+    vocab = prepare.prepare(tmp_path, write(corpus, "xyz" * 30))  # same size, new content
+    assert vocab.chars == "xyz" and (tmp_path / "train.bin").stat().st_size == int(90 * 0.9) * 2
+    # a corpus too large to hash (here: any) is known by its files' sizes and modification times
+    monkeypatch.setattr(prepare, "CONTENT_HASH_LIMIT", 0)
+    prepare.prepare(tmp_path, corpus)
+    os.utime(tmp_path / "train.bin", ns=(before - 10**9, before - 10**9))
+    prepare.prepare(tmp_path, corpus)
+    assert (tmp_path / "train.bin").stat().st_mtime_ns == before - 10**9
+    os.utime(corpus, ns=(before + 10**9, before + 10**9))
+    prepare.prepare(tmp_path, corpus)
+    assert (tmp_path / "train.bin").stat().st_mtime_ns != before - 10**9
+
+
+def test_large_vocabularies_use_uint32_ids(tmp_path):
+    text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 70000) if not 0xD800 <= c <= 0xDFFF)
+    vocab = prepare.prepare(tmp_path, write(tmp_path / "in.txt", text))
+    assert len(vocab) > 2**16 and vocab.dtype == np.uint32
+    assert vocab.decode(np.fromfile(tmp_path / "val.bin", np.uint32)) == text[int(len(text) * 0.9):]
+
+
+def test_preparing_says_what_it_made_once(tmp_path):
+    lines = []
+    corpus = write(tmp_path / "in.txt", "abcdefghij" * 20)
+    data.load_dataset(tmp_path / "d", "tiny", str(corpus), 8, announce=lines.append)
+    data.load_dataset(tmp_path / "d", "tiny", str(corpus), 8, announce=lines.append)  # up to date: silent
+    assert len(lines) == 1 and re.fullmatch(
+        rf"prepared {tmp_path}/d/tiny from {corpus}: char tokenizer, vocabulary 10, 1 document, 180 train and "
+        r"20 val tokens, 0.0 MB in [0-9.]+ s \([0-9.,]+ MB/s\)", lines[0]), lines
+
+
+def test_the_prepare_program_prepares_a_recipes_dataset(tmp_path, capsys):
+    corpus = write(tmp_path / "in.txt", "abcdefghij" * 20)
+    prepare.main(["prepare.py", "--config", "char_cpu", f"--config.input_file={corpus}",
+                  f"--config.data_dir={tmp_path}", "--config.dataset=tiny", "--config.block_size=8"])
+    assert "prepared " in capsys.readouterr().out and (tmp_path / "tiny" / "meta.json").is_file()
+    with pytest.raises(SystemExit, match="val_fraction must be between 0 and 1"):
+        prepare.main(["prepare.py", "--config", "char_cpu", f"--config.input_file={corpus}",
+                      f"--config.data_dir={tmp_path}", "--config.dataset=tiny2", "--config.val_fraction=1.5"])
