@@ -4,16 +4,18 @@
     python prepare.py --config configs/gpt2.py ...                   # the same, from a clone
 
 train.py does the same on first use. The corpus: a text file, a .jsonl file ({"text": ...} per
-line; `text_key` names the field), a .parquet file (its `text_key` column; needs pyarrow), or a
-folder of such files (its shards, in name order). Documents are read as a stream, cut into pieces
-of a few MB (a long text at line breaks that no GPT-2 token spans), tokenized by `num_proc` worker
-processes, and appended to disk: memory stays bounded whatever the corpus size. With the gpt2
-tokenizer, <|endoftext|> follows each document. The last `val_fraction` of the tokens become
-val.bin: the last documents when the corpus has MIN_DOCUMENTS or more, else the last tokens
-(nanoGPT's 90/10 split of Shakespeare). meta.json is written last, so a preparation that stops
-half way is never taken for a complete one; the next run starts it over. Where the text comes
-from (input_file, data_dir/<dataset>/input.txt, or tinyshakespeare's download) and whether the
-prepared data still matches it: prepare_dataset.
+line; `text_key` names the field), a .parquet file (its `text_key` column; needs pyarrow), a
+folder of such files (its shards, in name order), a folder written by Hugging Face datasets'
+save_to_disk, or hf:NAME[:SUBSET], a Hub dataset's train split, streamed (both need datasets).
+
+Documents are read as a stream, cut into pieces of a few MB (a long text at line breaks that no
+GPT-2 token spans), tokenized by `num_proc` worker processes, and appended to disk: memory stays
+bounded whatever the corpus size. With the gpt2 tokenizer, <|endoftext|> follows each document.
+The last `val_fraction` of the tokens become val.bin: the last documents when the corpus has
+MIN_DOCUMENTS or more, else the last tokens (nanoGPT's 90/10 split of Shakespeare). meta.json is
+written last, so a preparation that stops half way is never taken for a complete one; the next
+run starts it over. Where the text comes from (input_file, data_dir/<dataset>/input.txt, or
+tinyshakespeare's download) and whether the prepared data still matches it: prepare_dataset.
 
 This module imports no JAX: its workers start in a fraction of a second.
 """
@@ -43,6 +45,7 @@ DOWNLOADABLE = ("shakespeare_char", "shakespeare")  # both start from tinyshakes
 
 SPLITS = ("train", "val")
 SUFFIXES = (".txt", ".jsonl", ".parquet")
+HUB = "hf:"  # input_file=hf:NAME[:SUBSET]: the train split of a Hugging Face Hub dataset, streamed
 PIECE_BYTES = 1 << 22  # a task for a worker: about 4 MiB of text
 MIN_DOCUMENTS = 100  # from this many documents on, val.bin takes whole documents
 CONTENT_HASH_LIMIT = 1 << 30  # corpora up to 1 GiB are fingerprinted by content, larger by size and mtime
@@ -71,20 +74,31 @@ def bins_complete(dataset_dir: Path, meta: dict) -> bool:
                for split in SPLITS)
 
 
-def _files(corpus: Path) -> list[Path]:
+def _saved_dataset(path: Path) -> bool:
+    """A folder that Hugging Face datasets' save_to_disk wrote."""
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def _files(corpus: Path | str) -> list[Path]:
+    """The files a corpus is read from: none for a hub dataset, all of a saved dataset's."""
+    if isinstance(corpus, str):
+        return []
     if not corpus.is_dir():
         return [corpus]
+    if _saved_dataset(corpus):
+        return sorted(p for p in corpus.rglob("*") if p.is_file())
     files = sorted(p for p in corpus.iterdir() if p.suffix in SUFFIXES and p.is_file())
     if not files:
         raise UsageError(f"corpus folder {corpus} holds no {', '.join(SUFFIXES)} files")
     return files
 
 
-def _fingerprint(corpus: Path, tokenizer: str, val_fraction: float, text_key: str) -> str:
+def _fingerprint(corpus: Path | str, tokenizer: str, val_fraction: float, text_key: str) -> str:
     """What the prepared data depends on: the files' content (or, above CONTENT_HASH_LIMIT bytes
-    in all, their names, sizes and modification times), the tokenizer and the split."""
+    in all, their names, sizes and modification times; a hub dataset's name), the tokenizer and
+    the split."""
     files = _files(corpus)
-    digest = hashlib.sha256(json.dumps([FORMAT, tokenizer, val_fraction, text_key]).encode())
+    digest = hashlib.sha256(json.dumps([FORMAT, _source_id(corpus), tokenizer, val_fraction, text_key]).encode())
     by_content = sum(p.stat().st_size for p in files) <= CONTENT_HASH_LIMIT
     for path in files:
         digest.update(path.name.encode() + b"\0")
@@ -126,7 +140,7 @@ def _decode(raw: bytes, path: Path) -> str:
         raise UsageError(f"corpus {path} is not UTF-8 text ({e.reason})") from None
 
 
-def _not_text(path: Path, where: str, text_key: str, value) -> UsageError:
+def _not_text(path: Path | str, where: str, text_key: str, value) -> UsageError:
     return UsageError(f"{path}, {where}: {text_key!r} is {type(value).__name__}, not a string: every record of "
                       f"a corpus needs its text as a string under {text_key!r} (config.text_key)")
 
@@ -169,8 +183,34 @@ def _parquet(path: Path, text_key: str) -> Iterator[Piece]:
             yield text, True
 
 
-def pieces(corpus: Path, text_key: str = "text") -> Iterator[Piece]:
+def _hf_dataset(source: Path | str, text_key: str) -> Iterator[Piece]:
+    try:
+        import datasets
+    except ImportError:
+        raise UsageError(f"reading {source} needs Hugging Face datasets: pip install datasets") from None
+    if isinstance(source, Path):
+        rows = datasets.load_from_disk(str(source))
+        if isinstance(rows, datasets.DatasetDict):
+            rows = rows["train"] if "train" in rows else next(iter(rows.values()))
+    else:
+        name, _, subset = source.removeprefix(HUB).partition(":")
+        try:
+            rows = datasets.load_dataset(name, subset or None, split="train", streaming=True)
+        except Exception as e:  # no network, no such dataset: datasets raises many kinds
+            raise UsageError(f"could not open the dataset {source} ({type(e).__name__}: {e})") from None
+    for number, row in enumerate(rows, start=1):
+        if text_key not in row:
+            raise UsageError(f"{source}, record {number}: no {text_key!r} field (config.text_key names it)")
+        if not isinstance(text := row[text_key], str):
+            raise _not_text(source, f"record {number}", text_key, text)
+        yield text, True
+
+
+def pieces(corpus: Path | str, text_key: str = "text") -> Iterator[Piece]:
     """Every document of the corpus, as pieces of text in order."""
+    if isinstance(corpus, str) or _saved_dataset(corpus):
+        yield from _hf_dataset(corpus, text_key)
+        return
     for path in _files(corpus):
         if path.suffix == ".jsonl":
             yield from _jsonl(path, text_key)
@@ -248,8 +288,9 @@ def _progress(enabled: bool):
                                "{task.fields[mb]:,.0f} MB at {task.fields[rate]:,.1f} MB/s"), TimeElapsedColumn())
 
 
-def prepare(dataset_dir: Path, corpus: Path, tokenizer: str = "char", announce: Callable[[str], None] | None = None,
-            *, val_fraction: float = 0.1, text_key: str = "text", num_proc: int = 0) -> Tokenizer:
+def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
+            announce: Callable[[str], None] | None = None, *, val_fraction: float = 0.1, text_key: str = "text",
+            num_proc: int = 0) -> Tokenizer:
     """Tokenize corpus into dataset_dir/{train,val}.bin and meta.json unless they are up to date;
     returns the tokenizer. `announce` gets one line saying what was prepared, if anything.
     num_proc: worker processes (0: one per CPU)."""
@@ -302,11 +343,11 @@ def prepare(dataset_dir: Path, corpus: Path, tokenizer: str = "char", announce: 
     _split(everything, n_train * np.dtype(encoder.dtype).itemsize, dataset_dir)
     seconds = max(time.perf_counter() - started, 1e-9)
     meta = {"format": FORMAT, "tokenizer": encoder.describe(), "dtype": np.dtype(encoder.dtype).name,
-            "source": str(corpus.absolute()), "source_fingerprint": fingerprint,
+            "source": _source_id(corpus), "source_fingerprint": fingerprint,
             "documents": len(document_ends), "tokens": {"train": n_train, "val": n_tokens - n_train}}
     write_atomically(dataset_dir / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
     if announce is not None:
-        announce(f"prepared {dataset_dir.absolute()} from {corpus.absolute()}: {tokenizer} tokenizer, vocabulary "
+        announce(f"prepared {dataset_dir.absolute()} from {_source_id(corpus)}: {tokenizer} tokenizer, vocabulary "
                  f"{len(encoder):,}, {len(document_ends):,} document{'s' * (len(document_ends) != 1)}, {n_train:,} "
                  f"train and {n_tokens - n_train:,} "
                  f"val tokens, {n_bytes / 1e6:,.1f} MB in {seconds:.1f} s ({n_bytes / 1e6 / seconds:,.1f} MB/s)")
@@ -344,27 +385,34 @@ def download_shakespeare(dest: Path) -> None:
     download(SHAKESPEARE_URL, dest, "the Shakespeare corpus", where, SHAKESPEARE_SHA256)
 
 
+def _source_id(source: str | Path) -> str:
+    """How meta.json names a corpus: a hub dataset by hf:NAME, a file or folder by its absolute path."""
+    return str(source) if str(source).startswith(HUB) else str(Path(source).resolve())
+
+
 def _check_source(dataset_dir: Path, meta: dict, input_file: str) -> None:
     """Refuse a dataset prepared from another text than the one this run names (input_file, or
     else the dataset's own input.txt where there is one), rather than replace it unasked. With no
     text named, the prepared data is used, whatever it was prepared from."""
-    wanted = Path(input_file).resolve() if input_file else dataset_dir.resolve() / "input.txt"
-    prepared_from = Path(meta.get("source", wanted)).resolve()
-    if prepared_from == wanted or not (input_file or wanted.is_file()):
+    wanted = _source_id(input_file or dataset_dir / "input.txt")
+    prepared_from = _source_id(meta.get("source", wanted))
+    if prepared_from == wanted or not (input_file or Path(wanted).is_file()):
         return
     if input_file:
         raise UsageError(
             f"{dataset_dir} was prepared from {prepared_from}, not from {wanted}: pass --config.dataset="
-            f"{wanted.stem} to prepare {wanted.name} as a dataset of its own, or --config.rebuild_data=True "
-            f"to replace {dataset_dir.name}'s data")
+            f"{Path(wanted).stem.removeprefix(HUB)} to prepare it as a dataset of its own, or "
+            f"--config.rebuild_data=True to replace {dataset_dir.name}'s data")
     raise UsageError(
         f"{dataset_dir} was prepared from {prepared_from}, not from its input.txt: pass --config.input_file="
         f"{prepared_from} to train on that text, or --config.rebuild_data=True to prepare it again from {wanted}")
 
 
-def find_corpus(dataset_dir: Path, dataset: str, input_file: str = "", prepared: bool = False) -> Path | None:
+def find_corpus(dataset_dir: Path, dataset: str, input_file: str = "", prepared: bool = False) -> Path | str | None:
     """The text to prepare: input_file; else dataset_dir/input.txt; else, for the Shakespeare
     datasets, a download. None when the dataset is `prepared` and no text is at hand."""
+    if input_file.startswith(HUB):
+        return input_file
     if input_file:
         path = Path(input_file)
         if not path.exists():

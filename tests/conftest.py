@@ -7,11 +7,15 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
-from flax import nnx
+# The tests run offline: the Hugging Face libraries fail at once instead of retrying the network
+# (they read this when first imported, which flax can do, so before anything else).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import gptjax
-from gptjax import environment
+import pytest  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import gptjax  # noqa: E402
+from gptjax import environment  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHAKESPEARE = REPO.parent / "shared/data/tinyshakespeare/input.txt"

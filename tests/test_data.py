@@ -120,7 +120,7 @@ def test_a_dataset_prepared_from_another_text_is_refused_unless_rebuilt(tmp_path
     first, second = write(tmp_path / "first.txt", "abcdefghij" * 20), write(tmp_path / "small.txt", "xyz" * 30)
     data.load_dataset(tmp_path, "tiny", str(first), 8)
     with pytest.raises(UsageError, match=f"{tmp_path}/tiny was prepared from {first}, not from {second}: pass "
-                                         "--config.dataset=small to prepare small.txt as a dataset of its own"):
+                                         "--config.dataset=small to prepare it as a dataset of its own"):
         data.load_dataset(tmp_path, "tiny", str(second), 8)
     # the dataset's own input.txt is the text a run without input_file names
     write(tmp_path / "tiny/input.txt", "0123456789" * 20)

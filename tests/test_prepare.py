@@ -172,3 +172,24 @@ def test_the_prepare_program_prepares_a_recipes_dataset(tmp_path, capsys):
     with pytest.raises(SystemExit, match="val_fraction must be between 0 and 1"):
         prepare.main(["prepare.py", "--config", "char_cpu", f"--config.input_file={corpus}",
                       f"--config.data_dir={tmp_path}", "--config.dataset=tiny2", "--config.val_fraction=1.5"])
+
+
+def test_hugging_face_datasets_saved_to_disk_are_read_record_by_record(tmp_path):
+    datasets = pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
+    documents = DOCUMENTS * 5
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"body": documents, "n": list(range(15))})}
+                         ).save_to_disk(tmp_path / "saved")
+    prepare.prepare(tmp_path / "out", tmp_path / "saved", tokenizer="gpt2", text_key="body")
+    gpt2 = GPT2Tokenizer()
+    train, val = tokens_of(tmp_path / "out")
+    assert gpt2.decode(np.concatenate([train, val])) == "<|endoftext|>".join(documents) + "<|endoftext|>"
+    with pytest.raises(UsageError, match=r"saved, record 1: 'n' is int, not a string"):
+        prepare.prepare(tmp_path / "out", tmp_path / "saved", tokenizer="gpt2", text_key="n")
+    with pytest.raises(UsageError, match=r"saved, record 1: no 'text' field"):
+        prepare.prepare(tmp_path / "out", tmp_path / "saved", tokenizer="gpt2")
+
+
+def test_a_hub_dataset_that_cannot_be_opened_is_one_line(tmp_path):
+    pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
+    with pytest.raises(UsageError, match=r"could not open the dataset hf:nobody/no-such-dataset \("):
+        data.load_dataset(tmp_path, "hub", "hf:nobody/no-such-dataset", block_size=8, tokenizer="gpt2")
