@@ -22,6 +22,7 @@ This module imports no JAX: its workers start in a fraction of a second.
 
 import collections
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -31,6 +32,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -263,19 +265,24 @@ def _encoded(tasks: Iterator[list[Piece]], tokenizer: Tokenizer, num_proc: int) 
     task, with at most 2 * num_proc tasks in flight (bounded memory)."""
     first = [task for _, task in zip(range(2), tasks, strict=False)]
     if len(first) < 2 or num_proc == 1:
-        for task in (*first, *tasks):
+        for task in itertools.chain(first, tasks):  # lazily: never the whole corpus at once
             yield _encode(task, tokenizer)
         return
     # spawn, not fork: the parent may run JAX's threads, which a fork would copy half-way
     with ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=(tokenizer.describe(),)) as pool:
-        in_flight = collections.deque(pool.submit(_encode, task) for task in first)
-        for task in tasks:
-            if len(in_flight) >= 2 * num_proc:
+        try:
+            in_flight = collections.deque(pool.submit(_encode, task) for task in first)
+            for task in tasks:
+                if len(in_flight) >= 2 * num_proc:
+                    yield in_flight.popleft().result()
+                in_flight.append(pool.submit(_encode, task))
+            while in_flight:
                 yield in_flight.popleft().result()
-            in_flight.append(pool.submit(_encode, task))
-        while in_flight:
-            yield in_flight.popleft().result()
+        except BrokenProcessPool:
+            raise UsageError("a tokenizing worker process died: out of memory, or a script that calls prepare "
+                             "with num_proc > 1 lacks `if __name__ == '__main__':` around it (spawned workers "
+                             "import the script); else pass num_proc=1") from None
 
 
 def _progress(enabled: bool):

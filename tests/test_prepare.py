@@ -12,7 +12,7 @@ from conftest import SHAKESPEARE
 
 from gptjax import data, prepare
 from gptjax.errors import UsageError
-from gptjax.tokenizers import GPT2Tokenizer
+from gptjax.tokenizers import CharVocab, GPT2Tokenizer
 
 DOCUMENTS = ["first document", "second, with ünïcode", "third\n\nwith a blank line"]
 
@@ -193,3 +193,18 @@ def test_a_hub_dataset_that_cannot_be_opened_is_one_line(tmp_path):
     pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
     with pytest.raises(UsageError, match=r"could not open the dataset hf:nobody/no-such-dataset \("):
         data.load_dataset(tmp_path, "hub", "hf:nobody/no-such-dataset", block_size=8, tokenizer="gpt2")
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_tasks_are_read_as_they_are_encoded_never_all_at_once(num_proc):
+    pulled = []
+
+    def tasks():
+        for i in range(50):
+            pulled.append(i)
+            yield [("word " * 10, True)]
+
+    encoded = prepare._encoded(tasks(), CharVocab("dorw "), num_proc)
+    next(encoded)
+    assert len(pulled) <= 2 * num_proc + 1  # the tasks in flight, not the corpus
+    assert sum(1 for _ in encoded) == 49
