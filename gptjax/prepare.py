@@ -354,10 +354,10 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
             "documents": len(document_ends), "tokens": {"train": n_train, "val": n_tokens - n_train}}
     write_atomically(dataset_dir / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
     if announce is not None:
+        speed = f", {n_bytes / 1e6:,.0f} MB in {seconds:.0f} s ({n_bytes / 1e6 / seconds:,.1f} MB/s)"
         announce(f"prepared {dataset_dir.absolute()} from {_source_id(corpus)}: {tokenizer} tokenizer, vocabulary "
-                 f"{len(encoder):,}, {len(document_ends):,} document{'s' * (len(document_ends) != 1)}, {n_train:,} "
-                 f"train and {n_tokens - n_train:,} "
-                 f"val tokens, {n_bytes / 1e6:,.1f} MB in {seconds:.1f} s ({n_bytes / 1e6 / seconds:,.1f} MB/s)")
+                 f"{len(encoder):,}, {len(document_ends):,} document{'s' * (len(document_ends) != 1)}, "
+                 f"{n_train:,} train and {n_tokens - n_train:,} val tokens" + (speed if seconds >= 1 else ""))
     return encoder
 
 

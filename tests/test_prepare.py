@@ -159,9 +159,8 @@ def test_preparing_says_what_it_made_once(tmp_path):
     corpus = write(tmp_path / "in.txt", "abcdefghij" * 20)
     data.load_dataset(tmp_path / "d", "tiny", str(corpus), 8, announce=lines.append)
     data.load_dataset(tmp_path / "d", "tiny", str(corpus), 8, announce=lines.append)  # up to date: silent
-    assert len(lines) == 1 and re.fullmatch(
-        rf"prepared {tmp_path}/d/tiny from {corpus}: char tokenizer, vocabulary 10, 1 document, 180 train and "
-        r"20 val tokens, 0.0 MB in [0-9.]+ s \([0-9.,]+ MB/s\)", lines[0]), lines
+    assert lines == [f"prepared {tmp_path}/d/tiny from {corpus}: char tokenizer, vocabulary 10, 1 document, 180 "
+                     "train and 20 val tokens"]  # and its size and speed when it took a second or more
 
 
 def test_the_prepare_program_prepares_a_recipes_dataset(tmp_path, capsys):

@@ -26,7 +26,7 @@ def assert_start_up_says_what_trains_on_what(result: subprocess.CompletedProcess
     lines = result.stdout.splitlines()
     vocab, train, val = len(set(CORPUS)), int(len(CORPUS) * 0.9), len(CORPUS) - int(len(CORPUS) * 0.9)
     assert lines[0] == (f"prepared {tmp_path}/data/tiny from {tmp_path}/corpus.txt: char tokenizer, vocabulary "
-                        f"{vocab}, {train:,} train and {val:,} val tokens")
+                        f"{vocab}, 1 document, {train:,} train and {val:,} val tokens")
     n_params = 12 * 16 * 16 + vocab * 16 + 3 * 16  # nanoGPT's count, positions left out (no biases)
     assert lines[1] == (f"training a new GPT: {n_params:,} parameters, 1 layer, 2 heads, 16 wide, block_size 16, "
                         f"vocabulary {vocab}")
