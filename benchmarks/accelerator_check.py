@@ -8,7 +8,7 @@ anything, and the summary of the whole check.
 `checks`: (1) the two attention paths (masked, and jax.nn.dot_product_attention, cuDNN's fused
 kernel on a GPU) in bfloat16 against a float32 reference, forward and gradients, with timings;
 (2) a bfloat16 train step on the config's mesh (FSDP axis included) with each path, against
-float32; (3) the char recipe's train step fed as bench.py feeds it and as the training loop does
+float32; (3) the char recipe's train step fed as bench.py feeds it, as the training loop does, and between
 (`loop` runs only this, for a second process with other XLA flags). Exits 1 when a check fails.
 `summary`: one table and OUT_DIR/accelerator_check.json from the JSON files the steps wrote.
 """
@@ -113,10 +113,11 @@ def train_step_check(cfg: GPTConfig, batch: int, steps: int) -> dict:
 
 
 def loop_check(config: ml_collections.ConfigDict, steps: int) -> dict:
-    """Milliseconds per train step of one model fed four ways, each after the last: the same batch
-    every step (as bench.py times it), a new host batch put on the devices before each step, the
-    training loop's background prefetch, and that plus reading the loss back every log_interval
-    steps as the loop does. An accelerator shows host costs here that a CPU hides."""
+    """Milliseconds per train step of one model fed five ways, each after the last: the same batch
+    every step (as bench.py times it), a new host batch put on the devices before each step (by
+    sharding.put_batch, and by plain jax.device_put), the training loop's background prefetch, and
+    that plus reading the loss back every log_interval steps as the loop does. An accelerator
+    shows host costs here that a CPU hides."""
     mesh = sharding.make_mesh()
     vocab = 65
     with tempfile.NamedTemporaryFile(suffix=".bin") as f:  # read from a memory map, as the loop reads train.bin
@@ -130,6 +131,7 @@ def loop_check(config: ml_collections.ConfigDict, steps: int) -> dict:
     feeds = {
         "same_batch": lambda i: fixed,
         "host_batch_each_step": lambda i: put(loop._train_batch(corpus, config, i)),
+        "device_put_each_step": lambda i: jax.device_put(loop._train_batch(corpus, config, i), fixed[0].sharding),
         "prefetched": lambda i: next(prefetched),
         "prefetched_and_read_back": lambda i: next(prefetched),
     }
@@ -204,7 +206,8 @@ def summary(out_dir: Path) -> dict:
         ("attention bf16 error fwd, grad: fast", _pair(a.get("fast_forward_error"), a.get("fast_grad_error"))),
         ("attention fwd+bwd ms: masked / fast", _pair(a.get("masked_fwd_bwd_ms"), a.get("fast_fwd_bwd_ms"))),
         ("train step bf16 vs f32 loss difference", _pair(s.get("max_relative_loss_difference"))),
-        ("char step ms: same batch / new / prefetched / +read", _pair(*c.get("training_loop_char", {}).values())),
+        ("char step ms: same / new / device_put / prefetched / +read",
+         _pair(*c.get("training_loop_char", {}).values())),
         ("the same, XLA's GPU command buffers off",
          _pair(*(report["loop_no_command_buffers"] or {}).get("training_loop_char", {}).values())),
         ("gpt2 bench: tokens/s", _pair(b.get("train_tokens_per_s"))),
