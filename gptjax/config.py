@@ -62,6 +62,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.beta1 = 0.9
     c.beta2 = 0.95
     c.grad_clip = 1.0  # 0 disables
+    c.max_nonfinite_steps = 10  # stop after this many steps in a row with a non-finite loss (their updates skipped)
     c.decay_lr = True
     c.warmup_iters = 2000
     c.lr_decay_iters = 600000  # ~= max_iters per Chinchilla

@@ -4,6 +4,7 @@ policy, the CPU time estimate)."""
 import dataclasses
 import functools
 import json
+import math
 import time
 from pathlib import Path
 
@@ -282,9 +283,12 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
         nonlocal pending, clock, clock_iter
         if pending is None:
             return
-        step_it, metrics = pending
+        step_it, metrics, streak = pending
         pending = None
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        metrics, streak = jax.device_get((metrics, streak))
+        values = {k: float(v) for k, v in metrics.items() if k != "nonfinite"}
+        if metrics["nonfinite"]:  # records stay valid JSON: null, never NaN
+            values = {k: v if math.isfinite(v) else None for k, v in values.items()} | {"nonfinite": True}
         now = time.perf_counter()
         seconds = (now - clock) / max(step_it + 1 - clock_iter, 1)  # per step since the last log
         clock, clock_iter = now, step_it + 1
@@ -292,8 +296,13 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
         if (utilisation := flops.mfu(model_cfg, n_params, tokens_per_iter / seconds)) is not None:
             values["mfu"] = utilisation
         report.log_step(step_it, values)
+        if streak >= config.max_nonfinite_steps:
+            newest = f"{out_dir}/checkpoints/{saved_iter}" if saved_iter else "none was saved"
+            raise UsageError(f"stopped at iteration {step_it}: {streak} steps in a row had a non-finite loss or "
+                             f"gradient and skipped their updates (config.max_nonfinite_steps); the newest checkpoint: "
+                             f"{newest}. Lower learning_rate or look at the data, then resume")
 
-    losses = {}
+    losses, streak = {}, jnp.zeros((), jnp.int32)
     saved_iter = it if config.init_from == "resume" else 0  # the newest checkpoint in out_dir
     seconds = {"setting up (data, model, compiling, the CPU estimate)": time.perf_counter() - started,
                "training": 0.0, "evaluating": 0.0, "saving checkpoints": 0.0}  # where the run's time goes
@@ -324,9 +333,10 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
                 break
             x, y = next(batches)
             state, metrics = train_step(state, x, y)
+            streak = jnp.where(metrics["nonfinite"], streak + 1, 0)  # skipped updates in a row, on the device
             log_pending()  # read step it-1 back while step it runs
             if it % config.log_interval == 0:
-                pending = (it, metrics)
+                pending = (it, metrics, streak)
             it += 1
         log_pending()
         total = time.perf_counter() - started

@@ -44,11 +44,12 @@ class Reporter:
         if not self._active:
             return
         self.record(iter=it, **values)
-        text = f"loss {values['loss']:.4f}, {values['tokens_per_s']:,.0f} tok/s"
+        loss = "non-finite, update skipped" if values.get("nonfinite") else f"{values['loss']:.4f}"
+        text = f"loss {loss}, {values['tokens_per_s']:,.0f} tok/s"
         if self._progress is not None:
             self._progress.update(self._task, completed=it + 1, status=text)
             return
-        line = f"iter {it}: loss {values['loss']:.4f}, time {values['ms_per_iter']:.2f}ms, {text.split(', ')[1]}"
+        line = f"iter {it}: loss {loss}, time {values['ms_per_iter']:.2f}ms, {values['tokens_per_s']:,.0f} tok/s"
         if "mfu" in values:
             line += f", mfu {values['mfu'] * 100:.2f}%"
         print(line, flush=True)

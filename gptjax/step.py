@@ -62,7 +62,8 @@ def _loss(graphdef, params, x_BxT, y_BxT, dropout_key=None) -> jax.Array:
 
 @functools.partial(jax.jit, donate_argnums=0)
 def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One AdamW update on the batch (x, y); returns the new state and {loss, grad_norm, lr}.
+    """One AdamW update on the batch (x, y); returns the new state and {loss, grad_norm, lr,
+    nonfinite}: nonfinite is True when the loss or gradient was not finite and the update skipped.
 
     x and y are (B, T), or (A, B, T) for gradient accumulation: the A micro-batches run one after
     another (lax.scan) and their mean gradient makes the update, the same as one batch of A*B.
@@ -83,7 +84,13 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainStat
         loss, grads = jax.tree.map(lambda total: total / x.shape[0], sums)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}  # norm before clipping
+    grad_norm = optax.tree.norm(grads)  # before clipping
+    # A non-finite loss or gradient would ruin the parameters: that update is not applied (the
+    # optimizer's count, and so its schedule, stays too); the step counter moves on.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                     (params, opt_state), (state.params, state.opt_state))
+    metrics = {"loss": loss, "grad_norm": grad_norm, "nonfinite": ~finite}
     lr = optax.tree_utils.tree_get(  # the value inject_hyperparams used for this update
         opt_state, "learning_rate", filtering=lambda _, value: isinstance(value, jax.Array)
     )

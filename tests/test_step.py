@@ -56,6 +56,21 @@ def test_train_step_reports_loss_grad_norm_and_scheduled_lr():
     assert int(state.step) == 3
 
 
+def test_a_non_finite_step_leaves_parameters_and_optimizer_state_bit_identical():
+    cfg = tiny_config()
+    state = gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), gptjax.adamw(1e-3))
+    x, y = batch(cfg)
+    state, metrics = gptjax.train_step(state, x, y)
+    assert not bool(metrics["nonfinite"])
+    poisoned = state.replace(params=jax.tree.map(jnp.copy, state.params))
+    poisoned.params["ln_f"]["scale"] = poisoned.params["ln_f"]["scale"].at[0].set(jnp.inf)
+    before, step = jax.tree.map(np.asarray, (poisoned.params, poisoned.opt_state)), int(state.step)
+    after, metrics = gptjax.train_step(poisoned, x, y)  # donates poisoned (and state's shared arrays)
+    assert bool(metrics["nonfinite"]) and int(after.step) == step + 1  # the counter moves on
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves((after.params, after.opt_state)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)
+
+
 def test_training_is_reproducible_from_the_seed_and_dropout_varies_by_step():
     cfg = tiny_config(dropout=0.2)
     x, y = batch(cfg)

@@ -9,6 +9,8 @@ import pytest
 from conftest import CORPUS, cli_error, run_program, tiny_run_args
 
 from gptjax import loop
+from gptjax.config import from_command_line
+from gptjax.errors import UsageError
 
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:
@@ -112,3 +114,22 @@ def test_eval_only_evaluates_once_and_trains_nothing(tmp_path):
 def test_counts_read_as_english():
     assert (loop._count(1, "evaluation"), loop._count(2, "evaluation")) == ("1 evaluation", "2 evaluations")
     assert loop._count(12_000, "iteration") == "12,000 iterations"
+
+
+def test_a_run_whose_updates_turn_non_finite_skips_them_then_stops_with_valid_records(tmp_path):
+    # a learning rate this large makes the parameters overflow within a few steps; every later
+    # step's loss is non-finite, its update skipped, until max_nonfinite_steps of them in a row
+    args = tiny_run_args(tmp_path, learning_rate=1e30, warmup_iters=0, max_iters=40, eval_interval=100,
+                         max_nonfinite_steps=3)
+    with pytest.raises(UsageError, match=r"stopped at iteration \d+: 3 steps in a row had a non-finite loss or "
+                                         r"gradient .* the newest checkpoint: none was saved"):
+        loop.train(from_command_line(["train.py", *args]))
+
+    def no_nan(constant):
+        raise AssertionError(f"metrics.jsonl holds {constant}")
+
+    lines = (tmp_path / "out/metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line, parse_constant=no_nan) for line in lines]
+    skipped = [row for row in rows if row.get("nonfinite")]
+    assert len(skipped) == 3 and all(row["loss"] is None for row in skipped)
+    assert rows[-1]["iter"] < 39  # it stopped early
