@@ -39,6 +39,13 @@ def evaluate(state: TrainState, splits: dict, config: ml_collections.ConfigDict,
     return losses
 
 
+@jax.jit
+def _nonfinite_streak(streak: jax.Array, nonfinite: jax.Array) -> jax.Array:
+    """How many steps in a row, up to this one, skipped their update: one dispatch per step, counted
+    on the device, so that the loop never waits for a step to learn it."""
+    return jnp.where(nonfinite, streak + 1, 0)
+
+
 def _hellaswag_examples(config: ml_collections.ConfigDict) -> list[hellaswag.Example]:
     """The HellaSwag examples a run scores (none when hellaswag_interval is 0)."""
     if not config.hellaswag_interval:
@@ -333,7 +340,7 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
                 break
             x, y = next(batches)
             state, metrics = train_step(state, x, y)
-            streak = jnp.where(metrics["nonfinite"], streak + 1, 0)  # skipped updates in a row, on the device
+            streak = _nonfinite_streak(streak, metrics["nonfinite"])
             log_pending()  # read step it-1 back while step it runs
             if it % config.log_interval == 0:
                 pending = (it, metrics, streak)
