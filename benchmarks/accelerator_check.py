@@ -28,12 +28,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import nnx
 from timing import median_seconds
 
 from gptjax import attention, data, environment, loop, optim, sharding
 from gptjax.config import default_config, from_command_line, model_config
-from gptjax.model import GPT, GPTConfig
+from gptjax.model import GPTConfig
 from gptjax.step import TrainState, train_step
 
 # Relative error allowed against the float32 reference: bfloat16 keeps 8 bits of mantissa, so a
@@ -91,8 +90,7 @@ def train_step_check(cfg: GPTConfig, batch: int, steps: int) -> dict:
     x, y = sharding.put_batch((tokens[:, :-1], tokens[:, 1:]), mesh)
 
     def losses(dtype: str, path: str) -> list[float]:
-        model_cfg, tx = dataclasses.replace(cfg, dtype=dtype, attention=path), optim.from_config(config)
-        state = sharding.jit_sharded(lambda: TrainState.create(GPT(model_cfg, rngs=nnx.Rngs(0)), tx), mesh)()
+        state = TrainState.new(dataclasses.replace(cfg, dtype=dtype, attention=path), optim.from_config(config), mesh)
         out = []
         for _ in range(steps):
             state, metrics = train_step(state, x, y)
@@ -123,8 +121,7 @@ def loop_check(config: ml_collections.ConfigDict, steps: int) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".bin") as f:  # read from a memory map, as the loop reads train.bin
         np.random.default_rng(0).integers(0, vocab, 1_000_000).astype(np.uint16).tofile(f.name)
         corpus = np.memmap(f.name, dtype=np.uint16, mode="r")
-    cfg, tx = model_config(config, vocab), optim.from_config(config)
-    state = sharding.jit_sharded(lambda: TrainState.create(GPT(cfg, rngs=nnx.Rngs(0)), tx), mesh)()
+    state = TrainState.new(model_config(config, vocab), optim.from_config(config), mesh)
     put = functools.partial(sharding.put_batch, mesh=mesh)
     fixed = put(loop._train_batch(corpus, config, 0))
     prefetched = data.prefetch((loop._train_batch(corpus, config, i) for i in itertools.count()), put)

@@ -65,9 +65,7 @@ def training(config: ml_collections.ConfigDict, steps: int) -> dict:
     eval_step for the config on every device (the config's mesh)."""
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     cfg = model_config(config, vocab_size=VOCAB_SIZES[config.tokenizer])
-    tx = optim.from_config(config)
-    state = sharding.jit_sharded(lambda: TrainState.create(GPT(cfg, rngs=nnx.Rngs(config.seed)), tx, config.seed),
-                                 mesh)()
+    state = TrainState.new(cfg, optim.from_config(config), mesh, seed=config.seed)
     n_params = state.model().num_params()
     A, B, T = config.gradient_accumulation_steps, config.batch_size, config.block_size
     tokens = np.random.default_rng(config.seed).integers(0, cfg.vocab_size, (A, B, T + 1), dtype=np.int32)

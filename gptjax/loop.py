@@ -162,9 +162,7 @@ def _new_state(config: ml_collections.ConfigDict, tokenizer: Tokenizer, tx: opta
     if config.init_from == "scratch":
         # nanoGPT pads GPT-2's 50257 tokens to 50304 (GPTConfig's default) when training from scratch
         vocab_size = len(tokenizer) if config.tokenizer == "char" else GPTConfig.vocab_size
-        cfg = model_config(config, vocab_size=vocab_size)
-        make = lambda: TrainState.create(GPT(cfg, rngs=nnx.Rngs(config.seed)), tx, seed=config.seed)
-        return sharding.jit_sharded(make, mesh)()
+        return TrainState.new(model_config(config, vocab_size=vocab_size), tx, mesh, seed=config.seed)
     model = pretrained.from_pretrained(config.init_from, on_host=True, dropout=config.dropout,
                                        attention=config.attention, dtype=config.dtype, remat=config.remat)
     if model.cfg.vocab_size < len(tokenizer):

@@ -6,8 +6,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx, struct
+from jax.sharding import Mesh
 
-from gptjax.model import GPT
+from gptjax import sharding
+from gptjax.model import GPT, GPTConfig
 
 # Dropout masks come from XLA's RngBitGenerator ("rbg"): cheaper bits than JAX's default threefry
 # (docs/performance.md).
@@ -46,6 +48,12 @@ class TrainState(struct.PyTreeNode):
             step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
             dropout_key=jax.random.key_data(jax.random.key(seed, impl=DROPOUT_RNG)), graphdef=graphdef, tx=tx,
         )
+
+    @classmethod
+    def new(cls, cfg: GPTConfig, tx: optax.GradientTransformation, mesh: Mesh, seed: int = 0) -> "TrainState":
+        """A randomly initialised GPT of cfg (nnx.Rngs(seed)) and tx's fresh state, built straight
+        into their shards on the mesh (sharding.jit_sharded)."""
+        return sharding.jit_sharded(lambda: cls.create(GPT(cfg, rngs=nnx.Rngs(seed)), tx, seed=seed), mesh)()
 
     def model(self) -> GPT:
         return nnx.merge(self.graphdef, self.params)
