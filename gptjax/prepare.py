@@ -142,9 +142,15 @@ def _decode(raw: bytes, path: Path) -> str:
         raise UsageError(f"corpus {path} is not UTF-8 text ({e.reason})") from None
 
 
-def _not_text(path: Path | str, where: str, text_key: str, value) -> UsageError:
-    return UsageError(f"{path}, {where}: {text_key!r} is {type(value).__name__}, not a string: every record of "
-                      f"a corpus needs its text as a string under {text_key!r} (config.text_key)")
+def _text_of(record, source: Path | str, where: str, text_key: str) -> str:
+    """record[text_key], the one check of every record-based corpus: a one-line error naming the
+    source and where in it when the record has no such field or it is not a string."""
+    if not isinstance(record, dict) or text_key not in record:
+        raise UsageError(f"{source}, {where}: no {text_key!r} field (config.text_key names it)")
+    if not isinstance(text := record[text_key], str):
+        raise UsageError(f"{source}, {where}: {text_key!r} is {type(text).__name__}, not a string: every record of "
+                         f"a corpus needs its text as a string under {text_key!r} (config.text_key)")
+    return text
 
 
 def _jsonl(path: Path, text_key: str) -> Iterator[Piece]:
@@ -157,11 +163,7 @@ def _jsonl(path: Path, text_key: str) -> Iterator[Piece]:
             except json.JSONDecodeError:
                 raise UsageError(f"{path}, line {number}: not JSON: every line of a .jsonl corpus must be an "
                                  f"object with a {text_key!r} string") from None
-            if not isinstance(record, dict) or text_key not in record:
-                raise UsageError(f"{path}, line {number}: no {text_key!r} field (config.text_key names it)")
-            if not isinstance(text := record[text_key], str):
-                raise _not_text(path, f"line {number}", text_key, text)
-            yield text, True
+            yield _text_of(record, path, f"line {number}", text_key), True
 
 
 def _parquet(path: Path, text_key: str) -> Iterator[Piece]:
@@ -176,13 +178,9 @@ def _parquet(path: Path, text_key: str) -> Iterator[Piece]:
     if text_key not in table.schema_arrow.names:
         raise UsageError(f"{path} has no column {text_key!r} (it has {', '.join(table.schema_arrow.names)}): "
                          "set config.text_key")
-    row = 0
-    for batch in table.iter_batches(columns=[text_key], batch_size=1024):
-        for text in batch.column(0).to_pylist():
-            row += 1
-            if not isinstance(text, str):
-                raise _not_text(path, f"row {row}", text_key, text)
-            yield text, True
+    batches = table.iter_batches(columns=[text_key], batch_size=1024)
+    for row, record in enumerate((record for batch in batches for record in batch.to_pylist()), start=1):
+        yield _text_of(record, path, f"row {row}", text_key), True
 
 
 def _hf_dataset(source: Path | str, text_key: str) -> Iterator[Piece]:
@@ -200,12 +198,8 @@ def _hf_dataset(source: Path | str, text_key: str) -> Iterator[Piece]:
             rows = datasets.load_dataset(name, subset or None, split="train", streaming=True)
         except Exception as e:  # no network, no such dataset: datasets raises many kinds
             raise UsageError(f"could not open the dataset {source} ({type(e).__name__}: {e})") from None
-    for number, row in enumerate(rows, start=1):
-        if text_key not in row:
-            raise UsageError(f"{source}, record {number}: no {text_key!r} field (config.text_key names it)")
-        if not isinstance(text := row[text_key], str):
-            raise _not_text(source, f"record {number}", text_key, text)
-        yield text, True
+    for number, record in enumerate(rows, start=1):
+        yield _text_of(record, source, f"record {number}", text_key), True
 
 
 def pieces(corpus: Path | str, text_key: str = "text") -> Iterator[Piece]:
