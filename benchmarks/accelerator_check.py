@@ -1,15 +1,14 @@
 """The in-process half of benchmarks/accelerator_check.sh: checks that need an accelerator to mean
 anything, and the summary of the whole check.
 
-    python benchmarks/accelerator_check.py checks [--tiny] FILE
-    python benchmarks/accelerator_check.py loop [--tiny] FILE
+    python benchmarks/accelerator_check.py checks [--tiny] --text TRAIN_BIN FILE
     python benchmarks/accelerator_check.py summary OUT_DIR
 
 `checks`: (1) the two attention paths (masked, and jax.nn.dot_product_attention, cuDNN's fused
 kernel on a GPU) in bfloat16 against a float32 reference, forward and gradients, with timings;
 (2) a bfloat16 train step on the config's mesh (FSDP axis included) with each path, against
-float32; (3) the char recipe's train step fed as bench.py feeds it, as the training loop does, and between
-(`loop` runs only this, for a second process with other XLA flags). Exits 1 when a check fails.
+float32; (3) the char recipe's train step on random tokens (as bench.py times it) and on the text
+(TRAIN_BIN), prefetched as the training loop feeds it. Exits 1 when a check fails.
 `summary`: one table and OUT_DIR/accelerator_check.json from the JSON files the steps wrote.
 """
 
@@ -20,7 +19,6 @@ import itertools
 import json
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -110,50 +108,42 @@ def train_step_check(cfg: GPTConfig, batch: int, steps: int) -> dict:
     return results
 
 
-def loop_check(config: ml_collections.ConfigDict, steps: int) -> dict:
-    """Milliseconds per train step of one model fed five ways, each after the last: the same batch
-    every step (as bench.py times it), a new host batch put on the devices before each step (by
-    sharding.put_batch, and by plain jax.device_put), the training loop's background prefetch, and
-    that plus reading the loss back every log_interval steps as the loop does. An accelerator
-    shows host costs here that a CPU hides."""
+def data_check(config: ml_collections.ConfigDict, text_tokens: np.ndarray, steps: int) -> dict:
+    """Milliseconds per train step of one model fed three ways, each after the last: one batch of
+    random tokens every step (as bench.py times it), one batch of the text every step, and a new
+    batch of the text every step, prefetched as the training loop feeds it. On a GPU a step whose
+    gradient scatters into rows that real text repeats thousands of times ran 4x slower than on
+    random tokens; the feeding is a host cost that an accelerator shows and a CPU hides."""
     mesh = sharding.make_mesh()
-    vocab = 65
-    with tempfile.NamedTemporaryFile(suffix=".bin") as f:  # read from a memory map, as the loop reads train.bin
-        np.random.default_rng(0).integers(0, vocab, 1_000_000).astype(np.uint16).tofile(f.name)
-        corpus = np.memmap(f.name, dtype=np.uint16, mode="r")
+    vocab = int(text_tokens.max()) + 1
+    random_tokens = np.random.default_rng(0).integers(0, vocab, len(text_tokens)).astype(text_tokens.dtype)
     state = TrainState.new(model_config(config, vocab), optim.from_config(config), mesh)
     put = functools.partial(sharding.put_batch, mesh=mesh)
-    fixed = put(loop._train_batch(corpus, config, 0))
-    prefetched = data.prefetch((loop._train_batch(corpus, config, i) for i in itertools.count()), put)
-    feeds = {
-        "same_batch": lambda i: fixed,
-        "host_batch_each_step": lambda i: put(loop._train_batch(corpus, config, i)),
-        "device_put_each_step": lambda i: jax.device_put(loop._train_batch(corpus, config, i), fixed[0].sharding),
-        "prefetched": lambda i: next(prefetched),
-        "prefetched_and_read_back": lambda i: next(prefetched),
-    }
+    random_batch, text_batch = (put(loop._train_batch(tokens, config, 0)) for tokens in (random_tokens, text_tokens))
+    prefetched = data.prefetch((loop._train_batch(text_tokens, config, i) for i in itertools.count()), put)
+    feeds = {"random_tokens": lambda: random_batch, "text": lambda: text_batch,
+             "text_prefetched": lambda: next(prefetched)}
     results = {}
     for name, feed in feeds.items():
         for i in range(steps + 3):
             if i == 3:  # the first steps compile and warm up
                 jax.block_until_ready(state)
                 start = time.perf_counter()
-            state, metrics = train_step(state, *feed(i))
-            if name == "prefetched_and_read_back" and i % config.log_interval == 0:
-                float(metrics["loss"])
+            state, _ = train_step(state, *feed())
         jax.block_until_ready(state)
         results[f"{name}_ms"] = 1e3 * (time.perf_counter() - start) / steps
     return results
 
 
-def char_loop_check(tiny: bool) -> dict:
-    """loop_check for the char recipe (tiny: a toy model)."""
+def char_data_check(tiny: bool, text_tokens: np.ndarray) -> dict:
+    """data_check for the char recipe (tiny: a toy model)."""
     small = ["--config.n_layer=2", "--config.n_head=2", "--config.n_embd=64", "--config.block_size=64",
              "--config.batch_size=8"]
-    return loop_check(from_command_line(["char", "--config", "char", *(small if tiny else [])]), 10 if tiny else 100)
+    config = from_command_line(["char", "--config", "char", *(small if tiny else [])])
+    return data_check(config, text_tokens, 10 if tiny else 100)
 
 
-def checks(tiny: bool) -> dict:
+def checks(tiny: bool, text_tokens: np.ndarray) -> dict:
     if tiny:
         shape, repeats = (2, 64, 2, 32), 2
         cfg, batch, steps = GPTConfig(block_size=64, vocab_size=512, n_layer=2, n_head=2, n_embd=64), 4, 3
@@ -167,14 +157,14 @@ def checks(tiny: bool) -> dict:
         "environment": environment.describe(),
         "attention": attention_check(*shape, repeats),
         "train_step": train_step_check(cfg, batch, steps),
-        "training_loop_char": char_loop_check(tiny),
+        "char_step_data": char_data_check(tiny, text_tokens),
     }
 
 
 def summary(out_dir: Path) -> dict:
     """Everything the script's steps wrote, in one JSON file and one table."""
     report = {}
-    for name in ("checks", "loop_no_command_buffers", "bench_gpt2", "train_char"):
+    for name in ("checks", "bench_gpt2", "train_char"):
         path = out_dir / f"{name}.json"
         report[name] = json.loads(path.read_text()) if path.is_file() else None
     evaluations = []
@@ -203,10 +193,7 @@ def summary(out_dir: Path) -> dict:
         ("attention bf16 error fwd, grad: fast", _pair(a.get("fast_forward_error"), a.get("fast_grad_error"))),
         ("attention fwd+bwd ms: masked / fast", _pair(a.get("masked_fwd_bwd_ms"), a.get("fast_fwd_bwd_ms"))),
         ("train step bf16 vs f32 loss difference", _pair(s.get("max_relative_loss_difference"))),
-        ("char step ms: same / new / device_put / prefetched / +read",
-         _pair(*c.get("training_loop_char", {}).values())),
-        ("the same, XLA's GPU command buffers off",
-         _pair(*(report["loop_no_command_buffers"] or {}).get("training_loop_char", {}).values())),
+        ("char step ms: random tokens / text / text prefetched", _pair(*c.get("char_step_data", {}).values())),
         ("gpt2 bench: tokens/s", _pair(b.get("train_tokens_per_s"))),
         ("gpt2 bench: MFU", _pair(b.get("mfu"))),
         ("gpt2 bench: ms/iter, peak MiB", _pair(b.get("train_ms_per_iter"), b.get("device_peak_memory_mib"))),
@@ -227,19 +214,17 @@ def _pair(*values) -> str:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("checks", "loop", "summary"))
-    parser.add_argument("out", help="checks, loop: the JSON file to write; summary: the check's output folder")
+    parser.add_argument("what", choices=("checks", "summary"))
+    parser.add_argument("out", help="checks: the JSON file to write; summary: the check's output folder")
     parser.add_argument("--tiny", action="store_true", help="toy sizes: seconds on a CPU")
+    parser.add_argument("--text", type=Path, help="checks: a prepared char dataset's train.bin (uint16)")
     args = parser.parse_args(argv[1:])
     if args.what == "summary":
         summary(Path(args.out))
         return
-    if args.what == "loop":
-        results = {"environment": environment.describe(), "training_loop_char": char_loop_check(args.tiny)}
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-        print(json.dumps(results, indent=2))
-        return
-    results = checks(args.tiny)
+    if args.text is None:
+        parser.error("checks needs --text: a prepared char dataset's train.bin")
+    results = checks(args.tiny, np.memmap(args.text, dtype=np.uint16, mode="r"))
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     if not (results["attention"]["passed"] and results["train_step"]["passed"]):

@@ -52,24 +52,25 @@ else
     bench=(--config gpt2 --steps 10)
     char=(--config char)
 fi
-[ -n "$corpus" ] && char+=(--config.input_file="$corpus")
+data=(--config.data_dir="$out/data")
+[ -n "$corpus" ] && data+=(--config.input_file="$corpus")
 
 failed=()
 step() {  # step NAME COMMAND...: run it with its output in OUT/NAME.log; a failure does not stop the rest
     local name=$1; shift
     "$@" 2>&1 | tee "$out/$name.log" || failed+=("$name")
 }
-echo "== 1/3 attention paths and bfloat16 train steps"
-step checks "$PY" benchmarks/accelerator_check.py checks "${tiny[@]}" "$out/checks.json"
-echo "== 1/3 the char step's feeds again, with XLA's GPU command buffers (CUDA graphs) off"
-XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" \
-    step loop_no_command_buffers "$PY" benchmarks/accelerator_check.py loop "${tiny[@]}" "$out/loop_no_command_buffers.json"
+echo "== 0/3 the char dataset (tinyshakespeare)"
+step prepare "$PY" prepare.py --config char "${data[@]}"
+echo "== 1/3 attention paths, bfloat16 train steps, the char step on random tokens and on text"
+step checks "$PY" benchmarks/accelerator_check.py checks "${tiny[@]}" --text "$out/data/shakespeare_char/train.bin" \
+    "$out/checks.json"
 echo "== 2/3 bench.py ${bench[*]} --config.dtype=bfloat16"
 step bench_gpt2 "$PY" bench.py "${bench[@]}" --config.dtype=bfloat16 --json "$out/bench_gpt2.json"
 echo "== 3/3 train.py ${char[*]}"
 rm -rf "$out/char"
 start=$EPOCHREALTIME
-step train_char "$PY" train.py "${char[@]}" --config.out_dir="$out/char" --config.data_dir="$out/data"
+step train_char "$PY" train.py "${char[@]}" "${data[@]}" --config.out_dir="$out/char"
 echo "{\"wall_s\": $(awk "BEGIN {print $EPOCHREALTIME - $start}")}" > "$out/train_char.json"
 echo "== summary ($out/accelerator_check.json)"
 "$PY" benchmarks/accelerator_check.py summary "$out"

@@ -5,9 +5,11 @@
 
 Prints compile time, ms per iteration, tokens/s, model TFLOP/s, MFU (where the device's peak is
 known) and XLA's planned memory for train_step and eval_step; --sample adds generation tokens/s.
-Random weights and random tokens (speed depends on neither); the model, optimizer, batch shape,
-dtype, attention path and mesh are the config's, so a number here is what training with the same
-config runs at. Nothing is read or written but the optional --json FILE.
+Random weights and random tokens; the model, optimizer, batch shape, dtype, attention path and
+mesh are the config's, so a number here is what training with the same config runs at. (Text, which
+repeats a few tokens thousands of times a batch, once ran a GPU step 4x slower than random tokens:
+model.ONE_HOT_MAX_VOCAB; benchmarks/accelerator_check.sh times both.) Nothing is read or written
+but the optional --json FILE.
 """
 
 from gptjax import environment

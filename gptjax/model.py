@@ -23,6 +23,13 @@ from gptjax import attention
 
 DTYPES = ("float32", "bfloat16")
 
+# Vocabularies up to this size (characters, bytes) look their tokens up by a one-hot matmul, whose
+# gradient is a matmul. A lookup's gradient is a scatter-add, and on a GPU its atomic adds queue up
+# when most of a batch's tokens are a few characters: real text made the char step 4x slower than
+# random tokens on an H100 (docs/performance.md). The matmul costs 2·V·C FLOPs a token each way:
+# nothing for 65 characters, a tenth of a GPT-2 step, which keeps the lookup.
+ONE_HOT_MAX_VOCAB = 1024
+
 KVLayer = tuple[jax.Array, jax.Array]  # one layer's cached keys and values, each (BH, S, D)
 KVCache = list[KVLayer]  # one entry per layer
 
@@ -170,6 +177,17 @@ class Block(nnx.Module):
         return x_BxTxC + self.mlp(self.ln_2(x_BxTxC), rngs), kv_cache
 
 
+def embed_tokens(table_VxC: jax.Array, idx_BxT: jax.Array) -> jax.Array:
+    """The rows idx of the float32 embedding table, (B, T, C), float32: the gradient sums each
+    token's repeats in float32 (as PyTorch's embedding does), not in the compute dtype."""
+    V = table_VxC.shape[0]
+    if V > ONE_HOT_MAX_VOCAB:
+        return jnp.take(table_VxC, idx_BxT, axis=0)
+    # HIGHEST: a float32 matmul on a GPU may otherwise round the table to TensorFloat-32
+    return jnp.matmul(jax.nn.one_hot(idx_BxT, V, dtype=table_VxC.dtype), table_VxC,
+                      precision=jax.lax.Precision.HIGHEST)
+
+
 class GPT(nnx.Module):
     """Token ids (B, T) -> next-token logits (B, T, vocab_size), float32.
 
@@ -222,8 +240,10 @@ class GPT(nnx.Module):
         return self._forward(idx_BxT, pos, None, cache)
 
     def _forward(self, idx_BxT, pos, rngs, cache):
-        T = idx_BxT.shape[1]
-        x_BxTxC = self.wte(idx_BxT) + self.wpe(pos + jnp.arange(T))
+        T, dtype = idx_BxT.shape[1], jnp.dtype(self.cfg.dtype)
+        # Positions pos..pos+T-1 are a slice of wpe: its gradient needs no scatter either.
+        pos_TxC = jax.lax.dynamic_slice_in_dim(self.wpe.embedding[...], pos, T).astype(dtype)
+        x_BxTxC = embed_tokens(self.wte.embedding[...], idx_BxT).astype(dtype) + pos_TxC
         x_BxTxC = self.drop(x_BxTxC, rngs=rngs)
         new_cache = []
         run_block = nnx.remat(Block.__call__) if self.cfg.remat else Block.__call__

@@ -57,6 +57,21 @@ def test_loss_at_t_has_zero_gradient_from_positions_after_t(attention):
     assert np.all(per_position[: t + 1] > 0.0)
 
 
+@pytest.mark.parametrize("vocab_size", [65, 2000])  # a one-hot matmul, and a lookup (ONE_HOT_MAX_VOCAB)
+def test_token_embedding_gradient_sums_repeats_in_float32(vocab_size):
+    # 4096 tokens, nearly all the same two: a bfloat16 sum of their gradients would be off by ~1e-2
+    idx = jnp.where(jnp.arange(4096) % 7 == 0, 5, 3).reshape(64, 64).at[0, 0].set(vocab_size - 1)
+    table = jax.random.normal(jax.random.key(0), (vocab_size, 32))
+    cotangent = jax.random.normal(jax.random.key(1), (64, 64, 32)).astype(jnp.bfloat16)
+    rows = gptjax.model.embed_tokens(table, idx)
+    grad = jax.grad(lambda t: jnp.sum(gptjax.model.embed_tokens(t, idx).astype(jnp.bfloat16).astype(jnp.float32)
+                                      * cotangent.astype(jnp.float32)))(table)
+    expected = np.zeros((vocab_size, 32))
+    np.add.at(expected, np.asarray(idx).ravel(), np.asarray(cotangent, np.float64).reshape(-1, 32))
+    np.testing.assert_array_equal(rows, np.asarray(table)[np.asarray(idx)])  # the lookup is exact
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_char_config_parameter_count_matches_nanogpt():
     model = gptjax.GPT(gptjax.GPTConfig(**CHAR_CONFIG), rngs=nnx.Rngs(0))
     # nanoGPT prints 10.65M: per layer 2 LayerNorm scales (2*384) + c_attn 384*1152 + attn c_proj
