@@ -1,14 +1,19 @@
 """Checkpoints in out_dir/checkpoints/<step>/ with orbax: named pytrees of arrays and a JSON
 metadata dict. What the pytrees hold is the caller's business (the training program saves the
-fields of its train state); this module knows names, arrays, metadata and the format version.
+fields of its train state); this module knows names, arrays, metadata, the format version, which
+checkpoints to keep, and what to do with one that cannot be read.
 """
 
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
+from orbax.checkpoint import checkpoint_managers
 
 from gptjax.errors import UsageError
 from gptjax.model import GPT, GPTConfig
@@ -17,6 +22,8 @@ from gptjax.model import GPT, GPTConfig
 # Version 1 (no "format_version" in its metadata) stored "params" and a "train" item.
 FORMAT_VERSION = 2
 _META = "meta"  # the item that holds the metadata
+WHICH = ("auto", "newest", "best")  # which checkpoint of a run to load (load_model)
+UNREADABLE = ".unreadable"  # the suffix a checkpoint that cannot be read is renamed with on resume
 
 
 def _is_array(tree: Any) -> bool:
@@ -28,58 +35,173 @@ def _stored(tree: Any) -> Any:
     return {"array": tree} if _is_array(tree) else tree
 
 
-def _manager(out_dir: Path) -> ocp.CheckpointManager:
-    # Synchronous saves: the next train_step donates the buffers a background save would still read.
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(Path(out_dir).absolute() / "checkpoints", options=options)
+def _folder(out_dir: Path) -> Path:
+    return Path(out_dir).absolute() / "checkpoints"
+
+
+def _reader(out_dir: Path) -> ocp.CheckpointManager:
+    """A manager that only reads (orbax's read_only option logs three warnings each time)."""
+    options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(_folder(out_dir), options=options)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def steps(out_dir: Path) -> list[int]:
+    """The steps of out_dir's checkpoints, oldest first (whether readable or not)."""
+    if not _folder(out_dir).is_dir():
+        return []
+    with _reader(out_dir) as manager:
+        return sorted(manager.all_steps())
 
 
 def latest_step(out_dir: Path) -> int | None:
     """The step of the newest checkpoint in out_dir, or None."""
-    if not (Path(out_dir) / "checkpoints").is_dir():
-        return None
-    with _manager(out_dir) as manager:
-        return manager.latest_step()
+    return max(steps(out_dir), default=None)
 
 
-def save(out_dir: Path, step: int, items: dict[str, Any], meta: dict) -> None:
-    """Write the pytrees `items` (by name) and the JSON-able `meta` as the checkpoint of `step`,
-    replacing the previous one."""
-    if _META in items:
-        raise ValueError(f"{_META!r} is the metadata's name; give the item another name")
-    meta = {"format_version": FORMAT_VERSION, **meta}
-    with _manager(out_dir) as manager:
-        manager.save(step, args=ocp.args.Composite(
-            **{name: ocp.args.StandardSave(_stored(tree)) for name, tree in items.items()},
-            **{_META: ocp.args.JsonSave(meta)},
-        ))
+class Writer:
+    """Writes a run's checkpoints and keeps the newest `keep` of them plus the one with the lowest
+    val loss. With background=True, save() returns once the arrays are copied off the devices (so
+    the next step may reuse their buffers) and the files are written while training goes on; a
+    failed write is reported by the next save() or by wait(). A failed save raises UsageError in
+    one line, with its partial files removed and every earlier checkpoint left as it was."""
+
+    def __init__(self, out_dir: Path, keep: int, background: bool):
+        self._folder = _folder(out_dir)
+        policy = checkpoint_managers.AnyPreservationPolicy([
+            checkpoint_managers.LatestN(keep),
+            checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics["val_loss"], reverse=True, n=1,
+                                      keep_checkpoints_without_metrics=False),
+        ])
+        options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=background,
+                                               cleanup_tmp_directories=True)
+        self._manager = ocp.CheckpointManager(self._folder, options=options)
+        self._pending: int | None = None  # the step being written in the background
+        self.newest = self._manager.latest_step()  # the newest checkpoint known to be complete
+
+    def save(self, step: int, items: dict[str, Any], meta: dict, val_loss: float | None = None) -> None:
+        """Write the pytrees `items` (by name) and the JSON-able `meta` as the checkpoint of
+        `step`; val_loss (the evaluation at this step, if any) decides which one is the best."""
+        if _META in items:
+            raise ValueError(f"{_META!r} is the metadata's name; give the item another name")
+        self.wait()
+        meta = {"format_version": FORMAT_VERSION, **meta, "val_loss": val_loss}
+        args = ocp.args.Composite(**{name: ocp.args.StandardSave(_stored(tree)) for name, tree in items.items()},
+                                  **{_META: ocp.args.JsonSave(meta)})
+        self._pending = step
+        self._attempt(lambda: self._manager.save(step, args=args, force=True,
+                                                 metrics=None if val_loss is None else {"val_loss": val_loss}))
+
+    def wait(self) -> None:
+        """Until the checkpoint being written is complete; raises if it failed."""
+        self._attempt(self._manager.wait_until_finished)
+        if self._pending is not None:
+            self.newest, self._pending = self._pending, None
+
+    def close(self) -> None:
+        """Finish the pending write (if any) and let go of orbax's threads."""
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+    def _attempt(self, write: Callable[[], Any]) -> None:
+        try:
+            write()
+        except Exception as error:  # disk full, quota, permissions, I/O: one line, nothing earlier lost
+            step, self._pending = self._pending, None
+            if jax.process_index() == 0:
+                for partial in self._folder.glob(f"{step}.orbax-checkpoint-tmp*"):
+                    shutil.rmtree(partial, ignore_errors=True)
+            newest = f"{self._folder}/{self.newest}" if self.newest is not None else "none"
+            raise UsageError(f"could not write the checkpoint {self._folder}/{step} ({_first_line(error)}); "
+                             f"the newest complete checkpoint: {newest}") from error
+
+
+def save(out_dir: Path, step: int, items: dict[str, Any], meta: dict, val_loss: float | None = None,
+         keep: int = 2) -> None:
+    """Write one checkpoint now (Writer.save, in the foreground), keeping the newest `keep` and the best."""
+    with Writer(out_dir, keep, background=False) as writer:
+        writer.save(step, items, meta, val_loss)
+
+
+def read_meta(out_dir: Path, step: int | None = None) -> dict:
+    """The metadata saved with the checkpoint of `step` (default: the newest) in out_dir, refused
+    in one line when the checkpoint's format version is not this gptjax's."""
+    step = _existing_step(out_dir, step)
+    with _reader(out_dir) as manager:
+        meta = manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
+    version = meta.get("format_version", 1)
+    if version != FORMAT_VERSION:
+        raise UsageError(
+            f"the checkpoint {_folder(out_dir)}/{step} has format version {version}, but "
+            f"this gptjax reads version {FORMAT_VERSION}: use the gptjax that wrote it, or start a new out_dir"
+        )
+    return meta
 
 
 def _existing_step(out_dir: Path, step: int | None) -> int:
     step = latest_step(out_dir) if step is None else step
     if step is None:
-        out_dir = Path(out_dir).absolute()
-        run = next((d for d in (out_dir.parent, out_dir.parent.parent) if latest_step(d) is not None), None)
-        if run is not None and out_dir.is_relative_to(run / "checkpoints"):
-            raise UsageError(f"{out_dir} is inside the run {run}: pass the run directory {run} as out_dir")
-        raise UsageError(f"{out_dir} holds no checkpoint: train with init_from='scratch' first, "
-                         "or set out_dir to a run that saved one")
+        raise _no_checkpoint(out_dir)
     return step
 
 
-def read_meta(out_dir: Path, step: int | None = None) -> dict:
-    """The metadata saved with the checkpoint of `step` (default: the newest) in out_dir,
-    refused in one line when the checkpoint's format version is not this gptjax's."""
-    step = _existing_step(out_dir, step)
-    with _manager(out_dir) as manager:
-        meta = manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
-    version = meta.get("format_version", 1)
-    if version != FORMAT_VERSION:
-        raise UsageError(
-            f"the checkpoint {Path(out_dir).absolute()}/checkpoints/{step} has format version {version}, but "
-            f"this gptjax reads version {FORMAT_VERSION}: use the gptjax that wrote it, or start a new out_dir"
-        )
-    return meta
+def _no_checkpoint(out_dir: Path) -> UsageError:
+    out_dir = Path(out_dir).absolute()
+    run = next((d for d in (out_dir.parent, out_dir.parent.parent) if latest_step(d) is not None), None)
+    if run is not None and out_dir.is_relative_to(run / "checkpoints"):
+        return UsageError(f"{out_dir} is inside the run {run}: pass the run directory {run} as out_dir")
+    return UsageError(f"{out_dir} holds no checkpoint: train with init_from='scratch' first, "
+                      "or set out_dir to a run that saved one")
+
+
+def readable(out_dir: Path, warn: Callable[[str], None]) -> Iterator[tuple[int, dict]]:
+    """(step, metadata) of out_dir's checkpoints, newest first, skipping (with a warning) those
+    whose metadata cannot be read: a kill during a save, a truncated or missing file."""
+    all_steps = steps(out_dir)
+    if not all_steps:
+        raise _no_checkpoint(out_dir)
+    for step in reversed(all_steps):
+        try:
+            yield step, read_meta(out_dir, step)
+        except UsageError:
+            raise
+        except Exception as error:
+            warn(f"skipping the checkpoint {_folder(out_dir)}/{step}: it cannot be read ({_first_line(error)})")
+
+
+def choose(out_dir: Path, which: str = "newest", warn: Callable[[str], None] = print) -> list[tuple[int, dict]]:
+    """The readable checkpoints of out_dir, (step, metadata), in the order to try them: `which`
+    first ("newest"; "best": the lowest val loss; "auto": as nanoGPT's one ckpt.pt, the best
+    when the run saved only improvements, the newest when it had always_save_checkpoint), then
+    the others newest first. A one-line error when none can be read."""
+    if which not in WHICH:
+        raise UsageError(f"which checkpoint to load must be one of {WHICH}, got {which!r}")
+    candidates = list(readable(out_dir, warn))
+    if not candidates:
+        raise UsageError(f"no checkpoint in {_folder(out_dir)} can be read (see the warnings above): "
+                         "train again with init_from='scratch' in a new out_dir")
+    if which == "auto":
+        which = "newest" if candidates[0][1].get("config", {}).get("always_save_checkpoint", True) else "best"
+    if which == "best":
+        evaluated = [c for c in candidates if c[1].get("val_loss") is not None]
+        if evaluated:
+            best = min(evaluated, key=lambda c: c[1]["val_loss"])
+            candidates.remove(best)
+            candidates.insert(0, best)
+    return candidates
 
 
 def restore(out_dir: Path, abstract_items: dict[str, Any], step: int | None = None) -> dict[str, Any]:
@@ -87,27 +209,53 @@ def restore(out_dir: Path, abstract_items: dict[str, Any], step: int | None = No
     each shaped, typed and sharded like its abstract tree (arrays or jax.ShapeDtypeStructs)."""
     step = _existing_step(out_dir, step)
     read_meta(out_dir, step)  # the format version, checked before any array is read
-    return _restore_checked(out_dir, abstract_items, step)
-
-
-def _restore_checked(out_dir: Path, abstract_items: dict[str, Any], step: int) -> dict[str, Any]:
-    """restore() of a checkpoint whose format version was already checked."""
     targets = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_items)
-    with _manager(out_dir) as manager:
+    with _reader(out_dir) as manager:
         restored = manager.restore(step, args=ocp.args.Composite(
             **{name: ocp.args.StandardRestore(_stored(tree)) for name, tree in targets.items()}))
     return {name: restored[name]["array"] if _is_array(tree) else restored[name] for name, tree in targets.items()}
 
 
-def load_model(out_dir: Path, dtype: str | None = None) -> tuple[GPT, dict]:
-    """The model of the newest checkpoint in out_dir (in eval mode, from its "params" item and the
-    GPTConfig fields in its metadata's "model") and the metadata; dtype, if given, replaces the
-    compute dtype it was trained with."""
-    step = _existing_step(out_dir, None)
-    meta = read_meta(out_dir, step)
-    model_cfg = GPTConfig(**{**meta["model"], **({"dtype": dtype} if dtype else {})})
+def restore_first(out_dir: Path, candidates: list[tuple[int, dict]], abstract_items: dict[str, Any],
+                  warn: Callable[[str], None] = print) -> tuple[int, dict, dict[str, Any]]:
+    """(step, metadata, items) of the first of candidates (from choose) whose arrays can be read;
+    says which one is used when it is not the first."""
+    for step, meta in candidates:
+        try:
+            items = restore(out_dir, abstract_items, step)
+        except Exception as error:
+            warn(f"skipping the checkpoint {_folder(out_dir)}/{step}: its arrays cannot be read ({_first_line(error)})")
+            continue
+        if step != candidates[0][0]:
+            warn(f"using the checkpoint {_folder(out_dir)}/{step}")
+        return step, meta, items
+    raise UsageError(f"no checkpoint in {_folder(out_dir)} can be read (see the warnings above): "
+                     "train again with init_from='scratch' in a new out_dir")
+
+
+def set_aside_newer(out_dir: Path, step: int) -> list[Path]:
+    """Rename every checkpoint newer than `step` (ones that could not be read) to <step>.unreadable
+    (kept for a look, never deleted; orbax no longer sees it), so that a run resumed from `step`
+    can write those steps again. Every process calls it; the first renames. Returns the new paths."""
+    moved = [_folder(out_dir) / f"{newer}{UNREADABLE}" for newer in steps(out_dir) if newer > step]
+    if jax.process_index() == 0:
+        for target in moved:
+            shutil.rmtree(target, ignore_errors=True)  # an older copy set aside for the same step
+            (_folder(out_dir) / target.name.removesuffix(UNREADABLE)).rename(target)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("gptjax: unreadable checkpoints set aside")
+    return moved
+
+
+def load_model(out_dir: Path, dtype: str | None = None, which: str = "auto",
+               warn: Callable[[str], None] = print) -> tuple[GPT, dict]:
+    """The model of a checkpoint in out_dir (choose's `which`; in eval mode, from its "params"
+    item and the GPTConfig fields in its metadata's "model") and its metadata; dtype, if given,
+    replaces the compute dtype it was trained with."""
+    candidates = choose(out_dir, which, warn)
+    model_cfg = GPTConfig(**{**candidates[0][1]["model"], **({"dtype": dtype} if dtype else {})})
     graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0))), nnx.Param)
-    params = _restore_checked(out_dir, {"params": nnx.to_pure_dict(abstract_params)}, step)["params"]
-    model = nnx.merge(graphdef, params)
+    _, meta, items = restore_first(out_dir, candidates, {"params": nnx.to_pure_dict(abstract_params)}, warn)
+    model = nnx.merge(graphdef, items["params"])
     model.eval()
     return model, meta

@@ -34,7 +34,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.hellaswag_interval = 0  # HellaSwag accuracy at the evaluations at multiples of this iteration (0: never)
     c.hellaswag_file = ""  # hellaswag_val.jsonl; else data_dir/hellaswag/, downloaded on first use
     c.hellaswag_examples = 0  # score the first N examples (0: all 10,042)
-    c.always_save_checkpoint = True  # else only when val loss improves
+    c.always_save_checkpoint = True  # save at every evaluation, else when val loss improves (and see below)
+    c.checkpoint_interval = 0  # also save every N iterations, whatever the val loss (0: every eval_interval)
+    c.checkpoint_minutes = 0.0  # also save when this many minutes passed since the last save (0: off)
+    c.keep_checkpoints = 2  # the newest N are kept, and the one with the best val loss
+    c.async_checkpointing = True  # write checkpoints in the background while training goes on
     c.init_from = "scratch"  # "resume" from out_dir, a GPT-2 ("gpt2"...) or a local HF GPT-2 directory
     # data
     c.dataset = "shakespeare_char"
@@ -88,11 +92,12 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> GPTConfi
 def validate(config: ml_collections.ConfigDict) -> None:
     """Refuse values no run could use, with the key named."""
     positive = ("eval_interval", "log_interval", "eval_iters", "batch_size", "block_size",
-                "gradient_accumulation_steps")
+                "gradient_accumulation_steps", "keep_checkpoints")
     for key in positive:
         if config[key] < 1:
             raise UsageError(f"config.{key} must be >= 1, got {config[key]}")
-    for key in ("max_iters", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr", "weight_decay", "grad_clip"):
+    for key in ("max_iters", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr", "weight_decay", "grad_clip",
+                "checkpoint_interval", "checkpoint_minutes"):
         if config[key] < 0:
             raise UsageError(f"config.{key} must be >= 0, got {config[key]}")
     if config.init_from not in INIT_FROM and not Path(config.init_from).is_dir():

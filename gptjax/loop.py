@@ -5,14 +5,19 @@ import dataclasses
 import functools
 import json
 import math
+import signal
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from gptjax import attention, checkpoint, data, flops, hellaswag, optim, pretrained, sharding
@@ -112,9 +117,9 @@ def _source_model(config: ml_collections.ConfigDict) -> tuple[str, GPTConfig | N
     out_dir = Path(config.out_dir).absolute()
     if config.init_from == "scratch":
         return "scratch", None
-    if config.init_from == "resume":
-        step = checkpoint.latest_step(out_dir)
-        return f"the checkpoint {out_dir}/checkpoints/{step}", GPTConfig(**checkpoint.read_meta(out_dir)["model"])
+    if config.init_from == "resume":  # every checkpoint of a run has the same model: any readable one says it
+        step, meta = checkpoint.choose(out_dir, warn=lambda _: None)[0]
+        return f"the checkpoint {out_dir}/checkpoints/{step}", GPTConfig(**meta["model"])
     return config.init_from, pretrained.pretrained_config(config.init_from)
 
 
@@ -141,17 +146,15 @@ def resolve_model_keys(config: ml_collections.ConfigDict, given: frozenset[str] 
     return resolved, source_cfg
 
 
-def _resumed_config(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> tuple[GPTConfig, dict]:
-    """The model config of the checkpoint to resume (its architecture, GELU form included, with the
-    config's dropout, attention, dtype and remat), and the checkpoint's metadata."""
+def _resumed_config(config: ml_collections.ConfigDict, tokenizer: Tokenizer, meta: dict) -> GPTConfig:
+    """The model config of the checkpoint to resume, given its metadata: its architecture, GELU
+    form included, with the config's dropout, attention, dtype and remat."""
     out_dir = Path(config.out_dir).absolute()
-    meta = checkpoint.read_meta(out_dir)
     if meta["tokenizer"] != tokenizer.describe():
         raise UsageError(f"the checkpoint in {out_dir} was trained with another tokenizer or vocabulary "
                          "than the dataset's: resume on the same data, or start a new out_dir")
-    model_cfg = dataclasses.replace(GPTConfig(**meta["model"]), dropout=config.dropout,
-                                    attention=config.attention, dtype=config.dtype, remat=config.remat)
-    return model_cfg, meta
+    return dataclasses.replace(GPTConfig(**meta["model"]), dropout=config.dropout,
+                               attention=config.attention, dtype=config.dtype, remat=config.remat)
 
 
 def _new_state(config: ml_collections.ConfigDict, tokenizer: Tokenizer, tx: optax.GradientTransformation,
@@ -184,22 +187,22 @@ def _checkpoint_items(state: TrainState) -> dict:
             if field.metadata.get("pytree_node", True)}
 
 
-def _save(out_dir: Path, state: TrainState, config: ml_collections.ConfigDict, best_val_loss: float,
-          model_cfg: GPTConfig, tokenizer: dict) -> None:
-    meta = {"iter": int(state.step), "best_val_loss": float(best_val_loss), "config": config.to_dict(),
-            "model": dataclasses.asdict(model_cfg), "tokenizer": tokenizer}
-    checkpoint.save(out_dir, int(state.step), _checkpoint_items(state), meta)
-
-
-def _initial_state(config: ml_collections.ConfigDict, tokenizer: Tokenizer, mesh: Mesh) -> tuple[TrainState, float]:
-    """The state a run starts from, placed on the mesh, and the best val loss so far."""
+def _initial_state(config: ml_collections.ConfigDict, tokenizer: Tokenizer, mesh: Mesh,
+                   warn: Callable[[str], None]) -> tuple[TrainState, float]:
+    """The state a run starts from, placed on the mesh, and the best val loss so far. A resumed
+    run starts from the newest checkpoint that can be read; newer ones that cannot are renamed
+    aside (checkpoint.set_aside_newer), so that the run can write those steps again."""
     tx = optim.from_config(config)
     out_dir = Path(config.out_dir).absolute()
     if config.init_from == "resume":
-        model_cfg, meta = _resumed_config(config, tokenizer)
+        candidates = checkpoint.choose(out_dir, "newest", warn)
+        model_cfg = _resumed_config(config, tokenizer, candidates[0][1])
         shapes = jax.eval_shape(lambda: TrainState.create(GPT(model_cfg, rngs=nnx.Rngs(0)), tx, config.seed))
         abstract = sharding.abstract_on_mesh(shapes, mesh)
-        return abstract.replace(**checkpoint.restore(out_dir, _checkpoint_items(abstract))), meta["best_val_loss"]
+        step, meta, items = checkpoint.restore_first(out_dir, candidates, _checkpoint_items(abstract), warn)
+        for moved in checkpoint.set_aside_newer(out_dir, step):
+            warn(f"renamed the unreadable checkpoint to {moved}")
+        return abstract.replace(**items), meta["best_val_loss"]
     if (existing := checkpoint.latest_step(out_dir)) is not None:
         raise UsageError(
             f"{out_dir} already holds a checkpoint (iter {existing}) that this run would replace: pass "
@@ -246,23 +249,89 @@ def _summary(config: ml_collections.ConfigDict, model_cfg: GPTConfig, source_cfg
     ]
 
 
-def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()) -> dict[str, float]:
+class StopRequest:
+    """Turns SIGTERM (a scheduler, a preemption), SIGINT (Ctrl-C) and SIGUSR1 into a request that
+    the training loop honours after the current step: it saves, flushes its records and returns.
+    A second SIGINT aborts at once. Installed by the program (`with StopRequest() as stop:`), never
+    by the library: signal handlers belong to the process."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous = {}
+
+    def request(self, signum: int, frame=None) -> None:
+        if signum == signal.SIGINT and self.signal == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now, without saving
+        self.signal = signal.SIGINT if signum == signal.SIGINT else self.signal or signum
+
+    def __enter__(self) -> "StopRequest":
+        self._previous = {signum: signal.signal(signum, self.request) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+# In a multi-host run the processes agree every this many steps whether to stop or save (a signal
+# reaches each at a different step; one small all-gather, so not every step).
+SYNC_STEPS = 10
+
+
+def _agree(wishes: list[bool]) -> list[bool]:
+    """Each wish, True if any process has it: the same answer on every process."""
+    if jax.process_count() == 1:
+        return wishes
+    return [bool(w) for w in multihost_utils.process_allgather(np.array(wishes)).reshape(-1, len(wishes)).any(0)]
+
+
+def _set_records_aside(path: Path, it: int) -> Path | None:
+    """Move metrics.jsonl's rows of iterations >= it (written after the checkpoint a run resumes
+    from, by a run that went on or was killed) to metrics.past-<it>.jsonl: the records then read
+    as one run. Returns that file, or None when there were none."""
+    if not path.is_file():
+        return None
+    kept, past = [], []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        (past if json.loads(line).get("iter", -1) >= it else kept).append(line)
+    if not past:
+        return None
+    aside = path.with_name(f"metrics.past-{it}.jsonl")
+    with open(aside, "a", encoding="utf-8") as f:
+        f.writelines(past)
+    path.write_text("".join(kept), encoding="utf-8")
+    return aside
+
+
+def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset(),
+          stop: StopRequest | None = None) -> dict[str, float]:
     """Train as the config says (nanoGPT's semantics); `given` names the keys the command line set
-    (see resolve_model_keys). Returns the last evaluation's losses."""
+    (see resolve_model_keys); `stop`, when a signal set it, ends the run early with a checkpoint.
+    Returns the last evaluation's losses."""
     started = time.perf_counter()
     main_process = jax.process_index() == 0  # the one that prints and writes files; all save checkpoints
+    warn = functools.partial(print, file=sys.stderr, flush=True) if main_process else lambda _: None
     config, source_cfg = resolve_model_keys(config, given)
     out_dir = Path(config.out_dir).absolute()
     hellaswag_examples = _hellaswag_examples(config)
-    tokenizer, splits = data.load_dataset(
-        config.data_dir, config.dataset, config.input_file, config.block_size, config.tokenizer,
+    load = functools.partial(
+        data.load_dataset, config.data_dir, config.dataset, config.input_file, config.block_size, config.tokenizer,
         rebuild=config.rebuild_data, announce=functools.partial(print, flush=True) if main_process else None,
         val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc)
+    # The first process prepares the data; the others read it once it is there (on a shared disk;
+    # a host with its own disk prepares its own copy then, with no one else writing it).
+    tokenizer, splits = load() if main_process else (None, None)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("gptjax: the dataset is prepared")
+        if not main_process:
+            tokenizer, splits = load(rebuild=False)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     if config.batch_size % mesh.size:
         raise UsageError(f"config.batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "
                          "it is split across")
-    state, best_val_loss = _initial_state(config, tokenizer, mesh)
+    state, best_val_loss = _initial_state(config, tokenizer, mesh, warn)
     model = state.model()
     model_cfg, n_params = model.cfg, model.num_params()
     it = int(state.step)
@@ -272,6 +341,8 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
     if main_process:
         record = {**config.to_dict(), "vocab_size": model_cfg.vocab_size}
         (out_dir / "config.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        if config.init_from == "resume" and (aside := _set_records_aside(out_dir / "metrics.jsonl", it)):
+            warn(f"metrics.jsonl had rows past iteration {it}, the checkpoint resumed: moved to {aside}")
     report = Reporter(out_dir / "metrics.jsonl", start=it, total=config.max_iters, active=main_process)
     for line in _summary(config, model_cfg, source_cfg, n_params, it, best_val_loss, tokenizer, splits):
         report.message(line)
@@ -283,6 +354,10 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
                             functools.partial(sharding.put_batch, mesh=mesh))
     pending = None  # (iteration, metrics) of the step whose results are not yet read back
     clock, clock_iter = time.perf_counter(), it
+    checkpoints = checkpoint.Writer(out_dir, config.keep_checkpoints, config.async_checkpointing)
+    saved_iter = it if config.init_from == "resume" else None  # the step of the newest checkpoint written
+    checkpoint_interval = config.checkpoint_interval or config.eval_interval
+    last_save = time.monotonic()
 
     def log_pending():
         nonlocal pending, clock, clock_iter
@@ -302,13 +377,22 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
             values["mfu"] = utilisation
         report.log_step(step_it, values)
         if streak >= config.max_nonfinite_steps:
-            newest = f"{out_dir}/checkpoints/{saved_iter}" if saved_iter else "none was saved"
+            newest = f"{out_dir}/checkpoints/{saved_iter}" if saved_iter is not None else "none"
             raise UsageError(f"stopped at iteration {step_it}: {streak} steps in a row had a non-finite loss or "
                              f"gradient and skipped their updates (config.max_nonfinite_steps); the newest checkpoint: "
                              f"{newest}. Lower learning_rate or look at the data, then resume")
 
+    def save(why: str, val_loss: float | None = None):
+        nonlocal saved_iter, last_save
+        save_started = time.perf_counter()
+        meta = {"iter": it, "best_val_loss": float(best_val_loss), "config": config.to_dict(),
+                "model": dataclasses.asdict(model_cfg), "tokenizer": tokenizer.describe()}
+        checkpoints.save(it, _checkpoint_items(state), meta, val_loss)
+        seconds["saving checkpoints"] += time.perf_counter() - save_started
+        saved_iter, last_save = it, time.monotonic()
+        report.message(f"saved checkpoint to {out_dir}/checkpoints/{it} ({why})")
+
     losses, streak = {}, jnp.zeros((), jnp.int32)
-    saved_iter = it if config.init_from == "resume" else 0  # the newest checkpoint in out_dir
     seconds = {"setting up (data, model, compiling, the CPU estimate)": time.perf_counter() - started,
                "training": 0.0, "evaluating": 0.0, "saving checkpoints": 0.0}  # where the run's time goes
     try:
@@ -327,15 +411,30 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
                 improved = losses["val"] < best_val_loss
                 best_val_loss = min(best_val_loss, losses["val"])
                 seconds["evaluating"] += time.perf_counter() - evaluation_started
-                if (improved or config.always_save_checkpoint) and it > saved_iter:
-                    save_started = time.perf_counter()
-                    _save(out_dir, state, config, best_val_loss, model_cfg, tokenizer.describe())
-                    seconds["saving checkpoints"] += time.perf_counter() - save_started
-                    saved_iter = it
-                    report.message(f"saved checkpoint to {out_dir}/checkpoints/{it}")
-                clock, clock_iter = time.perf_counter(), it  # evaluation time is not step time
-            if it >= config.max_iters or config.eval_only:
+                if config.eval_only:
+                    break
+                if (improved or config.always_save_checkpoint or it % checkpoint_interval == 0) and it != saved_iter:
+                    save("the best val loss so far" if improved else "the newest", losses["val"])
+                clock, clock_iter = time.perf_counter(), it  # evaluation and saving time is not step time
+            elif it % checkpoint_interval == 0 and it != saved_iter:
+                log_pending()
+                save("checkpoint_interval")
+            if it >= config.max_iters:
+                if it != saved_iter:
+                    log_pending()
+                    save("the end of training")
                 break
+            if jax.process_count() == 1 or it % SYNC_STEPS == 0:
+                stopping, timely = _agree([stop is not None and stop.signal is not None, config.checkpoint_minutes > 0
+                                           and time.monotonic() - last_save >= 60 * config.checkpoint_minutes])
+                if stopping or (timely and it != saved_iter):
+                    log_pending()
+                    if it != saved_iter:
+                        save(("another process was signalled" if stop is None or stop.signal is None else
+                              f"{signal.Signals(stop.signal).name} received") if stopping else "checkpoint_minutes")
+                    if stopping:
+                        report.message(f"stopped at iteration {it} on request")
+                        break
             x, y = next(batches)
             state, metrics = train_step(state, x, y)
             streak = _nonfinite_streak(streak, metrics["nonfinite"])
@@ -344,9 +443,15 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
                 pending = (it, metrics, streak)
             it += 1
         log_pending()
+        waited = time.perf_counter()
+        checkpoints.wait()
+        seconds["saving checkpoints"] += time.perf_counter() - waited
         total = time.perf_counter() - started
         seconds["training"] = total - sum(seconds.values())
         report.message(f"done in {total:.1f} s: " + ", ".join(f"{s:.1f} s {what}" for what, s in seconds.items()))
     finally:
-        report.close()
+        try:
+            checkpoints.close()
+        finally:
+            report.close()
     return losses

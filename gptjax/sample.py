@@ -12,6 +12,7 @@ if __name__ == "__main__":  # before JAX loads: this may re-execute the program 
     environment.start_program()
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -38,6 +39,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; < 1 less random")
     parser.add_argument("--top_k", type=int, default=200, help="sample only among the k most likely")
     parser.add_argument("--top_p", type=float, default=None, help="nucleus: the smallest set reaching p")
+    parser.add_argument("--checkpoint", choices=checkpoint.WHICH, default="auto",
+                        help="which of out_dir's checkpoints (auto: as nanoGPT's ckpt.pt, the best val loss when the "
+                             "run saved only improvements, else the newest)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="compute dtype (default: as trained)")
     parser.add_argument("--overflow_context", type=int, default=None,
@@ -62,7 +66,8 @@ def main(argv: list[str]) -> None:
         if args.num_samples < 1 or args.max_new_tokens < 1:
             raise UsageError("--num_samples and --max_new_tokens must be >= 1")
         if args.init_from == "resume":
-            model, meta = checkpoint.load_model(Path(args.out_dir), args.dtype)
+            model, meta = checkpoint.load_model(Path(args.out_dir), args.dtype, args.checkpoint,
+                                                warn=functools.partial(print, file=sys.stderr))
             vocab = from_description(meta["tokenizer"])
         else:
             model = from_pretrained(args.init_from, **({"dtype": args.dtype} if args.dtype else {}))

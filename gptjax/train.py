@@ -3,6 +3,9 @@
     python -m gptjax.train --config char [--config.KEY=VALUE ...]       # a shipped recipe, by name
     python train.py --config configs/char.py [--config.KEY=VALUE ...]   # a recipe file (from a clone)
 
+SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 finish the current step, save a checkpoint and exit (SIGINT
+with status 130, the others 0); a second Ctrl-C stops at once.
+
 Recipes: char, char_cpu, gpt2, eval_gpt2[:MODEL], finetune_shakespeare (configs/). Every key, its
 meaning and its default: docs/config.md.
 """
@@ -12,12 +15,13 @@ from gptjax import environment
 if __name__ == "__main__":  # before JAX loads: this may re-execute the program once (huge pages)
     environment.start_program()
 
+import signal
 import sys
 from pathlib import Path
 
 from gptjax.config import command_line_keys, from_command_line
 from gptjax.errors import UsageError
-from gptjax.loop import train
+from gptjax.loop import StopRequest, train
 from gptjax.sharding import initialize_distributed
 
 
@@ -28,9 +32,12 @@ def main(argv: list[str]) -> None:
     try:
         environment.use_measured_xla_flags()
         initialize_distributed()  # before anything touches a device
-        train(from_command_line(argv), given=frozenset(command_line_keys(argv)))
+        with StopRequest() as stop:
+            train(from_command_line(argv), given=frozenset(command_line_keys(argv)), stop=stop)
     except UsageError as e:
         sys.exit(f"{Path(argv[0]).name}: error: {e}")
+    if stop.signal == signal.SIGINT:  # saved; a shell reads 130 as "interrupted"
+        sys.exit(130)
 
 
 if __name__ == "__main__":

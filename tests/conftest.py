@@ -11,11 +11,16 @@ import sys
 # (they read this when first imported, which flax can do, so before anything else).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from gptjax import environment  # noqa: E402  (imports no JAX)
+
+# In-process runs compile with the XLA flags the programs set, so that a run in this process
+# computes bit for bit what a program's subprocess does.
+environment.use_measured_xla_flags()
+
 import pytest  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import gptjax  # noqa: E402
-from gptjax import environment  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHAKESPEARE = REPO.parent / "shared/data/tinyshakespeare/input.txt"

@@ -1,6 +1,8 @@
-"""checkpoint.py: named pytrees and metadata in, the same out; other format versions refused."""
+"""checkpoint.py: named pytrees and metadata in, the same out; other format versions refused; the
+newest and the best kept; unreadable checkpoints skipped; failed saves reported in one line."""
 
 import dataclasses
+import errno
 
 import jax
 import jax.numpy as jnp
@@ -36,19 +38,100 @@ def test_saved_items_and_metadata_come_back_bit_identical(tmp_path):
     meta = {"iter": 7, "best_val_loss": 1.25, "tokenizer": {"kind": "char", "chars": "ab"}}
     checkpoint.save(tmp_path, 7, saved, meta)
     assert checkpoint.latest_step(tmp_path) == 7
-    assert checkpoint.read_meta(tmp_path) == {"format_version": checkpoint.FORMAT_VERSION, **meta}
+    assert checkpoint.read_meta(tmp_path) == {"format_version": checkpoint.FORMAT_VERSION, **meta, "val_loss": None}
     assert_trees_equal(checkpoint.restore(tmp_path, saved), saved)
     # a subset of the items, restored from shapes alone
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), {"params": saved["params"]})
     assert_trees_equal(checkpoint.restore(tmp_path, abstract), {"params": saved["params"]})
 
 
-def test_a_new_save_replaces_the_previous_checkpoint(tmp_path):
-    checkpoint.save(tmp_path, 1, items(1), {"iter": 1})
-    checkpoint.save(tmp_path, 2, items(2), {"iter": 2})
-    assert checkpoint.latest_step(tmp_path) == 2 and checkpoint.read_meta(tmp_path)["iter"] == 2
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
-    assert_trees_equal(checkpoint.restore(tmp_path, items()), items(2))
+def save_run(out_dir, background=False, always_save=False):
+    """Checkpoints 0..40 with val losses 4.0, 3.0, none, 3.5, none, as a run saves them."""
+    with checkpoint.Writer(out_dir, keep=2, background=background) as writer:
+        for step, val_loss in [(0, 4.0), (10, 3.0), (20, None), (30, 3.5), (40, None)]:
+            meta = {"iter": step, "config": {"always_save_checkpoint": always_save}}
+            writer.save(step, items(step), meta, val_loss)
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_the_newest_two_and_the_best_are_kept(tmp_path, background):
+    save_run(tmp_path, background)
+    assert checkpoint.steps(tmp_path) == [10, 30, 40]
+    assert_trees_equal(checkpoint.restore(tmp_path, items()), items(40))
+    assert [step for step, _ in checkpoint.choose(tmp_path, "best")] == [10, 40, 30]
+    assert [step for step, _ in checkpoint.choose(tmp_path, "newest")] == [40, 30, 10]
+    assert checkpoint.choose(tmp_path, "auto")[0][0] == 10  # saved only improvements: nanoGPT's ckpt.pt is the best
+
+
+def test_auto_loads_the_newest_of_a_run_that_always_saved(tmp_path):
+    save_run(tmp_path, always_save=True)
+    assert checkpoint.choose(tmp_path, "auto")[0][0] == 40
+
+
+def test_a_background_save_is_safe_from_the_next_donating_step(tmp_path):
+    state = items(3)
+    with checkpoint.Writer(tmp_path, keep=2, background=True) as writer:
+        writer.save(3, state, {})
+        jax.block_until_ready(jax.jit(lambda tree: jax.tree.map(lambda a: a * 2, tree), donate_argnums=0)(state))
+    assert_trees_equal(checkpoint.restore(tmp_path, items()), items(3))
+
+
+def test_an_unreadable_newest_checkpoint_is_skipped_then_set_aside(tmp_path):
+    save_run(tmp_path)
+    for f in (tmp_path / "checkpoints/40").rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])  # truncated, as by a full disk or a kill
+    warnings = []
+    candidates = checkpoint.choose(tmp_path, "newest", warnings.append)
+    assert [step for step, _ in candidates] == [30, 10]
+    assert warnings == [f"skipping the checkpoint {tmp_path}/checkpoints/40: it cannot be read (" + warnings[0].split(
+        "(", 1)[1]] and "\n" not in warnings[0]
+    step, meta, restored = checkpoint.restore_first(tmp_path, candidates, items(), warnings.append)
+    assert step == 30 and meta["iter"] == 30
+    assert_trees_equal(restored, items(30))
+    assert checkpoint.set_aside_newer(tmp_path, 30) == [tmp_path / "checkpoints/40.unreadable"]
+    assert checkpoint.steps(tmp_path) == [10, 30]  # and the files are still there, for a look
+    assert (tmp_path / "checkpoints/40.unreadable").is_dir()
+
+
+def test_arrays_that_cannot_be_read_fall_back_to_the_next_checkpoint(tmp_path):
+    save_run(tmp_path)
+    for f in (tmp_path / "checkpoints/40/params").rglob("*"):
+        if f.is_file() and "metadata" not in f.name:
+            f.unlink()
+    warnings = []
+    step, _, restored = checkpoint.restore_first(tmp_path, checkpoint.choose(tmp_path, "newest"), items(),
+                                                 warnings.append)
+    assert step == 30 and len(warnings) == 2 and warnings[1] == f"using the checkpoint {tmp_path}/checkpoints/30"
+    assert_trees_equal(restored, items(30))
+
+
+def test_no_readable_checkpoint_is_one_line(tmp_path):
+    checkpoint.save(tmp_path, 1, items(1), {})
+    (tmp_path / "checkpoints/1/meta/metadata").write_text("{")
+    with pytest.raises(UsageError, match=f"no checkpoint in {tmp_path}/checkpoints can be read") as error:
+        checkpoint.load_model(tmp_path, warn=lambda _: None)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_failed_save_is_one_line_and_loses_nothing(tmp_path, monkeypatch, background):
+    checkpoint.save(tmp_path, 1, items(1), {})
+    handler = ocp.StandardCheckpointHandler
+
+    async def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(handler, "async_save", full_disk)
+    with pytest.raises(UsageError) as error, checkpoint.Writer(tmp_path, keep=2, background=background) as writer:
+        writer.save(2, items(2), {})
+        writer.wait()
+    assert str(error.value).startswith(f"could not write the checkpoint {tmp_path}/checkpoints/2 (OSError: ")
+    assert "No space left on device" in str(error.value) and "\n" not in str(error.value)
+    assert str(error.value).endswith(f"the newest complete checkpoint: {tmp_path}/checkpoints/1")
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]  # no partial directory left
+    assert_trees_equal(checkpoint.restore(tmp_path, items()), items(1))
 
 
 def test_a_checkpoint_of_another_format_version_is_refused_naming_both(tmp_path):
@@ -69,6 +152,8 @@ def test_a_run_without_checkpoints_is_named(tmp_path):
     assert checkpoint.latest_step(tmp_path) is None
     with pytest.raises(UsageError, match=f"{tmp_path} holds no checkpoint"):
         checkpoint.read_meta(tmp_path)
+    with pytest.raises(UsageError, match=f"{tmp_path} holds no checkpoint"):
+        checkpoint.load_model(tmp_path)
 
 
 def test_load_model_rebuilds_the_saved_model(tmp_path):

@@ -6,6 +6,7 @@ Each case runs in a subprocess: the device count and jax.distributed must be set
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import textwrap
 
 import pytest
 from conftest import REPO, run_program, tiny_run_args
+
+from gptjax import checkpoint, loop
 
 EIGHT_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 
@@ -109,25 +112,39 @@ def losses(out_dir: pathlib.Path) -> dict:
             for r in records}
 
 
-def run_two_processes(args: list[str]) -> None:
+def run_two_processes(args: list[str], signal_second_after: str | None = None) -> str:
+    """Run train.py args as the 2 processes of one run; returns the first one's output.
+    signal_second_after: SIGTERM the second process alone once the first printed this."""
     with socket.socket() as s:  # a free port on loopback for the coordinator
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-           "JAX_NUM_PROCESSES": "2"}
+           "JAX_NUM_PROCESSES": "2", "PYTHONUNBUFFERED": "1"}
     processes = [subprocess.Popen([sys.executable, *args], env={**env, "JAX_PROCESS_ID": str(i)},
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    printed = ""
+    if signal_second_after:
+        for line in processes[0].stdout:
+            printed += line
+            if line.startswith(signal_second_after):
+                processes[1].send_signal(signal.SIGTERM)
+                break
     outputs = [p.communicate(timeout=300) for p in processes]
     for p, (_, err) in zip(processes, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
+    return printed + outputs[0][0]
 
 
-def test_two_processes_train_save_and_resume_like_one(tmp_path):
-    single = run_program(tiny_train_args(tmp_path, "single"))
+def test_two_processes_stop_together_on_one_sigterm_and_resume_like_one_process(tmp_path):
+    # SIGTERM reaches one process only, as when a scheduler signals hosts at different moments: both
+    # agree on one stop step (loop.SYNC_STEPS), save it and exit 0; resumed, they train as one process does
+    printed = run_two_processes(tiny_train_args(tmp_path, "multi", max_iters=100_000), signal_second_after="iter 12:")
+    stopped_at = checkpoint.latest_step(tmp_path / "multi")
+    assert stopped_at % loop.SYNC_STEPS == 0 and f"stopped at iteration {stopped_at} on request" in printed
+    run_two_processes(tiny_train_args(tmp_path, "multi", init_from="resume", max_iters=stopped_at + 3))
+    single = run_program(tiny_train_args(tmp_path, "single", max_iters=stopped_at + 3))
     assert single.returncode == 0, single.stderr[-3000:]
-    run_two_processes(tiny_train_args(tmp_path, "multi", max_iters=3))
-    run_two_processes(tiny_train_args(tmp_path, "multi", init_from="resume"))
     multi, single = losses(tmp_path / "multi"), losses(tmp_path / "single")
-    assert multi.keys() == single.keys() and len(single) == 6 + 3  # 6 steps, evals at 0, 3, 6
+    assert multi.keys() == single.keys() and len([key for key in single if key[0] == "train step"]) == stopped_at + 3
     # the same batches and dropout masks; only the order of the cross-process sums differs
     assert multi == pytest.approx(single, abs=1e-4)
