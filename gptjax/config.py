@@ -39,6 +39,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint_minutes = 0.0  # also save when this many minutes passed since the last save (0: off)
     c.keep_checkpoints = 2  # the newest N are kept, and the one with the best val loss
     c.async_checkpointing = True  # write checkpoints in the background while training goes on
+    c.wandb_log = False  # log every record to Weights & Biases too (the wandb extra)
+    c.wandb_project = "gptjax"
+    c.wandb_run_name = "gpt2"
+    c.tensorboard_dir = ""  # write every record as TensorBoard events here too (the tensorboard extra); "": off
+    c.log_health = False  # also log each block's parameter norm, gradient norm and update/parameter ratio
     c.init_from = "scratch"  # "resume" from out_dir, a GPT-2 ("gpt2"...) or a local HF GPT-2 directory
     # data
     c.dataset = "shakespeare_char"

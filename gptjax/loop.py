@@ -24,7 +24,7 @@ from gptjax import attention, checkpoint, data, flops, hellaswag, optim, pretrai
 from gptjax.config import model_config
 from gptjax.errors import UsageError
 from gptjax.model import GPT, GPTConfig
-from gptjax.reporting import Reporter
+from gptjax.reporting import Reporter, TensorBoardSink, WandbSink
 from gptjax.step import TrainState, eval_step, train_step
 from gptjax.tokenizers import Tokenizer
 
@@ -343,7 +343,13 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
         (out_dir / "config.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         if config.init_from == "resume" and (aside := _set_records_aside(out_dir / "metrics.jsonl", it)):
             warn(f"metrics.jsonl had rows past iteration {it}, the checkpoint resumed: moved to {aside}")
-    report = Reporter(out_dir / "metrics.jsonl", start=it, total=config.max_iters, active=main_process)
+    sinks = []
+    if main_process and config.wandb_log:
+        sinks.append(WandbSink(out_dir, config.wandb_project, config.wandb_run_name, config.to_dict()))
+    if main_process and config.tensorboard_dir:
+        sinks.append(TensorBoardSink(Path(config.tensorboard_dir).absolute()))
+    report = Reporter(out_dir / "metrics.jsonl", start=it, total=config.max_iters, active=main_process,
+                      sinks=tuple(sinks))
     for line in _summary(config, model_cfg, source_cfg, n_params, it, best_val_loss, tokenizer, splits):
         report.message(line)
     if jax.default_backend() == "cpu" and not config.eval_only and it < config.max_iters:
@@ -367,6 +373,8 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
         pending = None
         metrics, streak = jax.device_get((metrics, streak))
         values = {k: float(v) for k, v in metrics.items() if k != "nonfinite"}
+        if config.log_health and config.grad_clip:
+            values["clipped"] = values["grad_norm"] > config.grad_clip  # this step's gradient was scaled down
         if metrics["nonfinite"]:  # records stay valid JSON: null, never NaN
             values = {k: v if math.isfinite(v) else None for k, v in values.items()} | {"nonfinite": True}
         now = time.perf_counter()
@@ -436,7 +444,7 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
                         report.message(f"stopped at iteration {it} on request")
                         break
             x, y = next(batches)
-            state, metrics = train_step(state, x, y)
+            state, metrics = train_step(state, x, y, with_health=config.log_health)
             streak = _nonfinite_streak(streak, metrics["nonfinite"])
             log_pending()  # read step it-1 back while step it runs
             if it % config.log_interval == 0:

@@ -1,18 +1,77 @@
 """Progress for people and records for programs: a rich progress bar on a terminal, plain log
-lines in a pipe or CI, and every logged value appended to out_dir/metrics.jsonl."""
+lines in a pipe or CI, every logged value appended to out_dir/metrics.jsonl and, where asked,
+sent to Weights & Biases and written as TensorBoard events: the same values, from one place."""
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from gptjax.errors import UsageError
+
+Sink = Callable[[dict], None]  # takes one record: {"iter": ..., name: value or None, ...}; has close()
+
+
+def _missing(package: str, key: str, extra: str) -> UsageError:
+    return UsageError(f"config.{key} needs the {package} package: pip install {package} "
+                      f"(or gptjax's extra: pip install -e \".[{extra}]\")")
+
+
+class WandbSink:
+    """Every record to a Weights & Biases run, its iteration as wandb's step. The run's id is kept
+    in out_dir/wandb_id, so that a resumed training run continues the same wandb run; a record of
+    an iteration wandb already has (a resume from an older checkpoint) is not logged twice."""
+
+    def __init__(self, out_dir: Path, project: str, run_name: str, config: dict):
+        try:
+            import wandb
+        except ImportError:
+            raise _missing("wandb", "wandb_log", "wandb") from None
+        id_file = out_dir / "wandb_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else None
+        self._run = wandb.init(project=project, name=run_name, config=config, id=run_id, resume="allow",
+                               dir=out_dir)
+        id_file.write_text(self._run.id)
+
+    def __call__(self, record: dict) -> None:
+        if record["iter"] < self._run.step:
+            return
+        values = {key: value for key, value in record.items() if key != "iter" and value is not None}
+        self._run.log(values, step=record["iter"])
+
+    def close(self) -> None:
+        self._run.finish()
+
+
+class TensorBoardSink:
+    """Every numeric value of every record as a TensorBoard scalar (tensorboardX's writer), its
+    iteration as the step."""
+
+    def __init__(self, log_dir: Path):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise _missing("tensorboardX", "tensorboard_dir", "tensorboard") from None
+        self._writer = SummaryWriter(str(log_dir))
+
+    def __call__(self, record: dict) -> None:
+        for key, value in record.items():
+            if key != "iter" and isinstance(value, int | float) and not isinstance(value, bool):
+                self._writer.add_scalar(key, value, record["iter"])
+
+    def close(self) -> None:
+        self._writer.close()
+
 
 class Reporter:
-    """active=False (every process of a multi-host run but the first) makes it silent."""
+    """active=False (every process of a multi-host run but the first) makes it silent. `sinks`
+    (WandbSink, TensorBoardSink) receive every record metrics.jsonl gets."""
 
-    def __init__(self, metrics_path: Path, start: int, total: int, active: bool = True):
+    def __init__(self, metrics_path: Path, start: int, total: int, active: bool = True, sinks: tuple = ()):
         self._active = active
+        self._sinks = sinks if active else ()
         # kept open for the whole run (closed by close()), so that each record is one write
         self._records = open(metrics_path, "a", encoding="utf-8") if active else None  # noqa: SIM115
         self._progress = None
@@ -38,6 +97,8 @@ class Reporter:
             return
         self._records.write(json.dumps(values) + "\n")
         self._records.flush()
+        for sink in self._sinks:
+            sink(values)
 
     def log_step(self, it: int, values: dict) -> None:
         """One training step's metrics: recorded, and shown as a log line or in the bar."""
@@ -59,3 +120,5 @@ class Reporter:
             self._progress.stop()
         if self._records is not None:
             self._records.close()
+        for sink in self._sinks:
+            sink.close()

@@ -68,10 +68,33 @@ def _loss(graphdef, params, x_BxT, y_BxT, dropout_key=None) -> jax.Array:
     return cross_entropy(model(x_BxT, rngs=dropout_key), y_BxT)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+def _parameter_groups(tree: dict) -> dict:
+    """A parameter-shaped tree by the model's parts: each block (h.0, h.1, ...), wte, wpe, ln_f."""
+    groups = {}
+    for name, part in tree.items():
+        groups.update({f"h.{i}": block for i, block in part.items()} if name == "h" else {name: part})
+    return groups
+
+
+def health(params: dict, grads: dict, new_params: dict) -> dict[str, jax.Array]:
+    """Per part of the model (_parameter_groups): its parameters' norm, its gradient's norm and
+    its update's norm relative to its parameters' (nanoGPT's to-do; ~1e-3 is a healthy ratio)."""
+    metrics = {}
+    old, new = _parameter_groups(params), _parameter_groups(new_params)
+    for name, grad in _parameter_groups(grads).items():
+        norm = optax.tree.norm(old[name])
+        metrics[f"{name}/param_norm"] = norm
+        metrics[f"{name}/grad_norm"] = optax.tree.norm(grad)
+        metrics[f"{name}/update_ratio"] = optax.tree.norm(jax.tree.map(jnp.subtract, new[name], old[name])) / norm
+    return metrics
+
+
+@functools.partial(jax.jit, donate_argnums=0, static_argnames="with_health")
+def train_step(state: TrainState, x: jax.Array, y: jax.Array,
+               with_health: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
     """One AdamW update on the batch (x, y); returns the new state and {loss, grad_norm, lr,
     nonfinite}: nonfinite is True when the loss or gradient was not finite and the update skipped.
+    with_health adds health()'s values, "PART/param_norm", ... for each part of the model.
 
     x and y are (B, T), or (A, B, T) for gradient accumulation: the A micro-batches run one after
     another (lax.scan) and their mean gradient makes the update, the same as one batch of A*B.
@@ -104,6 +127,8 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainStat
     )
     if lr is not None:
         metrics["lr"] = lr
+    if with_health:
+        metrics.update(health(state.params, grads, params))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 

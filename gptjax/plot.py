@@ -1,0 +1,81 @@
+"""Draw runs' train and validation loss, and learning rate, against iteration from their
+metrics.jsonl into one PNG, a line per run and split, with a legend.
+
+    python -m gptjax.plot OUT_DIR [OUT_DIR ...] [--output FILE]
+    python plot.py OUT_DIR ...                        # the same, from a clone
+
+FILE defaults to the first OUT_DIR's loss.png. Needs matplotlib (the plot extra).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from gptjax.errors import UsageError
+
+SIZE_INCHES, DPI = (10, 7), 100  # a 1000 x 700 pixel image
+
+
+def read_records(out_dir: Path) -> list[dict]:
+    """The rows of out_dir/metrics.jsonl."""
+    path = Path(out_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise UsageError(f"{Path(out_dir).absolute()} has no metrics.jsonl: pass the out_dir of a training run")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot(out_dirs: list[Path], output: Path) -> None:
+    """Loss (log scale: early and late losses differ by an order of magnitude) above learning rate."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError('plotting needs matplotlib: pip install matplotlib (or pip install -e ".[plot]")') from None
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    figure, (loss_axes, lr_axes) = plt.subplots(2, 1, sharex=True, figsize=SIZE_INCHES, dpi=DPI,
+                                                gridspec_kw={"height_ratios": [3, 1]})
+    for out_dir in out_dirs:
+        rows, name = read_records(out_dir), str(out_dir)  # as the command line named it
+        steps = [r for r in rows if r.get("loss") is not None]
+        evaluations = [r for r in rows if "val_loss" in r]
+        line, = loss_axes.plot([r["iter"] for r in steps], [r["loss"] for r in steps], alpha=0.4, linewidth=0.8,
+                               label=f"{name} train (step)")
+        color = line.get_color()
+        loss_axes.plot([r["iter"] for r in evaluations], [r["val_loss"] for r in evaluations], "o-", color=color,
+                       label=f"{name} val")
+        loss_axes.plot([r["iter"] for r in evaluations], [r["train_loss"] for r in evaluations], "s--",
+                       color=color, markersize=4, label=f"{name} train (evaluation)")
+        lr_axes.plot([r["iter"] for r in steps if "lr" in r], [r["lr"] for r in steps if "lr" in r], color=color)
+    loss_axes.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")  # 2.5, not 2.5x10^0
+    loss_axes.yaxis.set_major_formatter(plain)
+    loss_axes.yaxis.set_minor_formatter(plain)
+    loss_axes.set_ylabel("loss (log scale)")
+    loss_axes.grid(True, which="both", alpha=0.3)
+    loss_axes.legend(fontsize="small")
+    lr_axes.set_ylabel("learning rate")
+    lr_axes.set_xlabel("iteration")
+    lr_axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(output)
+    plt.close(figure)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.splitlines()[0])
+    parser.add_argument("out_dirs", nargs="+", type=Path, help="training runs' out_dir")
+    parser.add_argument("--output", type=Path, help="the PNG to write (default: the first OUT_DIR/loss.png)")
+    args = parser.parse_args(argv[1:])
+    output = args.output or args.out_dirs[0] / "loss.png"
+    try:
+        plot(args.out_dirs, output)
+    except UsageError as e:
+        sys.exit(f"{Path(argv[0]).name}: error: {e}")
+    print(f"wrote {output.absolute()}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
