@@ -3,6 +3,7 @@ back from an unreadable checkpoint, and records that read as one run after a res
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,9 +11,10 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, run_program, tiny_run_args
+from conftest import REPO, tiny_run_args
 
 from gptjax import checkpoint, loop
+from gptjax import sample as sample_program
 from gptjax import train as train_program
 from gptjax.config import from_command_line
 
@@ -29,18 +31,24 @@ def step_losses(out_dir) -> list[tuple[int, float]]:
     return [(r["iter"], r["loss"]) for r in rows(out_dir) if "loss" in r]
 
 
-def test_a_run_saves_its_best_its_intervals_and_its_end(tmp_path):
-    # evaluations at 0, 4, 8 save when val loss improves; every 3rd iteration saves; 10 is the end
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """A run that saves as a long one does: evaluations at 0, 4, 8 save when val loss improves,
+    every 3rd iteration saves, iteration 10 is the end; the newest 2 and the best are kept."""
+    tmp_path = tmp_path_factory.mktemp("saved")
     loop.train(config(tmp_path, max_iters=10, always_save_checkpoint=False, checkpoint_interval=3,
-                      keep_checkpoints=2), stop=loop.StopRequest())
-    out, evaluations = tmp_path / "out", [r for r in rows(tmp_path / "out") if "val_loss" in r]
-    best = min(evaluations, key=lambda r: r["val_loss"])
-    assert set(checkpoint.steps(out)) == {9, 10, best["iter"]}  # the newest two and the best
-    assert checkpoint.read_meta(out, best["iter"])["val_loss"] == best["val_loss"]
-    assert checkpoint.read_meta(out, 10)["val_loss"] is None  # not an evaluation
+                      keep_checkpoints=2))
+    return tmp_path / "out"
 
 
-def test_a_run_on_a_tiny_text_ends_with_a_checkpoint_sample_loads(tmp_path):
+def test_a_run_saves_its_best_its_intervals_and_its_end(saved_run):
+    best = min((r for r in rows(saved_run) if "val_loss" in r), key=lambda r: r["val_loss"])
+    assert set(checkpoint.steps(saved_run)) == {9, 10, best["iter"]}  # the newest two and the best
+    assert checkpoint.read_meta(saved_run, best["iter"])["val_loss"] == best["val_loss"]
+    assert checkpoint.read_meta(saved_run, 10)["val_loss"] is None  # not an evaluation
+
+
+def test_a_run_on_a_tiny_text_ends_with_a_checkpoint_sample_loads(tmp_path, capsys):
     # a 2 KB text: val loss never improves after iteration 0 in nanoGPT's char recipe on it
     text = tmp_path / "small.txt"
     text.write_text(("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 40)[:2048])
@@ -50,9 +58,10 @@ def test_a_run_on_a_tiny_text_ends_with_a_checkpoint_sample_loads(tmp_path):
             "--config.batch_size=2", "--config.n_layer=1", "--config.n_embd=16", "--config.n_head=2"]
     loop.train(from_command_line(["train.py", *args]))
     assert checkpoint.steps(tmp_path / "out")  # something to sample from, whatever val loss did
-    sampled = run_program(["sample.py", f"--out_dir={tmp_path / 'out'}", "--max_new_tokens=5", "--num_samples=1",
-                           "--start=F"])
-    assert sampled.returncode == 0, sampled.stderr
+    capsys.readouterr()
+    sample_program.main(["sample.py", f"--out_dir={tmp_path / 'out'}", "--max_new_tokens=5", "--num_samples=1",
+                         "--start=F"])
+    assert capsys.readouterr().out.startswith("F")
 
 
 def test_sigterm_saves_exits_0_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path):
@@ -100,21 +109,22 @@ def test_ctrl_c_saves_and_exits_130_and_a_second_one_aborts(tmp_path):
         stop.request(signal.SIGINT)
 
 
-def test_resume_skips_an_unreadable_newest_checkpoint_and_sets_its_records_aside(tmp_path, capsys):
-    loop.train(config(tmp_path, max_iters=8))  # saves 0, 4, 8; keeps 4 and 8 (and the best)
-    for f in (tmp_path / "out/checkpoints/8").rglob("*"):
+def test_resume_skips_an_unreadable_newest_checkpoint_and_sets_its_records_aside(saved_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(saved_run, out)
+    for f in (out / "checkpoints/10").rglob("*"):
         if f.is_file():
-            f.write_bytes(b"")
+            f.write_bytes(b"")  # as a kill or a full disk during the save might leave it
     capsys.readouterr()
-    loop.train(config(tmp_path, init_from="resume", max_iters=10))
+    loop.train(config(tmp_path, init_from="resume", max_iters=12, checkpoint_interval=3, keep_checkpoints=2))
     err = capsys.readouterr().err
-    assert f"skipping the checkpoint {tmp_path}/out/checkpoints/8: it cannot be read (" in err
-    assert f"renamed the unreadable checkpoint to {tmp_path}/out/checkpoints/8.unreadable" in err
-    assert f"moved to {tmp_path}/out/metrics.past-4.jsonl" in err
-    iters = [r["iter"] for r in rows(tmp_path / "out") if "loss" in r]
-    assert iters == list(range(10))  # one row per iteration: those past 4 of the first run set aside
-    assert [r["iter"] for r in rows(tmp_path / "out") if "val_loss" in r] == [0, 4, 8]
-    past = [json.loads(line) for line in (tmp_path / "out/metrics.past-4.jsonl").read_text().splitlines()]
-    assert sorted({r["iter"] for r in past}) == [4, 5, 6, 7, 8]
-    assert 10 in checkpoint.steps(tmp_path / "out")
-    assert (tmp_path / "out/checkpoints/8.unreadable").is_dir()  # kept for a look
+    assert f"skipping the checkpoint {out}/checkpoints/10: it cannot be read (" in err
+    assert f"renamed the unreadable checkpoint to {out}/checkpoints/10.unreadable" in err
+    assert f"moved to {out}/metrics.past-9.jsonl" in err
+    assert [r["iter"] for r in rows(out) if "loss" in r] == list(range(12))  # one row per iteration
+    assert [r["iter"] for r in rows(out) if "val_loss" in r] == [0, 4, 8, 12]
+    past = [json.loads(line) for line in (out / "metrics.past-9.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in past] == [9]  # the first run's step 9, done again after resuming
+    best = min((r for r in rows(out) if "val_loss" in r), key=lambda r: r["val_loss"])["iter"]
+    assert set(checkpoint.steps(out)) == {9, 12, best}
+    assert (out / "checkpoints/10.unreadable").is_dir()  # kept for a look
