@@ -48,6 +48,12 @@ def test_a_run_saves_its_best_its_intervals_and_its_end(saved_run):
     assert checkpoint.read_meta(saved_run, 10)["val_loss"] is None  # not an evaluation
 
 
+def test_checkpoint_minutes_saves_when_that_much_time_passed(tmp_path):
+    # a millisecond's worth: every iteration is that far from the last save
+    loop.train(config(tmp_path, max_iters=4, eval_interval=100, checkpoint_minutes=1e-5, keep_checkpoints=10))
+    assert checkpoint.steps(tmp_path / "out") == [0, 1, 2, 3, 4]
+
+
 def test_a_run_on_a_tiny_text_ends_with_a_checkpoint_sample_loads(tmp_path, capsys):
     # a 2 KB text: val loss never improves after iteration 0 in nanoGPT's char recipe on it
     text = tmp_path / "small.txt"
