@@ -4,6 +4,8 @@ fields of its train state); this module knows names, arrays, metadata, the forma
 checkpoints to keep, and what to do with one that cannot be read.
 """
 
+import logging
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,20 @@ FORMAT_VERSION = 2
 _META = "meta"  # the item that holds the metadata
 WHICH = ("auto", "newest", "best")  # which checkpoint of a run to load (load_model)
 UNREADABLE = ".unreadable"  # the suffix a checkpoint that cannot be read is renamed with on resume
+
+
+class _OrbaxErrorsAreRaised(logging.Filter):
+    """orbax logs a failed write with a traceback from every thread and task it ran in (400 lines
+    for one full disk), then raises it; this module reports what it raises in one line (Writer,
+    choose)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_orbax = f"{os.sep}orbax{os.sep}" in record.pathname or "orbax" in record.getMessage()
+        return not (record.levelno >= logging.ERROR and from_orbax)
+
+
+for _logger in ("absl", "asyncio"):
+    logging.getLogger(_logger).addFilter(_OrbaxErrorsAreRaised())
 
 
 def _is_array(tree: Any) -> bool:
