@@ -391,13 +391,15 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
                              f"{newest}. Lower learning_rate or look at the data, then resume")
 
     def save(why: str, val_loss: float | None = None):
-        nonlocal saved_iter, last_save
+        nonlocal saved_iter, last_save, clock, clock_iter
+        log_pending()
         save_started = time.perf_counter()
         meta = {"iter": it, "best_val_loss": float(best_val_loss), "config": config.to_dict(),
                 "model": dataclasses.asdict(model_cfg), "tokenizer": tokenizer.describe()}
         checkpoints.save(it, _checkpoint_items(state), meta, val_loss)
         seconds["saving checkpoints"] += time.perf_counter() - save_started
         saved_iter, last_save = it, time.monotonic()
+        clock, clock_iter = time.perf_counter(), it  # saving time is not step time
         report.message(f"saved checkpoint to {out_dir}/checkpoints/{it} ({why})")
 
     losses, streak = {}, jnp.zeros((), jnp.int32)
@@ -423,20 +425,17 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
                     break
                 if (improved or config.always_save_checkpoint or it % checkpoint_interval == 0) and it != saved_iter:
                     save("the best val loss so far" if improved else "the newest", losses["val"])
-                clock, clock_iter = time.perf_counter(), it  # evaluation and saving time is not step time
+                clock, clock_iter = time.perf_counter(), it  # evaluation time is not step time
             elif it % checkpoint_interval == 0 and it != saved_iter:
-                log_pending()
                 save("checkpoint_interval")
             if it >= config.max_iters:
                 if it != saved_iter:
-                    log_pending()
                     save("the end of training")
                 break
             if jax.process_count() == 1 or it % SYNC_STEPS == 0:
                 stopping, timely = _agree([stop is not None and stop.signal is not None, config.checkpoint_minutes > 0
                                            and time.monotonic() - last_save >= 60 * config.checkpoint_minutes])
                 if stopping or (timely and it != saved_iter):
-                    log_pending()
                     if it != saved_iter:
                         save(("another process was signalled" if stop is None or stop.signal is None else
                               f"{signal.Signals(stop.signal).name} received") if stopping else "checkpoint_minutes")

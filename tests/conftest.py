@@ -6,6 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 # The tests run offline: the Hugging Face libraries fail at once instead of retrying the network
 # (they read this when first imported, which flax can do, so before anything else).
@@ -16,6 +17,12 @@ from gptjax import environment  # noqa: E402  (imports no JAX)
 # In-process runs compile with the XLA flags the programs set, so that a run in this process
 # computes bit for bit what a program's subprocess does.
 environment.use_measured_xla_flags()
+# Many tests compile the same tiny programs (a compile is seconds, a run milliseconds): JAX's
+# persistent compilation cache shares them across tests and the programs' subprocesses, in a
+# folder of this test session's own, so nothing carries over between sessions.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="gptjax-test-xla-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # noqa: E402
 from flax import nnx  # noqa: E402

@@ -48,12 +48,6 @@ def test_a_run_saves_its_best_its_intervals_and_its_end(saved_run):
     assert checkpoint.read_meta(saved_run, 10)["val_loss"] is None  # not an evaluation
 
 
-def test_checkpoint_minutes_saves_when_that_much_time_passed(tmp_path):
-    # a millisecond's worth: every iteration is that far from the last save
-    loop.train(config(tmp_path, max_iters=4, eval_interval=100, checkpoint_minutes=1e-5, keep_checkpoints=10))
-    assert checkpoint.steps(tmp_path / "out") == [0, 1, 2, 3, 4]
-
-
 def test_a_run_on_a_tiny_text_ends_with_a_checkpoint_sample_loads(tmp_path, capsys):
     # a 2 KB text: val loss never improves after iteration 0 in nanoGPT's char recipe on it
     text = tmp_path / "small.txt"
@@ -64,13 +58,17 @@ def test_a_run_on_a_tiny_text_ends_with_a_checkpoint_sample_loads(tmp_path, caps
             "--config.batch_size=2", "--config.n_layer=1", "--config.n_embd=16", "--config.n_head=2"]
     loop.train(from_command_line(["train.py", *args]))
     assert checkpoint.steps(tmp_path / "out")  # something to sample from, whatever val loss did
+    # and checkpoint_minutes, a millisecond's worth: every iteration is that far from the last save
+    loop.train(from_command_line(["train.py", *args, "--config.init_from=resume", "--config.max_iters=9",
+                                  "--config.checkpoint_minutes=1e-5", "--config.keep_checkpoints=10"]))
+    assert checkpoint.steps(tmp_path / "out")[-4:] == [6, 7, 8, 9]
     capsys.readouterr()
     sample_program.main(["sample.py", f"--out_dir={tmp_path / 'out'}", "--max_new_tokens=5", "--num_samples=1",
                          "--start=F"])
     assert capsys.readouterr().out.startswith("F")
 
 
-def test_sigterm_saves_exits_0_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path):
+def test_sigterm_saves_exits_0_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path, capsys):
     # a long run (its learning-rate schedule ends at lr_decay_iters=8, so max_iters changes nothing)
     args = tiny_run_args(tmp_path, out="stopped", max_iters=100_000, eval_interval=4)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "GPTJAX_HUGE_PAGES": "0", "PYTHONUNBUFFERED": "1"}
@@ -87,7 +85,11 @@ def test_sigterm_saves_exits_0_and_the_resumed_run_matches_an_uninterrupted_one(
     assert f"stopped at iteration {stopped_at} on request" in out and stopped_at >= 10
 
     end = stopped_at + 3
+    capsys.readouterr()
     loop.train(config(tmp_path, out="stopped", init_from="resume", max_iters=end))
+    best = min(r["val_loss"] for r in rows(tmp_path / "stopped") if "val_loss" in r and r["iter"] <= stopped_at)
+    assert capsys.readouterr().out.startswith(
+        f"resuming {tmp_path}/stopped/checkpoints/{stopped_at} (iter {stopped_at}, best val {best:.4f}): ")
     loop.train(config(tmp_path, out="whole", max_iters=end))
     assert step_losses(tmp_path / "stopped") == step_losses(tmp_path / "whole")  # exactly
     assert [it for it, _ in step_losses(tmp_path / "stopped")] == list(range(end))

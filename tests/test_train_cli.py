@@ -44,7 +44,7 @@ def assert_start_up_says_what_trains_on_what(result: subprocess.CompletedProcess
     assert recorded["vocab_size"] == vocab and recorded["n_embd"] == 16 and recorded["weight_decay"] == 0.1
 
 
-def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+def test_a_run_says_what_it_does_and_records_every_step(tmp_path):
     whole = run_cli(tiny_run_args(tmp_path, out="whole"))
     assert whole.returncode == 0, whole.stderr
     assert "step 8: train loss" in whole.stdout and "iter 7: loss" in whole.stdout
@@ -55,27 +55,13 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
                         whole.stdout.splitlines()[-1])
     assert done and float(done[1]) == pytest.approx(sum(map(float, done.groups()[1:])), abs=0.25)
 
-    first = run_cli(tiny_run_args(tmp_path, out="split", max_iters=4))
-    assert first.returncode == 0, first.stderr
-    resumed = run_cli(tiny_run_args(tmp_path, out="split", init_from="resume"))
-    assert resumed.returncode == 0, resumed.stderr
-    best = min(r["val_loss"] for r in records(tmp_path / "split") if "val_loss" in r and r["iter"] <= 4)
-    assert resumed.stdout.startswith(f"resuming {tmp_path}/split/checkpoints/4 (iter 4, best val {best:.4f}): ")
-
-    whole_records, split_records = records(tmp_path / "whole"), records(tmp_path / "split")
-    def steps(rs):
-        return [(r["iter"], r["loss"], r["lr"]) for r in rs if "loss" in r]
-
-    def evals(rs):
-        return {r["iter"]: (r["train_loss"], r["val_loss"]) for r in rs if "val_loss" in r}
-
-    # the keys docs/config.md documents (mfu only where the device's peak is known)
+    # the keys docs/config.md documents (mfu only where the device's peak is known); resuming
+    # exactly: tests/test_long_runs.py
+    rows = records(tmp_path / "whole")
     assert all(r.keys() == {"iter", "loss", "grad_norm", "lr", "ms_per_iter", "tokens_per_s"}
-               for r in whole_records if "loss" in r)
-    assert all(r.keys() == {"iter", "train_loss", "val_loss"} for r in whole_records if "val_loss" in r)
-    assert steps(split_records) == steps(whole_records)  # iterations 0-3, then 4-7 after resuming
-    assert [it for it, _, _ in steps(split_records)] == list(range(8))
-    assert evals(split_records) == evals(whole_records)
+               for r in rows if "loss" in r)
+    assert all(r.keys() == {"iter", "train_loss", "val_loss"} for r in rows if "val_loss" in r)
+    assert [r["iter"] for r in rows if "loss" in r] == list(range(8))
 
 
 def test_bad_input_stops_with_one_line_and_keeps_the_checkpoint(tmp_path):
