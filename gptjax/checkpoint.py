@@ -4,9 +4,11 @@ fields of its train state); this module knows names, arrays, metadata, the forma
 checkpoints to keep, and what to do with one that cannot be read.
 """
 
+import contextlib
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,7 @@ class Writer:
                                                cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(self._folder, options=options)
         self._pending: int | None = None  # the step being written in the background
+        self._failed = False  # a save failed (and was reported)
         self.newest = self._manager.latest_step()  # the newest checkpoint known to be complete
 
     def save(self, step: int, items: dict[str, Any], meta: dict, val_loss: float | None = None) -> None:
@@ -119,11 +122,25 @@ class Writer:
             self.newest, self._pending = self._pending, None
 
     def close(self) -> None:
-        """Finish the pending write (if any) and let go of orbax's threads."""
+        """Finish the pending write (if any) and let go of orbax's threads. After a failed save
+        (already reported), what orbax's threads still raise about it is not raised again."""
         try:
-            self.wait()
+            if not self._failed:
+                self.wait()
         finally:
-            self._manager.close()
+            with contextlib.suppress(*((Exception,) if self._failed else ())):
+                self._manager.close()
+            if self._failed:  # orbax's threads may write into the partial directory for a moment longer
+                for _ in range(20):
+                    self._remove_partial()
+                    time.sleep(0.05)
+                self._remove_partial()
+
+    def _remove_partial(self) -> None:
+        """Remove what a failed save left (orbax writes into <step>.orbax-checkpoint-tmp*)."""
+        if self._failed and jax.process_index() == 0:
+            for partial in self._folder.glob("*.orbax-checkpoint-tmp*"):
+                shutil.rmtree(partial, ignore_errors=True)
 
     def __enter__(self) -> "Writer":
         return self
@@ -136,10 +153,8 @@ class Writer:
         try:
             write()
         except Exception as error:  # disk full, quota, permissions, I/O: one line, nothing earlier lost
-            step, self._pending = self._pending, None
-            if jax.process_index() == 0:
-                for partial in self._folder.glob(f"{step}.orbax-checkpoint-tmp*"):
-                    shutil.rmtree(partial, ignore_errors=True)
+            step, self._pending, self._failed = self._pending, None, True
+            self._remove_partial()  # and again at close(): orbax's threads may still be writing into it
             newest = f"{self._folder}/{self.newest}" if self.newest is not None else "none"
             raise UsageError(f"could not write the checkpoint {self._folder}/{step} ({_first_line(error)}); "
                              f"the newest complete checkpoint: {newest}") from error
