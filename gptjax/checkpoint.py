@@ -240,6 +240,11 @@ def restore(out_dir: Path, abstract_items: dict[str, Any], step: int | None = No
     each shaped, typed and sharded like its abstract tree (arrays or jax.ShapeDtypeStructs)."""
     step = _existing_step(out_dir, step)
     read_meta(out_dir, step)  # the format version, checked before any array is read
+    return _restore_arrays(out_dir, abstract_items, step)
+
+
+def _restore_arrays(out_dir: Path, abstract_items: dict[str, Any], step: int) -> dict[str, Any]:
+    """restore() of a checkpoint whose metadata (format version) was already read."""
     targets = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_items)
     with _reader(out_dir) as manager:
         restored = manager.restore(step, args=ocp.args.Composite(
@@ -253,7 +258,7 @@ def restore_first(out_dir: Path, candidates: list[tuple[int, dict]], abstract_it
     says which one is used when it is not the first."""
     for step, meta in candidates:
         try:
-            items = restore(out_dir, abstract_items, step)
+            items = _restore_arrays(out_dir, abstract_items, step)  # choose() read its metadata
         except Exception as error:
             warn(f"skipping the checkpoint {_folder(out_dir)}/{step}: its arrays cannot be read ({_first_line(error)})")
             continue
