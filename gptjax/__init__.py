@@ -13,7 +13,7 @@ _MODULE_OF = {
     "eval_step": "step", "adamw": "optim", "lr_schedule": "optim", "generate": "generation",
     "generate_uncached": "generation", "default_config": "config", "UsageError": "errors",
     "from_pretrained": "pretrained", "export_hf": "pretrained", "crop_block_size": "pretrained",
-    "checkpoint": None,  # the module itself
+    "checkpoint": None, "explain": None,  # the modules themselves
 }
 __all__ = list(_MODULE_OF)
 

@@ -13,6 +13,21 @@ def causal_mask(T: int) -> jax.Array:
     return jnp.tril(jnp.ones((T, T), dtype=bool))
 
 
+def causal_scores(q_BxHxTxD: jax.Array, k_BxHxSxD: jax.Array, mask: jax.Array) -> jax.Array:
+    """q·kᵀ/√d in float32, (B, H, T, S), -inf where `mask` hides a key from a query."""
+    q_BxHxTxD = q_BxHxTxD * jnp.asarray(q_BxHxTxD.shape[-1] ** -0.5, q_BxHxTxD.dtype)
+    # Scores and softmax in float32 whatever the compute dtype: bf16 exp/sum loses too much.
+    scores_BxHxTxS = jnp.einsum("...td,...sd->...ts", q_BxHxTxD, k_BxHxSxD, preferred_element_type=jnp.float32)
+    return jnp.where(mask, scores_BxHxTxS, -jnp.inf)  # nanoGPT: masked_fill(-inf)
+
+
+def attention_weights(q_BxHxTxD: jax.Array, k_BxHxSxD: jax.Array, mask: jax.Array) -> jax.Array:
+    """The softmax weights masked_attention mixes the values with, float32 (B, H, T, S): each
+    row sums to 1, and a hidden key's weight is exactly 0. For looking at, not for training:
+    masked_attention never forms them (see there)."""
+    return jax.nn.softmax(causal_scores(q_BxHxTxD, k_BxHxSxD, mask), axis=-1)
+
+
 def masked_attention(
     q_BxHxTxD: jax.Array,
     k_BxHxSxD: jax.Array,
@@ -31,10 +46,7 @@ def masked_attention(
     softmax's row sums divide the product with v, on (B, H, T, D), rather than the weights (a
     per-row divisor commutes with the product and with dropout). Numbers: docs/performance.md.
     """
-    q_BxHxTxD = q_BxHxTxD * jnp.asarray(q_BxHxTxD.shape[-1] ** -0.5, q_BxHxTxD.dtype)
-    # Scores and softmax in float32 whatever the compute dtype: bf16 exp/sum loses too much.
-    scores_BxHxTxS = jnp.einsum("...td,...sd->...ts", q_BxHxTxD, k_BxHxSxD, preferred_element_type=jnp.float32)
-    scores_BxHxTxS = jnp.where(mask, scores_BxHxTxS, -jnp.inf)  # nanoGPT: masked_fill(-inf)
+    scores_BxHxTxS = causal_scores(q_BxHxTxD, k_BxHxSxD, mask)
     # The row maximum only keeps exp in range; it cancels, so no gradient needs to flow through it.
     row_max_BxHxTx1 = jax.lax.stop_gradient(jnp.max(scores_BxHxTxS, axis=-1, keepdims=True))
     unnormalized_BxHxTxS = jnp.exp(scores_BxHxTxS - row_max_BxHxTx1)

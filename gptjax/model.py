@@ -239,21 +239,29 @@ class GPT(nnx.Module):
         pos + T must not exceed block_size. For sampling: call it in eval mode (model.eval())."""
         return self._forward(idx_BxT, pos, None, cache)
 
-    def _forward(self, idx_BxT, pos, rngs, cache):
+    def embed(self, idx_BxT: jax.Array, pos: jax.Array | int = 0) -> jax.Array:
+        """The residual stream's start, (B, T, C) in the compute dtype: token plus position
+        embeddings of tokens at positions pos..pos+T-1 (before dropout)."""
         T, dtype = idx_BxT.shape[1], jnp.dtype(self.cfg.dtype)
         # Positions pos..pos+T-1 are a slice of wpe: its gradient needs no scatter either.
         pos_TxC = jax.lax.dynamic_slice_in_dim(self.wpe.embedding[...], pos, T).astype(dtype)
-        x_BxTxC = embed_tokens(self.wte.embedding[...], idx_BxT).astype(dtype) + pos_TxC
-        x_BxTxC = self.drop(x_BxTxC, rngs=rngs)
+        return embed_tokens(self.wte.embedding[...], idx_BxT).astype(dtype) + pos_TxC
+
+    def logits(self, x_BxTxC: jax.Array) -> jax.Array:
+        """The last layer's output (B, T, C) -> next-token logits (B, T, V), float32: ln_f, then
+        the tied output head."""
+        B, T, C = x_BxTxC.shape
+        x_BTxC = self.ln_f(x_BxTxC).reshape(B * T, C)  # 2-D for the same reason as Linear
+        return self.wte.attend(x_BTxC).reshape(B, T, -1).astype(jnp.float32)
+
+    def _forward(self, idx_BxT, pos, rngs, cache):
+        x_BxTxC = self.drop(self.embed(idx_BxT, pos), rngs=rngs)
         new_cache = []
         run_block = nnx.remat(Block.__call__) if self.cfg.remat else Block.__call__
         for i, block in enumerate(self.h):
             x_BxTxC, kv_layer = run_block(block, x_BxTxC, rngs, None if cache is None else cache[i], pos)
             new_cache.append(kv_layer)
-        B, T, C = x_BxTxC.shape
-        x_BTxC = self.ln_f(x_BxTxC).reshape(B * T, C)  # 2-D for the same reason as Linear
-        logits_BxTxV = self.wte.attend(x_BTxC).reshape(B, T, -1).astype(jnp.float32)
-        return logits_BxTxV, None if cache is None else new_cache
+        return self.logits(x_BxTxC), None if cache is None else new_cache
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; as nanoGPT, non_embedding leaves out the position embeddings

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from gptjax.errors import UsageError
+from gptjax.render import pyplot
 
 SIZE_INCHES, DPI = (10, 7), 100  # a 1000 x 700 pixel image
 
@@ -27,12 +28,7 @@ def read_records(out_dir: Path) -> list[dict]:
 
 def plot(out_dirs: list[Path], output: Path) -> None:
     """Loss (log scale: early and late losses differ by an order of magnitude) above learning rate."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise UsageError('plotting needs matplotlib: pip install matplotlib (or pip install -e ".[plot]")') from None
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import matplotlib.ticker
 
     figure, (loss_axes, lr_axes) = plt.subplots(2, 1, sharex=True, figsize=SIZE_INCHES, dpi=DPI,

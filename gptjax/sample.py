@@ -21,9 +21,9 @@ import jax
 from gptjax import checkpoint
 from gptjax.errors import UsageError
 from gptjax.generation import generate
-from gptjax.model import DTYPES
+from gptjax.model import DTYPES, GPT
 from gptjax.pretrained import from_pretrained
-from gptjax.tokenizers import GPT2Tokenizer, from_description
+from gptjax.tokenizers import GPT2Tokenizer, Tokenizer, from_description
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -49,6 +49,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv[1:])
 
 
+def load(init_from: str, out_dir: Path, dtype: str | None, which: str) -> tuple[GPT, Tokenizer]:
+    """The model (in eval mode) and its tokenizer: out_dir's checkpoint (`which` of them) when
+    init_from is "resume", else GPT-2 weights (from_pretrained); dtype None keeps the trained one."""
+    if init_from == "resume":
+        model, meta = checkpoint.load_model(out_dir, dtype, which, warn=functools.partial(print, file=sys.stderr))
+        return model, from_description(meta["tokenizer"])
+    return from_pretrained(init_from, **({"dtype": dtype} if dtype else {})), GPT2Tokenizer()
+
+
 def read_prompt(start: str) -> str:
     """The prompt text: start itself, or the contents of the file that FILE:path names."""
     if not start.startswith("FILE:"):
@@ -65,13 +74,7 @@ def main(argv: list[str]) -> None:
     try:
         if args.num_samples < 1 or args.max_new_tokens < 1:
             raise UsageError("--num_samples and --max_new_tokens must be >= 1")
-        if args.init_from == "resume":
-            model, meta = checkpoint.load_model(Path(args.out_dir), args.dtype, args.checkpoint,
-                                                warn=functools.partial(print, file=sys.stderr))
-            vocab = from_description(meta["tokenizer"])
-        else:
-            model = from_pretrained(args.init_from, **({"dtype": args.dtype} if args.dtype else {}))
-            vocab = GPT2Tokenizer()
+        model, vocab = load(args.init_from, Path(args.out_dir), args.dtype, args.checkpoint)
         prompt = read_prompt(args.start)
         if not prompt:
             raise UsageError("the prompt is empty: pass --start with at least one character")

@@ -16,13 +16,19 @@ from gptjax.model import GPT, GPTConfig
 DROPOUT_RNG = "rbg"
 
 
-def cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
-    """Mean next-token cross-entropy over every position whose target is not -1 (ignored)."""
+def token_losses(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
+    """Each position's next-token cross-entropy in nats, (B, T), float32; 0 where the target is
+    -1 (ignored)."""
     valid_BxT = targets_BxT != -1
     losses_BxT = optax.softmax_cross_entropy_with_integer_labels(
         logits_BxTxV.astype(jnp.float32), jnp.where(valid_BxT, targets_BxT, 0)
     )
-    return jnp.sum(losses_BxT * valid_BxT) / jnp.maximum(jnp.sum(valid_BxT), 1)
+    return losses_BxT * valid_BxT
+
+
+def cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
+    """Mean next-token cross-entropy over every position whose target is not -1 (ignored)."""
+    return jnp.sum(token_losses(logits_BxTxV, targets_BxT)) / jnp.maximum(jnp.sum(targets_BxT != -1), 1)
 
 
 class TrainState(struct.PyTreeNode):

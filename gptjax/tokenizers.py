@@ -49,6 +49,10 @@ class CharVocab:
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 
+    def pieces(self, ids: Iterable[int]) -> list[bytes]:
+        """Each token's own UTF-8 bytes."""
+        return [self.chars[int(i)].encode() for i in ids]
+
 
 class GPT2Tokenizer:
     """OpenAI's GPT-2 byte-pair encoding, 50257 tokens, <|endoftext|> = 50256 between documents."""
@@ -82,6 +86,10 @@ class GPT2Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._encoding.decode([int(i) for i in ids])
+
+    def pieces(self, ids: Iterable[int]) -> list[bytes]:
+        """Each token's own bytes: a character's UTF-8 bytes may be split over several tokens."""
+        return [self._encoding.decode_single_token_bytes(int(i)) for i in ids]
 
 
 Tokenizer = CharVocab | GPT2Tokenizer

@@ -1,0 +1,219 @@
+"""gptjax.explain (attention weights, surprise, top predictions), its pictures (gptjax.render)
+and explain.py end to end."""
+
+import dataclasses
+import pathlib
+import xml.etree.ElementTree as ET
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import cli_error, tiny_config
+from flax import nnx
+from matplotlib import font_manager
+
+import gptjax
+from gptjax import explain, render
+from gptjax.errors import UsageError
+from gptjax.step import token_losses
+
+CHINESE = "如何理解gpt的原理"  # the brief's example: input 如何理解gpt的原, target 何理解gpt的原理
+
+
+def ids(shape=(2, 16), vocab_size=23, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab_size, shape)
+
+
+@nnx.jit
+def forward(model: gptjax.GPT, idx) -> jax.Array:  # compiled: eager runs compile every operation
+    return model(idx)
+
+
+@pytest.mark.parametrize("overrides", [dict(attention="masked"), dict(attention="fast"), dict(dropout=0.2)])
+def test_weights_mixing_the_values_reproduce_the_models_logits(overrides):
+    model = gptjax.GPT(tiny_config(**overrides), rngs=nnx.Rngs(1))
+    idx = jnp.asarray(ids())
+    graphdef, params = nnx.split(model, nnx.Param)
+    logits, weights = explain._forward_keeping_weights(graphdef, params, idx, (0, 1), (0, 1))
+    model.eval()  # the explanation runs without dropout, whatever mode the model is in
+    np.testing.assert_allclose(logits, forward(model, idx), atol=2e-5)
+    np.testing.assert_array_equal(weights, explain.attention_weights(model, idx))
+
+
+def test_attention_weights_are_distributions_over_the_past_only(tiny_model):
+    weights = np.asarray(explain.attention_weights(tiny_model, ids()))
+    assert weights.shape == (2, 2, 2, 16, 16)  # (L, B, H, T, T)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
+    assert (weights[..., np.triu_indices(16, 1)[0], np.triu_indices(16, 1)[1]] == 0).all()  # exactly 0
+    assert (np.tril(weights) > 0).sum() == weights.size // 16 * 17 // 2  # every past key has some weight
+
+
+def test_chosen_layers_and_heads_are_slices_of_all(tiny_model):
+    idx = ids()
+    every = np.asarray(explain.attention_weights(tiny_model, idx))
+    chosen = explain.attention_weights(tiny_model, idx, layers=[1], heads=[1, 0])
+    np.testing.assert_array_equal(chosen, every[[1]][:, :, [1, 0]])
+    with pytest.raises(UsageError, match=r"layers must be a non-empty list of numbers in \[0, 1\], got \[2\]"):
+        explain.attention_weights(tiny_model, idx, layers=[2])
+
+
+def test_surprise_is_the_per_position_cross_entropy(tiny_model):
+    idx = ids()
+    nats, probs = explain.token_surprise(tiny_model, idx)
+    logits = forward(tiny_model, idx)
+    assert nats.shape == probs.shape == (2, 15)
+    np.testing.assert_allclose(nats, token_losses(logits[:, :-1], jnp.asarray(idx[:, 1:])), atol=1e-6)
+    # training's loss is their mean
+    assert float(nats.mean()) == pytest.approx(float(gptjax.cross_entropy(logits[:, :-1], idx[:, 1:])), abs=1e-6)
+    softmax = np.exp(logits[:, :-1]) / np.exp(logits[:, :-1]).sum(-1, keepdims=True)
+    np.testing.assert_allclose(probs, np.take_along_axis(softmax, idx[:, 1:, None], -1)[..., 0], rtol=1e-5)
+
+
+def test_top_predictions_are_top_k_of_the_logits(tiny_model):
+    logits = np.asarray(forward(tiny_model, ids()))
+    probs, top = explain.top_predictions(tiny_model, ids(), k=4)
+    expected_logits, expected_top = jax.lax.top_k(logits, 4)
+    np.testing.assert_array_equal(top, expected_top)
+    log_normaliser = np.log(np.exp(logits).sum(-1, keepdims=True))
+    np.testing.assert_allclose(probs, np.exp(expected_logits - log_normaliser), rtol=1e-5)
+    assert (np.diff(np.asarray(probs), axis=-1) <= 0).all()  # most likely first
+
+
+def test_bad_token_ids_are_refused(tiny_model):
+    with pytest.raises(UsageError, match=r"token ids in \[0, vocab_size=23\)"):
+        explain.top_predictions(tiny_model, [[1, 23]])  # a lookup would clamp it silently
+    with pytest.raises(UsageError, match=r"shape \(batch, 1 to block_size=16\), got \(1, 17\)"):
+        explain.attention_weights(tiny_model, ids((1, 17)))
+    with pytest.raises(UsageError, match="at least 2 tokens"):
+        explain.token_surprise(tiny_model, [[3]])
+    with pytest.raises(UsageError, match=r"k must be in \[1, vocab_size=23\]"):
+        explain.top_predictions(tiny_model, [[3]], k=0)
+
+
+def test_split_characters_are_merged_back_into_labels():
+    vocab = gptjax.GPT2Tokenizer()
+    tokens = vocab.encode(CHINESE)
+    pieces = vocab.pieces(tokens)
+    assert len(pieces) > len(CHINESE) - 3  # GPT-2 needs byte pieces for these characters
+    groups = render.token_groups(pieces)
+    assert "".join(text for _, _, text in groups) == CHINESE
+    assert [end for _, end, _ in groups][-1] == len(tokens)
+    labels = render.token_labels(pieces)
+    assert len(labels) == len(tokens)
+    split = [text for start, end, text in groups if end - start > 1]
+    assert split and all(f"{c}₁" in labels and f"{c}₂" in labels for c in split)
+    assert render.token_labels([b"a", b" ", b"\n"]) == ["a", "␣", "↵"]
+    assert render.token_groups([b"\xe7\x90"]) == [(0, 1, "\\xe7\\x90")]  # never a character: shown as bytes
+
+
+def test_a_font_is_chosen_only_if_it_has_every_glyph():
+    dejavu = [f for f in font_manager.fontManager.ttflist if f.name == "DejaVu Sans"]
+    assert render.choose_font("ROMEO: ␣↵", dejavu).name == "DejaVu Sans"
+    assert render.choose_font(CHINESE, dejavu) is None  # DejaVu has no Chinese glyphs
+
+
+def test_the_attention_figure_has_a_panel_per_layer_and_head_and_ids_without_a_font():
+    weights = np.tril(np.random.default_rng(0).random((2, 3, 5, 5)))
+    figure, note = render.attention_figure(weights, list("ROMEO"), [0, 3], [0, 1, 2], "t")
+    assert len(figure.axes) == 2 * 3 + 1  # and the colour bar
+    assert [label.get_text() for label in figure.axes[0].get_yticklabels()] == list("ROMEO")
+    assert "DejaVu Sans" in note
+    figure.canvas.draw()
+    pixels = np.asarray(figure.canvas.buffer_rgba())
+    assert len(np.unique(pixels.reshape(-1, 4), axis=0)) > 50  # drawn, not blank
+    render.pyplot().close(figure)
+    if render.choose_font(CHINESE) is None:  # no Chinese font installed: positions, and a note saying so
+        figure, note = render.attention_figure(weights, list("如何理解g"), [0, 3], [0, 1, 2], "t")
+        assert "no installed font has all of" in note and "token positions" in note
+        assert [label.get_text() for label in figure.axes[0].get_yticklabels()] == list("01234")
+        render.pyplot().close(figure)
+
+
+def test_the_surprise_page_is_well_formed_and_holds_every_character():
+    vocab = gptjax.GPT2Tokenizer()
+    text = "<b>Tom & \"Jerry\"</b>\n" + CHINESE
+    pieces = vocab.pieces(vocab.encode(text))
+    nats = np.linspace(0.1, 12, len(pieces) - 1)
+    guesses = [[("a&<", 0.5), ("b", 0.25)]] * len(pieces)
+    page = render.surprise_html(pieces, nats, guesses, cap=np.log(50257), title="t")
+    root = ET.fromstring(page)  # well-formed: it parses as XML
+    body_text = "".join(root.find(".//div[@class='text']").itertext())
+    assert body_text.replace("↵", "") == text
+    spans = root.findall(".//div[@class='text']/span")
+    assert "first token" in spans[0].get("title")
+    assert "a&<  0.500" in spans[1].get("title") and "p = " in spans[1].get("title")
+    assert "http" not in page and "<script" not in page  # opens offline, no scripts
+
+
+@pytest.fixture(scope="module")
+def chinese_run(tmp_path_factory) -> pathlib.Path:
+    """A checkpoint of a char model whose vocabulary is Chinese text's (as train.py writes it)."""
+    text = CHINESE + "。理解原理"
+    vocab = gptjax.CharVocab.from_text(text)
+    cfg = tiny_config(vocab_size=len(vocab))
+    model = gptjax.GPT(cfg, rngs=nnx.Rngs(0))
+    # a few steps on the text, so the model has something to show
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = optax.adam(1e-2)
+    params, opt_state = nnx.to_pure_dict(params), tx.init(nnx.to_pure_dict(params))
+    idx = jnp.asarray(vocab.encode(text)[None].astype(np.int32))
+
+    @jax.jit
+    def step(params, opt_state):
+        grads = jax.grad(lambda p: gptjax.cross_entropy(nnx.merge(graphdef, p)(idx[:, :-1]), idx[:, 1:]))(params)
+        updates, opt_state = tx.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state
+
+    for _ in range(20):
+        params, opt_state = step(params, opt_state)
+    out = tmp_path_factory.mktemp("run")
+    gptjax.checkpoint.save(out, 20, {"params": params},
+                           {"model": dataclasses.asdict(cfg), "tokenizer": vocab.describe()})
+    return out
+
+
+def test_explain_writes_its_three_files_for_a_chinese_char_model(chinese_run, capsys):
+    explain.main(["explain.py", f"--out_dir={chinese_run}", "--text=" + CHINESE, "--layers=-1", "--top_k=3"])
+    output = chinese_run / "explain"
+    printed = capsys.readouterr().out
+    assert f"to {output.absolute()}" in printed
+    font = render.choose_font(CHINESE)
+    assert (f"labels are drawn in {font.name}" if font else "no installed font has all of") in printed
+    assert (output / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = ET.fromstring((output / "surprise.html").read_text(encoding="utf-8"))
+    assert "".join(page.find(".//div[@class='text']").itertext()) == CHINESE
+    lines = (output / "predictions.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[:2] == ["input:  如何理解gpt的原", "target: 何理解gpt的原理"]
+    rows = lines[4:]
+    assert len(rows) == len(CHINESE) and rows[0].split()[:3] == ["0", "如", "何"]
+    assert rows[-1].split()[:3] == [str(len(CHINESE) - 1), "理", "(next)"]
+
+
+def test_explain_reads_gpt2_weights_from_a_local_hugging_face_directory(tmp_path, capsys):
+    model = gptjax.GPT(tiny_config(vocab_size=50257, n_layer=1), rngs=nnx.Rngs(0))
+    gptjax.export_hf(model, tmp_path / "hf")
+    explain.main(["explain.py", f"--init_from={tmp_path / 'hf'}", "--text=" + CHINESE * 2, "--length=12",
+                  f"--output_dir={tmp_path / 'pictures'}"])
+    tokens = gptjax.GPT2Tokenizer().encode(CHINESE * 2)
+    assert f"the text is {len(tokens)} tokens long: looking at its last 12 (--length" in capsys.readouterr().out
+    page = ET.fromstring((tmp_path / "pictures/surprise.html").read_text(encoding="utf-8"))
+    shown = "".join(page.find(".//div[@class='text']").itertext())
+    assert shown.endswith(gptjax.GPT2Tokenizer().decode(tokens[-12:]).lstrip("\ufffd"))
+    rows = (tmp_path / "pictures/predictions.txt").read_text(encoding="utf-8").splitlines()[4:]
+    assert len(rows) == 12
+
+
+def test_bad_explain_input_gets_one_line(chinese_run, tmp_path):
+    def error(*args: str) -> str:
+        return cli_error("explain.py", f"--out_dir={chinese_run}", *args)
+
+    assert "characters not in the vocabulary: 'xyz'" in error("--text=如何xyz")
+    assert "the text is empty" in error("--text=")
+    assert "one token long" in error("--text=如")
+    assert "does not exist" in error(f"--text=FILE:{tmp_path / 'nope.txt'}")
+    assert "--layers=5: the model has 2 layers, numbered 0 to 1" in error("--text=如何", "--layers=5")
+    assert "--heads=x: give numbers separated by commas, or all" in error("--text=如何", "--heads=x")
+    assert "--length must be in [2, block_size=16]" in error("--text=如何", "--length=99")
+    assert f"{tmp_path} holds no checkpoint" in cli_error("explain.py", f"--out_dir={tmp_path}", "--text=ab")
