@@ -12,8 +12,9 @@ from gptjax.errors import UsageError
 
 # Whitespace drawn as a visible sign in labels; other control characters as Python escapes.
 VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥"}
-# Tick labels on at most this many positions per axis: more would overlap.
-MAX_TICKS = 64
+# A panel gets 11 pixels (0.11 inch at 100 dpi) per labelled token, from 2.5 to 7.5 inches wide,
+# and the grid at most 28 inches: past that, labels go on every n-th token.
+LABEL_INCHES, PANEL_INCHES, GRID_INCHES = 0.11, (2.5, 7.5), 28
 
 
 def pyplot():
@@ -60,21 +61,29 @@ def token_labels(pieces: list[bytes]) -> list[str]:
     return labels
 
 
-def choose_font(text: str, fonts: list | None = None):
-    """The first installed font (matplotlib's default, DejaVu Sans, first) that has a glyph for
-    every character of text, as a matplotlib FontEntry; None when no font has them all."""
+def choose_fonts(text: str, fonts: list | None = None) -> tuple[list, str]:
+    """Installed fonts that together have glyphs for text's characters, as matplotlib FontEntries
+    in the order matplotlib should try them (its default, DejaVu Sans, first, then each font that
+    adds characters still missing), and the characters that none of them has."""
     from matplotlib import font_manager, ft2font
 
-    needed = {ord(c) for c in text if not c.isspace()}
+    missing = {ord(c) for c in text if not c.isspace()}
     fonts = font_manager.fontManager.ttflist if fonts is None else fonts
-    regular = [f for f in fonts if f.style == "normal" and f.weight in (400, "normal", "regular")]
+    # Last Resort claims every character, drawing each as a box that names its Unicode block
+    regular = [f for f in fonts if f.style == "normal" and f.weight in (400, "normal", "regular")
+               and not f.name.startswith("Last Resort")]
+    chosen = []
     for font in sorted(regular, key=lambda f: (f.name != "DejaVu Sans", f.name)):
         try:
-            if needed <= ft2font.FT2Font(font.fname).get_charmap().keys():
-                return font
+            has = missing & ft2font.FT2Font(font.fname).get_charmap().keys()
         except (OSError, RuntimeError):  # a font file FreeType cannot read
             continue
-    return None
+        if has:
+            chosen.append(font)
+            missing -= has
+        if not missing:
+            break
+    return chosen, "".join(sorted(map(chr, missing)))
 
 
 def attention_figure(weights_LxHxTxT: np.ndarray, labels: list[str], layers: list[int], heads: list[int],
@@ -84,16 +93,17 @@ def attention_figure(weights_LxHxTxT: np.ndarray, labels: list[str], layers: lis
     plt = pyplot()
     from matplotlib import colors
 
-    font = choose_font("".join(labels))
-    if font is None:
-        missing = sorted({c for c in "".join(labels) if not c.isspace()} - set("0123456789"))[:8]
-        note = (f"no installed font has all of {''.join(missing)}, so the attention maps' axes show token positions "
-                "(predictions.txt lists them); install one that does (e.g. apt install fonts-noto-cjk)")
-        labels = [str(i) for i in range(len(labels))]
+    fonts, missing = choose_fonts("".join(labels))
+    if missing:
+        note = (f"no installed font has {missing[:12]}{'...' if len(missing) > 12 else ''}, so the attention "
+                "maps' axes show token positions (predictions.txt lists them); install a font that has them "
+                "(e.g. apt install fonts-noto-cjk) for characters")
+        labels, fonts = [str(i) for i in range(len(labels))], []
     else:
-        note = f"the attention maps' labels are drawn in {font.name} ({font.fname})"
+        note = "the attention maps' labels are drawn in " + ", ".join(f"{f.name} ({f.fname})" for f in fonts)
     L, H, T = len(layers), len(heads), weights_LxHxTxT.shape[-1]
-    panel = min(7.5, max(2.5, 0.11 * min(T, MAX_TICKS) + 0.5))  # inches: 11 pixels a label
+    smallest, largest = PANEL_INCHES
+    panel = min(largest, GRID_INCHES / max(L, H), max(smallest, LABEL_INCHES * T + 0.5))
     figure, axes = plt.subplots(L, H, figsize=(H * panel + 2, L * panel + 1.2), dpi=100, squeeze=False,
                                 sharex=True, sharey=True, layout="constrained")
     grey_future = plt.get_cmap("viridis").with_extremes(bad="0.88")
@@ -105,8 +115,8 @@ def attention_figure(weights_LxHxTxT: np.ndarray, labels: list[str], layers: lis
                                       norm=norm, interpolation="nearest")
             axes[r, 0].set_ylabel(f"layer {layer}: query")
             axes[0, c].set_title(f"head {head}")
-    ticks = list(range(0, T, math.ceil(T / MAX_TICKS)))
-    text = {"fontsize": 9 if T <= 24 else 7, "fontfamily": font.name if font else None}
+    ticks = list(range(0, T, math.ceil(T * LABEL_INCHES / (panel - 0.5))))
+    text = {"fontsize": 9 if T <= 24 else 7, "fontfamily": [f.name for f in fonts] or None}
     for ax in axes[:, 0]:
         ax.set_yticks(ticks, [labels[t] for t in ticks], **text)
     for ax in axes[-1]:

@@ -108,10 +108,13 @@ def test_split_characters_are_merged_back_into_labels():
     assert render.token_groups([b"\xe7\x90"]) == [(0, 1, "\\xe7\\x90")]  # never a character: shown as bytes
 
 
-def test_a_font_is_chosen_only_if_it_has_every_glyph():
-    dejavu = [f for f in font_manager.fontManager.ttflist if f.name == "DejaVu Sans"]
-    assert render.choose_font("ROMEO: ␣↵", dejavu).name == "DejaVu Sans"
-    assert render.choose_font(CHINESE, dejavu) is None  # DejaVu has no Chinese glyphs
+def test_fonts_are_chosen_for_their_glyphs_and_never_last_resort():
+    installed = font_manager.fontManager.ttflist
+    dejavu = [f for f in installed if f.name == "DejaVu Sans"]
+    last_resort = [f for f in installed if f.name.startswith("Last Resort")]
+    fonts, missing = render.choose_fonts("ROMEO: ␣↵理₁", dejavu + last_resort)
+    assert [f.name for f in fonts] == ["DejaVu Sans"] and missing == "理"  # a box per character is no glyph
+    assert render.choose_fonts("abc", installed) == (dejavu[:1], "")  # matplotlib's default first
 
 
 def test_the_attention_figure_has_a_panel_per_layer_and_head_and_ids_without_a_font():
@@ -124,9 +127,9 @@ def test_the_attention_figure_has_a_panel_per_layer_and_head_and_ids_without_a_f
     pixels = np.asarray(figure.canvas.buffer_rgba())
     assert len(np.unique(pixels.reshape(-1, 4), axis=0)) > 50  # drawn, not blank
     render.pyplot().close(figure)
-    if render.choose_font(CHINESE) is None:  # no Chinese font installed: positions, and a note saying so
+    if render.choose_fonts(CHINESE)[1]:  # no Chinese font installed: positions, and a note saying so
         figure, note = render.attention_figure(weights, list("如何理解g"), [0, 3], [0, 1, 2], "t")
-        assert "no installed font has all of" in note and "token positions" in note
+        assert "no installed font has 何如理解, so the attention maps' axes show token positions" in note
         assert [label.get_text() for label in figure.axes[0].get_yticklabels()] == list("01234")
         render.pyplot().close(figure)
 
@@ -179,8 +182,8 @@ def test_explain_writes_its_three_files_for_a_chinese_char_model(chinese_run, ca
     output = chinese_run / "explain"
     printed = capsys.readouterr().out
     assert f"to {output.absolute()}" in printed
-    font = render.choose_font(CHINESE)
-    assert (f"labels are drawn in {font.name}" if font else "no installed font has all of") in printed
+    fonts, missing = render.choose_fonts(CHINESE)
+    assert ("no installed font has" if missing else f"labels are drawn in {fonts[0].name}") in printed
     assert (output / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = ET.fromstring((output / "surprise.html").read_text(encoding="utf-8"))
     assert "".join(page.find(".//div[@class='text']").itertext()) == CHINESE
