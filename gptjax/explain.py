@@ -171,6 +171,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def explain(args: argparse.Namespace) -> Path:
     """Write the three files for args; returns their folder."""
+    plt = render.pyplot()  # before the slow work: a missing matplotlib is a one-line error at once
     model, vocab = load(args.init_from, Path(args.out_dir), args.dtype, args.checkpoint)
     cfg = model.cfg
     text = read_prompt(args.text)
@@ -208,7 +209,7 @@ def explain(args: argparse.Namespace) -> Path:
     figure, note = render.attention_figure(weights_LxHxTxT, render.token_labels(pieces), layers, heads,
                                            f"{name}: attention weights, {len(ids)} tokens")
     figure.savefig(output / "attention.png")
-    render.pyplot().close(figure)
+    plt.close(figure)
     print(note)
     (output / "surprise.html").write_text(
         render.surprise_html(pieces, nats_T1, guesses, math.log(cfg.vocab_size), f"{name}: surprise"), encoding="utf-8")
