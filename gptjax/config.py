@@ -12,6 +12,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from gptjax import optim
 from gptjax.errors import UsageError
 from gptjax.model import GPTConfig
 from gptjax.tokenizers import TOKENIZERS
@@ -64,6 +65,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.dropout = 0.0
     c.bias = False
     c.attention = "auto"  # "masked", "fast" or "auto"
+    # architecture after GPT-2 (docs/config.md); these defaults are GPT-2's and nanoGPT's
+    c.position_encoding = "learned"  # or "rope"
+    c.norm = "layernorm"  # or "rmsnorm"
+    c.norm_scale = True  # RMSNorm's learned scale
+    c.qk_norm = False
+    c.mlp_activation = "gelu"  # or "relu2"
+    c.tie_embeddings = True
+    c.logit_softcap = 0.0  # 0: off
+    c.zero_init_proj = False
     # AdamW and its schedule
     c.learning_rate = 6e-4
     c.max_iters = 600000
@@ -76,6 +86,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.warmup_iters = 2000
     c.lr_decay_iters = 600000  # ~= max_iters per Chinchilla
     c.min_lr = 6e-5  # ~= learning_rate / 10 per Chinchilla
+    c.lr_schedule = "cosine"  # or "wsd": warmup, constant, linear decay over the last cooldown_frac
+    c.cooldown_frac = 0.2
+    c.optimizer = "adamw"  # or "muon": Muon for the blocks' matrices, AdamW (learning_rate) for the rest
+    c.muon_lr = 0.02
+    c.muon_momentum = 0.95
     # system
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})  # devices per axis; -1: all the rest
     c.remat = False  # recompute each block's activations in the backward pass: less memory, more compute
@@ -102,9 +117,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if config[key] < 1:
             raise UsageError(f"config.{key} must be >= 1, got {config[key]}")
     for key in ("max_iters", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr", "weight_decay", "grad_clip",
-                "checkpoint_interval", "checkpoint_minutes"):
+                "checkpoint_interval", "checkpoint_minutes", "muon_lr"):
         if config[key] < 0:
             raise UsageError(f"config.{key} must be >= 0, got {config[key]}")
+    for key, choices in (("optimizer", optim.OPTIMIZERS), ("lr_schedule", optim.SCHEDULES)):
+        if config[key] not in choices:
+            raise UsageError(f"config.{key} must be one of {choices}, got {config[key]!r}")
+    for key in ("cooldown_frac", "muon_momentum"):
+        if not 0 <= config[key] <= 1:
+            raise UsageError(f"config.{key} must be in [0, 1], got {config[key]}")
     if config.init_from not in INIT_FROM and not Path(config.init_from).is_dir():
         raise UsageError(
             f"config.init_from must be one of {INIT_FROM} or a Hugging Face GPT-2 directory, got {config.init_from!r}"

@@ -117,8 +117,7 @@ def _forward_keeping_weights(graphdef, params, idx_BxT, layers, heads) -> tuple[
 def _attend(attn: CausalSelfAttention, x_BxTxC: jax.Array) -> tuple[jax.Array, jax.Array]:
     """CausalSelfAttention's output, computed from its normalised weights; returns both."""
     B, T, C = x_BxTxC.shape
-    H, D = attn.cfg.n_head, C // attn.cfg.n_head
-    q_BxHxTxD, k_BxHxTxD, v_BxHxTxD = attn.c_attn(x_BxTxC).reshape(B, T, 3, H, D).transpose(2, 0, 3, 1, 4)
+    q_BxHxTxD, k_BxHxTxD, v_BxHxTxD = attn.qkv(x_BxTxC).transpose(2, 0, 3, 1, 4)
     weights_BxHxTxT = attention.attention_weights(q_BxHxTxD, k_BxHxTxD, attention.causal_mask(T))
     y_BxHxTxD = jnp.einsum("bhts,bhsd->bhtd", weights_BxHxTxT.astype(v_BxHxTxD.dtype), v_BxHxTxD,
                            preferred_element_type=jnp.float32).astype(v_BxHxTxD.dtype)

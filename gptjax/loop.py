@@ -108,7 +108,9 @@ def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report:
 
 
 # The model keys that a checkpoint or pretrained weights fix, and that a run started from them takes.
-_SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "bias", "block_size")
+# The model keys a run takes from the model it starts from (a checkpoint or GPT-2), as nanoGPT does.
+_SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "bias", "block_size", "position_encoding", "norm", "norm_scale",
+               "qk_norm", "mlp_activation", "tie_embeddings", "logit_softcap", "zero_init_proj")
 
 
 def _source_model(config: ml_collections.ConfigDict) -> tuple[str, GPTConfig | None]:
@@ -141,7 +143,7 @@ def resolve_model_keys(config: ml_collections.ConfigDict, given: frozenset[str] 
         raise UsageError(
             f"{source} has " + ", ".join(f"{key}={shape[key]}" for key in differ) + " but the command line sets "
             + ", ".join(f"--config.{key}={config[key]}" for key in differ)
-            + ": leave those options out, the model's shape comes from what the run starts from")
+            + ": leave those options out, the model's shape and architecture come from what the run starts from")
     resolved.update(shape)
     return resolved, source_cfg
 

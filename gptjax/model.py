@@ -22,6 +22,10 @@ from flax import nnx
 from gptjax import attention
 
 DTYPES = ("float32", "bfloat16")
+# The choices each architecture key offers; the first is GPT-2's (and nanoGPT's), the default.
+POSITION_ENCODINGS = ("learned", "rope")
+NORMS = ("layernorm", "rmsnorm")
+MLP_ACTIVATIONS = ("gelu", "relu2")
 
 # Vocabularies up to this size (characters, bytes) look their tokens up by a one-hot matmul, whose
 # gradient is a matmul. A lookup's gradient is a scatter-add, and on a GPU its atomic adds queue up
@@ -47,10 +51,20 @@ class GPTConfig:
     dtype: str = "float32"  # compute dtype; parameters stay float32
     gelu_approximate: bool = False  # nanoGPT: exact GELU; OpenAI's GPT-2 weights: tanh approximation
     remat: bool = False  # recompute each block's activations in the backward pass (jax.checkpoint)
+    # Later architectures' choices (modded-nanogpt, nanochat); the defaults are GPT-2's.
+    position_encoding: str = "learned"  # "learned" (wpe) or "rope" (rotary, on each head's q and k)
+    norm: str = "layernorm"  # "layernorm" or "rmsnorm"
+    norm_scale: bool = True  # RMSNorm with a learned scale (False: none)
+    qk_norm: bool = False  # RMS-normalise each head's q and k before the scores (no parameters)
+    mlp_activation: str = "gelu"  # "gelu" (exact or tanh, gelu_approximate) or "relu2" (relu, squared)
+    tie_embeddings: bool = True  # the output head is wte (GPT-2); False: a separate lm_head
+    logit_softcap: float = 0.0  # > 0: logits = cap·tanh(logits / cap); 0: off
+    zero_init_proj: bool = False  # attn.c_proj and mlp.c_proj start at zero
 
     # The fields that fix the parameters' shapes: a checkpoint resumes only with the same values
-    # (dropout, attention path, dtype and remat may change).
-    SHAPE_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias")
+    # (dropout, attention path, dtype, remat and the parameter-free choices may change).
+    SHAPE_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "position_encoding",
+                    "norm", "norm_scale", "tie_embeddings")
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -72,6 +86,15 @@ class GPTConfig:
                 "GPTConfig.attention='fast' has no attention dropout: use attention='auto' "
                 "(masked path while dropout is on) or dropout=0"
             )
+        for name, choices in (("position_encoding", POSITION_ENCODINGS), ("norm", NORMS),
+                              ("mlp_activation", MLP_ACTIVATIONS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"GPTConfig.{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.position_encoding == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"GPTConfig.position_encoding='rope' needs an even head size, got "
+                             f"n_embd / n_head = {self.n_embd // self.n_head}")
+        if not self.logit_softcap >= 0:
+            raise ValueError(f"GPTConfig.logit_softcap must be >= 0 (0 is off), got {self.logit_softcap!r}")
         if self.dtype not in DTYPES:
             hint = " (float16 would need loss scaling, which gptjax does not do: use bfloat16)"
             raise ValueError(f"GPTConfig.dtype must be one of {DTYPES}, got {self.dtype!r}"
@@ -89,26 +112,47 @@ class Linear(nnx.Linear):
 def _linear(n_in: int, n_out: int, cfg: GPTConfig, rngs: nnx.Rngs, std: float = 0.02) -> Linear:
     return Linear(
         n_in, n_out, use_bias=cfg.bias, dtype=jnp.dtype(cfg.dtype),
-        kernel_init=nnx.initializers.normal(std), rngs=rngs,
+        kernel_init=nnx.initializers.normal(std) if std else nnx.initializers.zeros_init(), rngs=rngs,
     )
 
 
-def _layer_norm(cfg: GPTConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
+def _norm(cfg: GPTConfig, rngs: nnx.Rngs) -> nnx.LayerNorm | nnx.RMSNorm:
+    if cfg.norm == "rmsnorm":
+        return nnx.RMSNorm(cfg.n_embd, epsilon=1e-5, use_scale=cfg.norm_scale, dtype=jnp.dtype(cfg.dtype), rngs=rngs)
     return nnx.LayerNorm(
         cfg.n_embd, epsilon=1e-5, use_bias=cfg.bias, dtype=jnp.dtype(cfg.dtype), rngs=rngs
     )
 
 
-def _residual_std(cfg: GPTConfig) -> float:
+def _projection_std(cfg: GPTConfig) -> float:
     # GPT-2: projections that write into the residual stream are scaled down by depth.
-    return 0.02 / math.sqrt(2 * cfg.n_layer)
+    return 0.0 if cfg.zero_init_proj else 0.02 / math.sqrt(2 * cfg.n_layer)
+
+
+def rms_normalize(x: jax.Array, epsilon: float = 1e-5) -> jax.Array:
+    """x / sqrt(mean(x²) + ε) over the last axis, computed in float32, in x's dtype."""
+    x32 = x.astype(jnp.float32)
+    return (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + epsilon)).astype(x.dtype)
+
+
+def rotate(x_BxTxHxD: jax.Array, pos: jax.Array | int, theta: float = 10000.0) -> jax.Array:
+    """Rotary position embedding (RoPE) of tokens at positions pos..pos+T-1: each pair of
+    features (i, i + D/2) turned by the angle position·theta^(-2i/D), so that q·k depends on
+    positions only through their difference."""
+    T, D = x_BxTxHxD.shape[1], x_BxTxHxD.shape[-1]
+    frequencies_D2 = theta ** (-jnp.arange(0, D, 2, dtype=jnp.float32) / D)
+    angles_TxD2 = (pos + jnp.arange(T, dtype=jnp.float32))[:, None] * frequencies_D2[None, :]
+    cos_Tx1xD2, sin_Tx1xD2 = jnp.cos(angles_TxD2)[:, None], jnp.sin(angles_TxD2)[:, None]
+    x1, x2 = jnp.split(x_BxTxHxD.astype(jnp.float32), 2, axis=-1)
+    turned = jnp.concatenate([x1 * cos_Tx1xD2 - x2 * sin_Tx1xD2, x1 * sin_Tx1xD2 + x2 * cos_Tx1xD2], axis=-1)
+    return turned.astype(x_BxTxHxD.dtype)
 
 
 class CausalSelfAttention(nnx.Module):
     def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
         self.cfg = cfg
         self.c_attn = _linear(cfg.n_embd, 3 * cfg.n_embd, cfg, rngs)  # q, k, v fused
-        self.c_proj = _linear(cfg.n_embd, cfg.n_embd, cfg, rngs, std=_residual_std(cfg))
+        self.c_proj = _linear(cfg.n_embd, cfg.n_embd, cfg, rngs, std=_projection_std(cfg))
         self.attn_dropout = nnx.Dropout(cfg.dropout)
         self.resid_dropout = nnx.Dropout(cfg.dropout)
 
@@ -119,7 +163,7 @@ class CausalSelfAttention(nnx.Module):
         position up to its own (an explicit mask, so one query at the end works too)."""
         B, T, C = x_BxTxC.shape
         H, D = self.cfg.n_head, C // self.cfg.n_head
-        qkv_BxTx3xHxD = self.c_attn(x_BxTxC).reshape(B, T, 3, H, D)
+        qkv_BxTx3xHxD = self.qkv(x_BxTxC, pos)
         dropout_active = not self.attn_dropout.deterministic and self.attn_dropout.rate > 0
         path = attention.resolve(self.cfg.attention, dropout_active=dropout_active, dtype=qkv_BxTx3xHxD.dtype,
                                  head_dim=D)
@@ -131,6 +175,8 @@ class CausalSelfAttention(nnx.Module):
             q_BxTxHxD, k_BxTxHxD, v_BxTxHxD = (qkv_BxTx3xHxD[:, :, i] for i in range(3))
             y_BxTxHxD = attention.fast_attention(q_BxTxHxD, k_BxTxHxD, v_BxTxHxD)
         else:
+            # one transpose of the fused array: three (one per q, k, v) changed XLA's layout of the
+            # backward pass, and with it the last bits of the gradients
             q_BxHxTxD, k_BxHxTxD, v_BxHxTxD = qkv_BxTx3xHxD.transpose(2, 0, 3, 1, 4)
             if kv_cache is None:
                 y_BxHxTxD = attention.masked_attention(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD,
@@ -151,23 +197,42 @@ class CausalSelfAttention(nnx.Module):
         return self.resid_dropout(self.c_proj(y_BxTxC), rngs=rngs), kv_cache
 
 
+    def qkv(self, x_BxTxC: jax.Array, pos: jax.Array | int = 0) -> jax.Array:
+        """Each head's query, key and value of tokens at positions pos..pos+T-1, (B, T, 3, H, D),
+        with qk_norm and RoPE applied where the config asks for them."""
+        B, T, C = x_BxTxC.shape
+        qkv_BxTx3xHxD = self.c_attn(x_BxTxC).reshape(B, T, 3, self.cfg.n_head, C // self.cfg.n_head)
+        if not (self.cfg.qk_norm or self.cfg.position_encoding == "rope"):
+            return qkv_BxTx3xHxD
+        q_BxTxHxD, k_BxTxHxD, v_BxTxHxD = (qkv_BxTx3xHxD[:, :, i] for i in range(3))
+        if self.cfg.qk_norm:
+            q_BxTxHxD, k_BxTxHxD = rms_normalize(q_BxTxHxD), rms_normalize(k_BxTxHxD)
+        if self.cfg.position_encoding == "rope":
+            q_BxTxHxD, k_BxTxHxD = rotate(q_BxTxHxD, pos), rotate(k_BxTxHxD, pos)
+        return jnp.stack([q_BxTxHxD, k_BxTxHxD, v_BxTxHxD], axis=2)
+
+
 class MLP(nnx.Module):
     def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
         self.c_fc = _linear(cfg.n_embd, 4 * cfg.n_embd, cfg, rngs)
-        self.c_proj = _linear(4 * cfg.n_embd, cfg.n_embd, cfg, rngs, std=_residual_std(cfg))
+        self.c_proj = _linear(4 * cfg.n_embd, cfg.n_embd, cfg, rngs, std=_projection_std(cfg))
         self.dropout = nnx.Dropout(cfg.dropout)
-        self.gelu_approximate = cfg.gelu_approximate
+        self.cfg = cfg
 
     def __call__(self, x_BxTxC: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
-        h_BxTx4C = jax.nn.gelu(self.c_fc(x_BxTxC), approximate=self.gelu_approximate)
+        h_BxTx4C = self.c_fc(x_BxTxC)
+        if self.cfg.mlp_activation == "relu2":
+            h_BxTx4C = jnp.square(jax.nn.relu(h_BxTx4C))
+        else:
+            h_BxTx4C = jax.nn.gelu(h_BxTx4C, approximate=self.cfg.gelu_approximate)
         return self.dropout(self.c_proj(h_BxTx4C), rngs=rngs)
 
 
 class Block(nnx.Module):
     def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
-        self.ln_1 = _layer_norm(cfg, rngs)
+        self.ln_1 = _norm(cfg, rngs)
         self.attn = CausalSelfAttention(cfg, rngs)
-        self.ln_2 = _layer_norm(cfg, rngs)
+        self.ln_2 = _norm(cfg, rngs)
         self.mlp = MLP(cfg, rngs)
 
     def __call__(self, x_BxTxC: jax.Array, rngs: nnx.Rngs | None,
@@ -202,14 +267,18 @@ class GPT(nnx.Module):
             cfg.vocab_size, cfg.n_embd, dtype=jnp.dtype(cfg.dtype),
             embedding_init=nnx.initializers.normal(0.02), rngs=rngs,
         )
-        self.wpe = nnx.Embed(
-            cfg.block_size, cfg.n_embd, dtype=jnp.dtype(cfg.dtype),
-            embedding_init=nnx.initializers.normal(0.02), rngs=rngs,
-        )
+        if cfg.position_encoding == "learned":  # RoPE has no position parameters
+            self.wpe = nnx.Embed(
+                cfg.block_size, cfg.n_embd, dtype=jnp.dtype(cfg.dtype),
+                embedding_init=nnx.initializers.normal(0.02), rngs=rngs,
+            )
         self.drop = nnx.Dropout(cfg.dropout)
         self.h = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layer)])
-        self.ln_f = _layer_norm(cfg, rngs)
-        # The output head is wte itself (weight tying), as in GPT-2 and nanoGPT.
+        self.ln_f = _norm(cfg, rngs)
+        # GPT-2 and nanoGPT tie the output head to wte (weight tying); untied, it is lm_head.
+        if not cfg.tie_embeddings:
+            self.lm_head = Linear(cfg.n_embd, cfg.vocab_size, use_bias=False, dtype=jnp.dtype(cfg.dtype),
+                                  kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
 
     def __call__(self, idx_BxT: jax.Array, *, rngs: nnx.Rngs | jax.Array | None = None) -> jax.Array:
         T = idx_BxT.shape[1]
@@ -243,16 +312,23 @@ class GPT(nnx.Module):
         """The residual stream's start, (B, T, C) in the compute dtype: token plus position
         embeddings of tokens at positions pos..pos+T-1 (before dropout)."""
         T, dtype = idx_BxT.shape[1], jnp.dtype(self.cfg.dtype)
+        x_BxTxC = embed_tokens(self.wte.embedding[...], idx_BxT).astype(dtype)
+        if self.cfg.position_encoding == "rope":  # positions enter each layer's q and k instead
+            return x_BxTxC
         # Positions pos..pos+T-1 are a slice of wpe: its gradient needs no scatter either.
-        pos_TxC = jax.lax.dynamic_slice_in_dim(self.wpe.embedding[...], pos, T).astype(dtype)
-        return embed_tokens(self.wte.embedding[...], idx_BxT).astype(dtype) + pos_TxC
+        return x_BxTxC + jax.lax.dynamic_slice_in_dim(self.wpe.embedding[...], pos, T).astype(dtype)
 
     def logits(self, x_BxTxC: jax.Array) -> jax.Array:
         """The last layer's output (B, T, C) -> next-token logits (B, T, V), float32: ln_f, then
         the tied output head."""
         B, T, C = x_BxTxC.shape
         x_BTxC = self.ln_f(x_BxTxC).reshape(B * T, C)  # 2-D for the same reason as Linear
-        return self.wte.attend(x_BTxC).reshape(B, T, -1).astype(jnp.float32)
+        head = self.wte.attend if self.cfg.tie_embeddings else self.lm_head
+        logits_BxTxV = head(x_BTxC).reshape(B, T, -1).astype(jnp.float32)
+        if self.cfg.logit_softcap:
+            cap = self.cfg.logit_softcap
+            logits_BxTxV = cap * jnp.tanh(logits_BxTxV / cap)
+        return logits_BxTxV
 
     def _forward(self, idx_BxT, pos, rngs, cache):
         x_BxTxC = self.drop(self.embed(idx_BxT, pos), rngs=rngs)
@@ -267,6 +343,6 @@ class GPT(nnx.Module):
         """Parameter count; as nanoGPT, non_embedding leaves out the position embeddings
         (the token embeddings stay in: they are also the output head's weights)."""
         n = sum(p.size for p in jax.tree.leaves(nnx.state(self, nnx.Param)))
-        if non_embedding:
+        if non_embedding and self.cfg.position_encoding == "learned":
             n -= self.wpe.embedding[...].size
         return n

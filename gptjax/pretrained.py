@@ -136,6 +136,16 @@ def from_pretrained(name_or_path: str, *, on_host: bool = False, **overrides) ->
     return _build(_config_of(directory, **overrides), _read_tensors(directory), str(directory), on_host)
 
 
+def gpt2_format_problem(cfg: GPTConfig) -> str | None:
+    """Why GPT-2's format cannot hold a model of cfg (the first architecture key it has not at
+    GPT-2's value), or None if it can."""
+    gpt2 = GPTConfig()
+    for key in ("position_encoding", "norm", "qk_norm", "mlp_activation", "tie_embeddings", "logit_softcap"):
+        if getattr(cfg, key) != getattr(gpt2, key):
+            return f"GPT-2's format has no {key}={getattr(cfg, key)!r} (GPT-2: {getattr(gpt2, key)!r})"
+    return None
+
+
 def export_hf(model: GPT, directory: str | Path) -> None:
     """Write config.json and model.safetensors that transformers.GPT2LMHeadModel loads.
 
@@ -143,6 +153,9 @@ def export_hf(model: GPT, directory: str | Path) -> None:
     from safetensors.numpy import save_file
 
     cfg = model.cfg
+    problem = gpt2_format_problem(cfg)
+    if problem:
+        raise UsageError(f"cannot export to Hugging Face's GPT-2 format: {problem}")
     ours = {_hf_name(path): np.asarray(p[...], np.float32)
             for path, p in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     _, with_bias = _abstract(dataclasses.replace(cfg, bias=True))
@@ -168,6 +181,8 @@ def crop_block_size(model: GPT, block_size: int) -> GPT:
     memory if the model's were."""
     if not 1 <= block_size <= model.cfg.block_size:
         raise UsageError(f"block_size must be in [1, {model.cfg.block_size}] to crop, got {block_size}")
+    if gpt2_format_problem(model.cfg):
+        raise UsageError(f"crop_block_size crops GPT-2 models: {gpt2_format_problem(model.cfg)}")
     tensors = {_hf_name(path): np.asarray(p[...])
                for path, p in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     tensors["wpe.weight"] = tensors["wpe.weight"][:block_size]

@@ -44,6 +44,10 @@ def test_overrides_apply_with_their_types():
     (["--config.eval_interval=0"], r"config.eval_interval must be >= 1"),
     (["--config.gradient_accumulation_steps=0"], r"config.gradient_accumulation_steps must be >= 1"),
     (["--verbose"], r"unknown option --verbose"),
+    (["--config.optimizer=sgd"], r"config.optimizer must be one of \('adamw', 'muon'\), got 'sgd'"),
+    (["--config.lr_schedule=linear"], r"config.lr_schedule must be one of \('cosine', 'wsd'\)"),
+    (["--config.cooldown_frac=2.0"], r"config.cooldown_frac must be in \[0, 1\], got 2.0"),
+    (["--config.position_encoding=alibi"], r"config.position_encoding must be one of"),
 ])
 def test_bad_overrides_are_refused_naming_the_key(argv, message):
     with pytest.raises(UsageError, match=message) as error:

@@ -134,3 +134,11 @@ def test_bad_sampling_arguments_are_refused(sampler, kwargs, message):
 def test_empty_prompt_is_refused():
     with pytest.raises(ValueError, match="length >= 1"):
         gptjax.generate(eval_model(), jnp.zeros((1, 0), jnp.int32), 3)
+
+
+def test_cached_decoding_equals_the_uncached_reference_with_rope_and_every_option():
+    model = eval_model(position_encoding="rope", norm="rmsnorm", qk_norm=True, mlp_activation="relu2",
+                       tie_embeddings=False, logit_softcap=3.0)
+    prompt = jax.random.randint(jax.random.key(3), (2, 5), 0, 23)
+    cached = gptjax.generate(model, prompt, max_new_tokens=30, temperature=0.0)  # past block_size 16
+    np.testing.assert_array_equal(cached, gptjax.generate_uncached(model, prompt, max_new_tokens=30, temperature=0.0))

@@ -148,6 +148,11 @@ def test_sequence_longer_than_block_size_is_refused(tiny_model):
         (dict(dropout=1.0), "dropout must be in"),
         (dict(n_layer=0), "n_layer must be a positive integer"),
         (dict(dtype="float16"), "float16 would need loss scaling"),
+        (dict(position_encoding="alibi"), r"position_encoding must be one of \('learned', 'rope'\)"),
+        (dict(norm="batchnorm"), "norm must be one of"),
+        (dict(mlp_activation="swiglu"), "mlp_activation must be one of"),
+        (dict(position_encoding="rope", n_embd=6, n_head=2), "needs an even head size"),
+        (dict(logit_softcap=-1.0), "logit_softcap must be >= 0"),
     ],
 )
 def test_bad_config_is_refused_with_the_field_named(overrides, message):
@@ -168,3 +173,66 @@ def test_remat_gives_the_same_gradients(dropout):
     # fuse the recomputed forward differently, so allow float32 round-off
     for plain, recomputed in zip(grads(False), grads(True), strict=True):
         np.testing.assert_allclose(recomputed, plain, atol=1e-7)
+
+
+# Each architecture key at its non-default value, and all of them together.
+OPTIONS = [dict(position_encoding="rope"), dict(norm="rmsnorm"), dict(norm="rmsnorm", norm_scale=False),
+           dict(qk_norm=True), dict(mlp_activation="relu2"), dict(tie_embeddings=False), dict(logit_softcap=3.0),
+           dict(position_encoding="rope", norm="rmsnorm", qk_norm=True, mlp_activation="relu2",
+                tie_embeddings=False, logit_softcap=3.0, zero_init_proj=True)]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_every_option_keeps_causality_and_both_attention_paths_equal(options):
+    masked = gptjax.GPT(tiny_config(attention="masked", **options), rngs=nnx.Rngs(0))
+    fast = gptjax.GPT(tiny_config(attention="fast", **options), rngs=nnx.Rngs(0))
+    idx = np.asarray(random_ids((2, 16), 23))
+    changed = idx.copy()
+    changed[:, 9:] = (changed[:, 9:] + 1) % 23  # every token after position 8
+    logits = forward(masked, idx)
+    np.testing.assert_allclose(forward(fast, idx), logits, atol=1e-5)
+    np.testing.assert_array_equal(forward(masked, changed)[:, :9], logits[:, :9])
+    assert not np.allclose(forward(masked, changed)[:, 9:], logits[:, 9:])
+
+
+def test_rope_scores_depend_on_positions_only_through_their_difference():
+    q, k = jax.random.normal(jax.random.key(0), (2, 1, 5, 3, 8))  # (B, T, H, D) each
+    scores = lambda shift: jnp.einsum("bthd,bshd->bhts", gptjax.model.rotate(q, 2 + shift),
+                                      gptjax.model.rotate(k, 7 + shift))
+    np.testing.assert_allclose(scores(11), scores(0), atol=1e-5)
+    np.testing.assert_allclose(jnp.linalg.norm(gptjax.model.rotate(q, 4), axis=-1), jnp.linalg.norm(q, axis=-1),
+                               rtol=1e-6)  # a rotation
+    assert not np.allclose(gptjax.model.rotate(q, 1), q)
+
+
+def test_rmsnorm_relu2_softcap_and_zero_init_do_what_they_say():
+    x = jax.random.normal(jax.random.key(0), (2, 5, 32))
+    model = gptjax.GPT(tiny_config(norm="rmsnorm", mlp_activation="relu2", zero_init_proj=True), rngs=nnx.Rngs(0))
+    block = model.h[0]
+    block.ln_1.scale[...] = jnp.linspace(0.5, 2.0, 32)
+    expected = x / jnp.sqrt(jnp.mean(x**2, -1, keepdims=True) + 1e-5) * jnp.linspace(0.5, 2.0, 32)
+    np.testing.assert_allclose(block.ln_1(x), expected, atol=1e-5)
+    block.mlp.c_proj.kernel[...] = jax.random.normal(jax.random.key(1), (128, 32))
+    mlp = block.mlp
+    np.testing.assert_allclose(mlp(x, None), mlp.c_proj(jax.nn.relu(mlp.c_fc(x)) ** 2), rtol=1e-5, atol=1e-6)
+    fresh = gptjax.GPT(tiny_config(zero_init_proj=True), rngs=nnx.Rngs(0))
+    for layer in fresh.h:
+        assert not np.any(layer.attn.c_proj.kernel[...]) and not np.any(layer.mlp.c_proj.kernel[...])
+    assert np.any(fresh.h[0].attn.c_attn.kernel[...])
+    # the soft-cap bounds the logits by the cap and is cap * tanh of the uncapped ones
+    loud = gptjax.GPT(tiny_config(), rngs=nnx.Rngs(0))
+    loud.wte.embedding[...] = loud.wte.embedding[...] * 400
+    capped = gptjax.GPT(tiny_config(logit_softcap=3.0), rngs=nnx.Rngs(0))
+    capped.wte.embedding[...] = loud.wte.embedding[...]
+    idx = random_ids((2, 16), 23)
+    raw = forward(loud, idx)
+    assert float(jnp.max(jnp.abs(raw))) > 3.0 and float(jnp.max(jnp.abs(forward(capped, idx)))) <= 3.0
+    np.testing.assert_allclose(forward(capped, idx), 3.0 * jnp.tanh(raw / 3.0), rtol=1e-5, atol=1e-5)
+
+
+def test_untied_head_and_rope_change_the_parameters_and_their_count():
+    model = gptjax.GPT(tiny_config(tie_embeddings=False, position_encoding="rope"), rngs=nnx.Rngs(0))
+    names = set(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    assert names == {"wte", "h", "ln_f", "lm_head"}  # no wpe; an output head of its own
+    tied = gptjax.GPT(tiny_config(), rngs=nnx.Rngs(0))
+    assert model.num_params() == tied.num_params() + 32 * 23  # lm_head in, wpe was never counted

@@ -143,3 +143,14 @@ def test_finetuning_a_local_gpt2_with_the_shakespeare_recipe_then_sampling(tmp_p
                           "--max_new_tokens=4"])
     assert sample.returncode == 0, sample.stderr[-3000:]
     assert sample.stdout.startswith("To be") and sample.stdout.endswith("---------------\n")
+
+
+@pytest.mark.parametrize("overrides, key", [(dict(position_encoding="rope"), "position_encoding='rope'"),
+                                            (dict(norm="rmsnorm"), "norm='rmsnorm'"),
+                                            (dict(tie_embeddings=False), "tie_embeddings=False"),
+                                            (dict(logit_softcap=30.0), "logit_softcap=30.0")])
+def test_export_refuses_what_gpt2s_format_cannot_hold(tmp_path, overrides, key):
+    model = gptjax.GPT(tiny_config(**overrides), rngs=nnx.Rngs(0))
+    with pytest.raises(UsageError, match=f"cannot export to Hugging Face's GPT-2 format: GPT-2's format has no {key}"):
+        gptjax.export_hf(model, tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing half-written

@@ -97,6 +97,21 @@ def test_eval_only_evaluates_once_and_trains_nothing(tmp_path):
 
 
 
+def test_a_run_with_every_new_architecture_and_optimizer_choice_trains_and_resumes_as_it_was(tmp_path):
+    fast = dict(position_encoding="rope", norm="rmsnorm", qk_norm=True, mlp_activation="relu2",
+                tie_embeddings=False, logit_softcap=15.0, zero_init_proj=True, optimizer="muon", muon_lr=0.05,
+                learning_rate=3e-3, lr_schedule="wsd", cooldown_frac=0.5, dropout=0.0)
+    result = run_cli(tiny_run_args(tmp_path, **fast))
+    assert result.returncode == 0, result.stderr
+    evaluations = [r["val_loss"] for r in records(tmp_path / "out") if "val_loss" in r]
+    assert len(evaluations) == 3 and evaluations[0] > evaluations[1] > evaluations[2]
+    recorded = json.loads((tmp_path / "out/config.json").read_text())
+    assert {key: recorded[key] for key in fast} == fast
+    # a resumed run takes the architecture from its checkpoint, and refuses a command line that differs
+    assert "has position_encoding=rope but the command line sets --config.position_encoding=learned" in cli_error(
+        "train.py", *tiny_run_args(tmp_path, init_from="resume", max_iters=12, position_encoding="learned"))
+
+
 def test_counts_read_as_english():
     assert (loop._count(1, "evaluation"), loop._count(2, "evaluation")) == ("1 evaluation", "2 evaluations")
     assert loop._count(12_000, "iteration") == "12,000 iterations"
