@@ -1,8 +1,6 @@
 """configs/char.py (nanoGPT's shakespeare_char, meant for a GPU) with the choices of
-configs/char_cpu_fast.py: RoPE, RMSNorm, QK-norm, ReLU², an untied head, logit soft-capping,
-zero-initialised projections, Muon and a warmup-stable-decay schedule, in half of char.py's
-iterations. Chosen on the CPU recipe (docs/performance.md, "a faster recipe"); not yet measured
-on a GPU."""
+configs/char_cpu_fast.py (RoPE, QK-norm and Muon) in half of char.py's iterations. Chosen on the
+CPU recipe (docs/performance.md, "a faster recipe"); not yet measured on a GPU."""
 
 import pathlib
 import runpy

@@ -175,11 +175,12 @@ def test_remat_gives_the_same_gradients(dropout):
         np.testing.assert_allclose(recomputed, plain, atol=1e-7)
 
 
-# Each architecture key at its non-default value, and all of them together.
-OPTIONS = [dict(position_encoding="rope"), dict(norm="rmsnorm"), dict(norm="rmsnorm", norm_scale=False),
-           dict(qk_norm=True), dict(mlp_activation="relu2"), dict(tie_embeddings=False), dict(logit_softcap=3.0),
-           dict(position_encoding="rope", norm="rmsnorm", qk_norm=True, mlp_activation="relu2",
-                tie_embeddings=False, logit_softcap=3.0, zero_init_proj=True)]
+# Every architecture key at its non-default value at once (each alone would compile a model per
+# key: the suite's time), and RoPE, the one that touches positions, alone. Not zero_init_proj:
+# attention that adds nothing at initialisation would keep causality trivially.
+OPTIONS = [dict(position_encoding="rope"),
+           dict(position_encoding="rope", norm="rmsnorm", norm_scale=False, qk_norm=True, mlp_activation="relu2",
+                tie_embeddings=False, logit_softcap=3.0)]
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
