@@ -237,3 +237,17 @@ def test_untied_head_and_rope_change_the_parameters_and_their_count():
     assert names == {"wte", "h", "ln_f", "lm_head"}  # no wpe; an output head of its own
     tied = gptjax.GPT(tiny_config(), rngs=nnx.Rngs(0))
     assert model.num_params() == tied.num_params() + 32 * 23  # lm_head in, wpe was never counted
+
+
+def test_every_option_runs_in_bfloat16_with_remat_close_to_float32():
+    idx = random_ids((2, 16), 23)
+
+    def loss_and_grads(**overrides):
+        model = gptjax.GPT(tiny_config(**OPTIONS[-1], **overrides), rngs=nnx.Rngs(0))
+        loss, grads = nnx.jit(nnx.value_and_grad(lambda m: gptjax.cross_entropy(m(idx), idx)))(model)
+        return float(loss), np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads)])
+
+    loss32, grads32 = loss_and_grads()
+    loss16, grads16 = loss_and_grads(dtype="bfloat16", remat=True)
+    assert loss16 == pytest.approx(loss32, abs=0.02)
+    assert np.dot(grads16, grads32) / np.linalg.norm(grads16) / np.linalg.norm(grads32) > 0.99
