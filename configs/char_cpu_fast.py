@@ -20,6 +20,7 @@ FAST = dict(
 def get_config():
     config = _char_cpu["get_config"]()
     config.update(FAST)
+    config.out_dir = "out-shakespeare-char-fast"  # beside, not over, the nanoGPT recipes' run
     config.max_iters = 1000
     config.lr_decay_iters = 1000
     return config

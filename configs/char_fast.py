@@ -12,6 +12,7 @@ _fast = runpy.run_path(str(pathlib.Path(__file__).with_name("char_cpu_fast.py"))
 def get_config():
     config = _char["get_config"]()
     config.update(_fast["FAST"])
+    config.out_dir = "out-shakespeare-char-fast"  # beside, not over, the nanoGPT recipes' run
     config.max_iters = 2500
     config.lr_decay_iters = 2500
     return config
