@@ -26,10 +26,10 @@ import numpy as np
 from flax import nnx
 from numpy.typing import ArrayLike
 
-from gptjax import attention, checkpoint, render
+from gptjax import attention, render
 from gptjax.errors import UsageError
-from gptjax.model import DTYPES, GPT, CausalSelfAttention
-from gptjax.sample import load, read_prompt
+from gptjax.model import GPT, CausalSelfAttention
+from gptjax.sample import add_model_options, encode, load, read_prompt
 from gptjax.step import token_losses
 
 # The default picture fits one screen: at most this many layers (spread from the first to the
@@ -54,21 +54,35 @@ def token_surprise(model: GPT, idx_BxT: ArrayLike) -> tuple[jax.Array, jax.Array
     predicting idx[:, t + 1] from idx[:, :t + 1] (training's loss is their mean), and the
     probability it gave that token; each (B, T - 1), float32."""
     idx_BxT = _checked_ids(model, idx_BxT)
-    if idx_BxT.shape[1] < 2:
-        raise UsageError("surprise needs at least 2 tokens: one to predict from, one to predict")
-    graphdef, params = nnx.split(model, nnx.Param)
-    nats_BxT = token_losses(_logits(graphdef, params, idx_BxT)[:, :-1], idx_BxT[:, 1:])
-    return nats_BxT, jnp.exp(-nats_BxT)
+    return _surprise(_logits(model, idx_BxT), idx_BxT)
 
 
 def top_predictions(model: GPT, idx_BxT: ArrayLike, k: int = 5) -> tuple[jax.Array, jax.Array]:
     """At each position, the k most likely next tokens: their probabilities (B, T, k), float32,
     most likely first, and their ids (B, T, k)."""
-    if not 1 <= k <= model.cfg.vocab_size:
-        raise UsageError(f"k must be in [1, vocab_size={model.cfg.vocab_size}], got {k!r}")
-    graphdef, params = nnx.split(model, nnx.Param)
-    logits_BxTxV = _logits(graphdef, params, _checked_ids(model, idx_BxT))
+    return _top(_logits(model, _checked_ids(model, idx_BxT)), k)
+
+
+def _surprise(logits_BxTxV: jax.Array, idx_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """token_surprise, from the logits of idx."""
+    if idx_BxT.shape[1] < 2:
+        raise UsageError("surprise needs at least 2 tokens: one to predict from, one to predict")
+    nats_BxT = token_losses(logits_BxTxV[:, :-1], idx_BxT[:, 1:])
+    return nats_BxT, jnp.exp(-nats_BxT)
+
+
+def _top(logits_BxTxV: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """top_predictions, from the logits."""
+    V = logits_BxTxV.shape[-1]
+    if not 1 <= k <= V:
+        raise UsageError(f"k must be in [1, vocab_size={V}], got {k!r}")
     return jax.lax.top_k(jax.nn.softmax(logits_BxTxV, axis=-1), k)
+
+
+def _logits(model: GPT, idx_BxT: jax.Array) -> jax.Array:
+    """The model's logits of idx, dropout off."""
+    graphdef, params = nnx.split(model, nnx.Param)
+    return _compiled_logits(graphdef, params, idx_BxT)
 
 
 def _checked_ids(model: GPT, idx_BxT: ArrayLike) -> jax.Array:
@@ -90,7 +104,7 @@ def _checked_indices(chosen: Sequence[int] | None, count: int, what: str) -> tup
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _logits(graphdef, params, idx_BxT) -> jax.Array:
+def _compiled_logits(graphdef, params, idx_BxT) -> jax.Array:
     model = nnx.merge(graphdef, params)
     model.eval()
     return model(idx_BxT)
@@ -150,10 +164,7 @@ def parse_choice(value: str | None, count: int, default: list[int], what: str) -
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The options of argv (argv[0] is the program's name)."""
     parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.splitlines()[0])
-    parser.add_argument("--init_from", default="resume",
-                        help="resume (the checkpoint in out_dir), gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
-                             "or a local Hugging Face GPT-2 directory")
-    parser.add_argument("--out_dir", default="out", help="the training run to look inside")
+    add_model_options(parser, "look inside")
     parser.add_argument("--text", required=True, help="the text to run through the model, or FILE:path")
     parser.add_argument("--length", type=int, default=None,
                         help="look at the text's last LENGTH tokens (default and at most: block_size)")
@@ -163,8 +174,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--top_k", type=int, default=5, help="how many of the model's guesses to list")
     parser.add_argument("--output_dir", help="where to write the files (default: OUT_DIR/explain, "
                                              "or explain-NAME for --init_from=NAME)")
-    parser.add_argument("--checkpoint", choices=checkpoint.WHICH, default="auto", help="which of out_dir's checkpoints")
-    parser.add_argument("--dtype", choices=DTYPES, default=None, help="compute dtype (default: as trained)")
     return parser.parse_args(argv[1:])
 
 
@@ -176,10 +185,7 @@ def explain(args: argparse.Namespace) -> Path:
     text = read_prompt(args.text)
     if not text:
         raise UsageError("the text is empty: pass --text with at least two characters")
-    try:
-        ids = vocab.encode(text)
-    except ValueError as e:
-        raise UsageError(f"the text has {e} of the model; use characters it was trained on") from None
+    ids = encode(vocab, text, "text")
     length = cfg.block_size if args.length is None else args.length
     if not 2 <= length <= cfg.block_size:
         raise UsageError(f"--length must be in [2, block_size={cfg.block_size}], got {length}")
@@ -190,10 +196,11 @@ def explain(args: argparse.Namespace) -> Path:
         raise UsageError("the text is one token long: pass at least two, one to predict from and one to predict")
     layers = parse_choice(args.layers, cfg.n_layer, spread(cfg.n_layer, MAX_DEFAULT_LAYERS), "layer")
     heads = parse_choice(args.heads, cfg.n_head, list(range(min(cfg.n_head, MAX_DEFAULT_HEADS))), "head")
-    idx_1xT = ids[None].astype(np.int32)
+    idx_1xT = _checked_ids(model, ids[None])
     weights_LxHxTxT = np.asarray(attention_weights(model, idx_1xT, layers, heads))[:, 0]
-    nats_T1 = np.asarray(token_surprise(model, idx_1xT)[0][0])
-    probs_1xTxK, top_1xTxK = top_predictions(model, idx_1xT, min(args.top_k, cfg.vocab_size))
+    logits_1xTxV = _logits(model, idx_1xT)  # once, for the surprise and the guesses alike
+    nats_T1 = np.asarray(_surprise(logits_1xTxV, idx_1xT)[0][0])
+    probs_1xTxK, top_1xTxK = _top(logits_1xTxV, min(args.top_k, cfg.vocab_size))
 
     def label(i: int) -> str:  # a padded vocabulary's extra ids have no text
         return render.visible(vocab.pieces([i])[0].decode("utf-8", "backslashreplace")) if i < len(vocab) else f"<{i}>"

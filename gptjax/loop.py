@@ -107,10 +107,8 @@ def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report:
         report.message("For a run of a few minutes on a CPU: python train.py --config configs/char_cpu.py")
 
 
-# The model keys that a checkpoint or pretrained weights fix, and that a run started from them takes.
 # The model keys a run takes from the model it starts from (a checkpoint or GPT-2), as nanoGPT does.
-_SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "bias", "block_size", "position_encoding", "norm", "norm_scale",
-               "qk_norm", "mlp_activation", "tie_embeddings", "logit_softcap", "zero_init_proj")
+_SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "bias", "block_size", *GPTConfig.ARCHITECTURE_FIELDS)
 
 
 def _source_model(config: ml_collections.ConfigDict) -> tuple[str, GPTConfig | None]:

@@ -61,10 +61,10 @@ class GPTConfig:
     logit_softcap: float = 0.0  # > 0: logits = cap·tanh(logits / cap); 0: off
     zero_init_proj: bool = False  # attn.c_proj and mlp.c_proj start at zero
 
-    # The fields that fix the parameters' shapes: a checkpoint resumes only with the same values
-    # (dropout, attention path, dtype, remat and the parameter-free choices may change).
-    SHAPE_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "position_encoding",
-                    "norm", "norm_scale", "tie_embeddings")
+    # The choices after GPT-2 (the fields above, from position_encoding on): a run that resumes or
+    # starts from GPT-2 takes them from that model, and GPT-2's format holds only their defaults.
+    ARCHITECTURE_FIELDS = ("position_encoding", "norm", "norm_scale", "qk_norm", "mlp_activation",
+                           "tie_embeddings", "logit_softcap", "zero_init_proj")
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):

@@ -140,7 +140,9 @@ def gpt2_format_problem(cfg: GPTConfig) -> str | None:
     """Why GPT-2's format cannot hold a model of cfg (the first architecture key it has not at
     GPT-2's value), or None if it can."""
     gpt2 = GPTConfig()
-    for key in ("position_encoding", "norm", "qk_norm", "mlp_activation", "tie_embeddings", "logit_softcap"):
+    for key in GPTConfig.ARCHITECTURE_FIELDS:
+        if key in ("norm_scale", "zero_init_proj"):  # unused by LayerNorm; initialisation only
+            continue
         if getattr(cfg, key) != getattr(gpt2, key):
             return f"GPT-2's format has no {key}={getattr(cfg, key)!r} (GPT-2: {getattr(gpt2, key)!r})"
     return None
@@ -181,8 +183,9 @@ def crop_block_size(model: GPT, block_size: int) -> GPT:
     memory if the model's were."""
     if not 1 <= block_size <= model.cfg.block_size:
         raise UsageError(f"block_size must be in [1, {model.cfg.block_size}] to crop, got {block_size}")
-    if gpt2_format_problem(model.cfg):
-        raise UsageError(f"crop_block_size crops GPT-2 models: {gpt2_format_problem(model.cfg)}")
+    problem = gpt2_format_problem(model.cfg)
+    if problem:
+        raise UsageError(f"crop_block_size crops GPT-2 models: {problem}")
     tensors = {_hf_name(path): np.asarray(p[...])
                for path, p in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     tensors["wpe.weight"] = tensors["wpe.weight"][:block_size]

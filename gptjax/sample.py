@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from gptjax import checkpoint
 from gptjax.errors import UsageError
@@ -26,24 +27,30 @@ from gptjax.pretrained import from_pretrained
 from gptjax.tokenizers import GPT2Tokenizer, Tokenizer, from_description
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    """The options of argv (argv[0] is the program's name)."""
-    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.splitlines()[0])
+def add_model_options(parser: argparse.ArgumentParser, purpose: str) -> None:
+    """The options that name the model a program loads (load()): --init_from, --out_dir,
+    --checkpoint and --dtype; purpose completes "the training run to ..."."""
     parser.add_argument("--init_from", default="resume",
                         help="resume (the checkpoint in out_dir), gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
                              "or a local Hugging Face GPT-2 directory (GPT-2's tokenizer)")
-    parser.add_argument("--out_dir", default="out", help="the training run to sample from")
+    parser.add_argument("--out_dir", default="out", help=f"the training run to {purpose}")
+    parser.add_argument("--checkpoint", choices=checkpoint.WHICH, default="auto",
+                        help="which of out_dir's checkpoints (auto: as nanoGPT's ckpt.pt, the best val loss when the "
+                             "run saved only improvements, else the newest)")
+    parser.add_argument("--dtype", choices=DTYPES, default=None, help="compute dtype (default: as trained)")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The options of argv (argv[0] is the program's name)."""
+    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.splitlines()[0])
+    add_model_options(parser, "sample from")
     parser.add_argument("--start", default="\n", help="the prompt, or FILE:path to read it from a file")
     parser.add_argument("--num_samples", type=int, default=10)
     parser.add_argument("--max_new_tokens", type=int, default=500)
     parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; < 1 less random")
     parser.add_argument("--top_k", type=int, default=200, help="sample only among the k most likely")
     parser.add_argument("--top_p", type=float, default=None, help="nucleus: the smallest set reaching p")
-    parser.add_argument("--checkpoint", choices=checkpoint.WHICH, default="auto",
-                        help="which of out_dir's checkpoints (auto: as nanoGPT's ckpt.pt, the best val loss when the "
-                             "run saved only improvements, else the newest)")
     parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--dtype", choices=DTYPES, default=None, help="compute dtype (default: as trained)")
     parser.add_argument("--overflow_context", type=int, default=None,
                         help="past block_size, rebuild the cache from this many tokens (default block_size)")
     return parser.parse_args(argv[1:])
@@ -56,6 +63,14 @@ def load(init_from: str, out_dir: Path, dtype: str | None, which: str) -> tuple[
         model, meta = checkpoint.load_model(out_dir, dtype, which, warn=functools.partial(print, file=sys.stderr))
         return model, from_description(meta["tokenizer"])
     return from_pretrained(init_from, **({"dtype": dtype} if dtype else {})), GPT2Tokenizer()
+
+
+def encode(vocab: Tokenizer, text: str, what: str) -> np.ndarray:
+    """vocab's ids of text; a one-line error naming the characters the vocabulary lacks."""
+    try:
+        return vocab.encode(text)
+    except ValueError as e:
+        raise UsageError(f"the {what} has {e} of the model; use characters it was trained on") from None
 
 
 def read_prompt(start: str) -> str:
@@ -78,10 +93,7 @@ def main(argv: list[str]) -> None:
         prompt = read_prompt(args.start)
         if not prompt:
             raise UsageError("the prompt is empty: pass --start with at least one character")
-        try:
-            prompt_ids = vocab.encode(prompt)[None]
-        except ValueError as e:
-            raise UsageError(f"the prompt has {e} of the model; use characters it was trained on") from None
+        prompt_ids = encode(vocab, prompt, "prompt")[None]
 
         def stream(tokens) -> None:  # one function for every sample, so generate compiles once
             sys.stdout.write(vocab.decode(tokens))
