@@ -1,6 +1,7 @@
 """Helpers shared by the tests: the repository's path, a tiny model, tiny training runs, and
 running the programs (in this process, or as a subprocess)."""
 
+import dataclasses
 import importlib
 import os
 import pathlib
@@ -48,6 +49,21 @@ def tiny_config(**overrides) -> gptjax.GPTConfig:
 @pytest.fixture
 def tiny_model() -> gptjax.GPT:
     return gptjax.GPT(tiny_config(), rngs=nnx.Rngs(0))
+
+
+# A model's logits, compiled: run eagerly, every operation would compile on its own.
+forward = nnx.jit(lambda model, idx, key=None: model(idx, rngs=key))
+
+
+def save_untrained_run(out: pathlib.Path, text: str) -> pathlib.Path:
+    """out as a training run holding what sample.py and explain.py read of its checkpoint: the
+    parameters of a tiny untrained char model of text's characters, its config and tokenizer."""
+    vocab = gptjax.CharVocab.from_text(text)
+    cfg = tiny_config(vocab_size=len(vocab))
+    params = nnx.to_pure_dict(nnx.state(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), nnx.Param))
+    gptjax.checkpoint.save(out, 0, {"params": params}, {"model": dataclasses.asdict(cfg),
+                                                        "tokenizer": vocab.describe()})
+    return out
 
 
 def tiny_run_args(tmp_path: pathlib.Path, out: str = "out", **overrides) -> list[str]:

@@ -1,7 +1,6 @@
 """gptjax.explain (attention weights, surprise, top predictions), its pictures (gptjax.render)
 and explain.py end to end."""
 
-import dataclasses
 import pathlib
 import sys
 import xml.etree.ElementTree as ET
@@ -10,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import cli_error, tiny_config
+from conftest import cli_error, forward, save_untrained_run, tiny_config
 from flax import nnx
 from matplotlib import font_manager
 
@@ -24,11 +23,6 @@ CHINESE = "如何理解gpt的原理"  # the brief's example: input 如何理解g
 
 def ids(shape=(2, 16), vocab_size=23, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, vocab_size, shape)
-
-
-@nnx.jit
-def forward(model: gptjax.GPT, idx) -> jax.Array:  # compiled: eager runs compile every operation
-    return model(idx)
 
 
 @pytest.mark.parametrize("overrides", [dict(attention="masked", dropout=0.2), dict(attention="fast")])
@@ -152,14 +146,8 @@ def test_the_surprise_page_is_well_formed_and_holds_every_character():
 
 @pytest.fixture(scope="module")
 def chinese_run(tmp_path_factory) -> pathlib.Path:
-    """A checkpoint of a char model of Chinese text's characters, as train.py writes it."""
-    vocab = gptjax.CharVocab.from_text(CHINESE + "。")
-    cfg = tiny_config(vocab_size=len(vocab))
-    params = nnx.to_pure_dict(nnx.state(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), nnx.Param))
-    out = tmp_path_factory.mktemp("run")
-    gptjax.checkpoint.save(out, 0, {"params": params}, {"model": dataclasses.asdict(cfg),
-                                                        "tokenizer": vocab.describe()})
-    return out
+    """A run whose checkpoint is a char model of Chinese text's characters."""
+    return save_untrained_run(tmp_path_factory.mktemp("run"), CHINESE + "。")
 
 
 def test_explain_writes_its_three_files_for_a_chinese_char_model(chinese_run, capsys):

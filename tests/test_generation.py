@@ -2,13 +2,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import forward, tiny_config
 from flax import nnx
 
 import gptjax
 from gptjax.generation import filter_logits
-
-forward = nnx.jit(lambda model, idx: model(idx))
 
 
 def eval_model(**overrides) -> gptjax.GPT:

@@ -4,15 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import forward, tiny_config
 from flax import nnx
 
 import gptjax
 
 CHAR_CONFIG = dict(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, dropout=0.2, bias=False)
-
-
-forward = nnx.jit(lambda model, idx, key=None: model(idx, rngs=key))
 
 
 def random_ids(shape, vocab_size, seed=0):

@@ -1,28 +1,17 @@
 """sample.py end to end on a tiny checkpoint."""
 
-import dataclasses
 import pathlib
 import subprocess
 
 import pytest
-from conftest import cli_error, run_program, tiny_config
-from flax import nnx
-
-import gptjax
+from conftest import cli_error, run_program, save_untrained_run
 
 TEXT = "ROMEO: what light through yonder window breaks?\n"
 
 
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory) -> pathlib.Path:
-    vocab = gptjax.CharVocab.from_text(TEXT)
-    cfg = tiny_config(vocab_size=len(vocab))
-    params = nnx.to_pure_dict(nnx.state(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), nnx.Param))
-    out = tmp_path_factory.mktemp("run")
-    # what sampling reads of a training run's checkpoint: the parameters, the model and the tokenizer
-    gptjax.checkpoint.save(out, 0, {"params": params}, {"model": dataclasses.asdict(cfg),
-                                                        "tokenizer": vocab.describe()})
-    return out
+    return save_untrained_run(tmp_path_factory.mktemp("run"), TEXT)
 
 
 def sample(*args: str) -> subprocess.CompletedProcess:
