@@ -11,11 +11,13 @@ Both programs run as they are, in a pipe, evaluating every --eval_interval itera
 evaluation whose val loss is at most --target (default: what nanoGPT's laptop command ends at
 after its 2000 iterations). An evaluation's own time, from the log line before it to the one
 that reports it, is taken out of the wall time; starting, compiling and saving checkpoints stay
-in. gptjax trains on the checkout's data/shakespeare_char/input.txt. Further --config.KEY=VALUE
-arguments go to gptjax's train.py.
+in (gptjax compiles as on its first run: its compilation cache starts empty). gptjax trains on the
+checkout's data/shakespeare_char/input.txt. Further --config.KEY=VALUE arguments go to gptjax's
+train.py.
 """
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -31,11 +33,11 @@ NANOGPT_LAPTOP = ["config/train_shakespeare_char.py", "--device=cpu", "--compile
 EVALUATION = re.compile(r"^step (\d+): train loss ([\d.]+), val loss ([\d.]+)")
 
 
-def evaluations(command: list[str], cwd: Path, target: float) -> tuple[list[dict], float]:
+def evaluations(command: list[str], cwd: Path, target: float, env: dict | None = None) -> tuple[list[dict], float]:
     """Run command until it reports a val loss <= target (or ends); each evaluation's iteration, val
     loss and wall time so far without the evaluations, and the evaluations' own time."""
     start = time.monotonic()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     last_line_at, evaluating, found = start, 0.0, []
     for line in process.stdout:
         now = time.monotonic()
@@ -76,7 +78,9 @@ def main() -> None:
         command = [sys.executable, str(REPO / "train.py"), "--config", args.config, f"--config.input_file={corpus}",
                    f"--config.data_dir={scratch}/data", f"--config.out_dir={scratch}/gptjax",
                    *(f"--config.{option[2:]}" for option in evaluation), *overrides]
-        runs[f"gptjax {Path(args.config).name} {' '.join(overrides)}".strip()] = evaluations(command, REPO, args.target)
+        first_run = {**os.environ, "JAX_COMPILATION_CACHE_DIR": f"{scratch}/xla-cache"}
+        runs[f"gptjax {Path(args.config).name} {' '.join(overrides)}".strip()] = evaluations(command, REPO, args.target,
+                                                                                              first_run)
     print(f"first val loss <= {args.target} (evaluations every {args.eval_interval} iterations on "
           f"{args.eval_iters} batches, their time left out)")
     print(f"{'run':<60} {'iterations':>10} {'wall s':>8} {'evals s':>8} {'lowest val':>10}")

@@ -1,5 +1,6 @@
-"""The process environment the programs run in: XLA's flags and glibc's huge pages, set as
-measured to be faster (docs/performance.md) unless the user set them, and said in one line."""
+"""The process environment the programs run in: XLA's flags, glibc's huge pages and JAX's
+compilation cache, set as measured to be faster (docs/performance.md) unless the user set them,
+and said in one line."""
 
 import os
 import platform
@@ -16,6 +17,10 @@ MEASURED_XLA_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type": "-dot,-individua
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
 HUGE_PAGES_OFF = "GPTJAX_HUGE_PAGES"  # =0: leave glibc as it is
 _SET_BY_GPTJAX = "GPTJAX_SET_GLIBC_TUNABLES"  # tells the re-executed process what its parent set
+
+# JAX's persistent compilation cache: a second run of the same programs (a resume, the same recipe
+# again, another sample) loads its compiled steps from disk instead of compiling them again.
+COMPILATION_CACHE_OFF = "GPTJAX_COMPILATION_CACHE"  # =0: compile every run
 
 
 def use_measured_xla_flags() -> list[str]:
@@ -53,11 +58,25 @@ def huge_pages_tunables(env: dict[str, str]) -> str | None:
     return f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE
 
 
-def start_program() -> None:
+def compilation_cache_dir(env: dict[str, str]) -> Path | None:
+    """Where the programs keep compiled steps: $XDG_CACHE_HOME/gptjax/xla (~/.cache/gptjax/xla);
+    None when JAX_COMPILATION_CACHE_DIR is the user's own, GPTJAX_COMPILATION_CACHE=0, or there is
+    no home directory."""
+    if env.get(COMPILATION_CACHE_OFF) == "0" or "JAX_COMPILATION_CACHE_DIR" in env:
+        return None
+    try:
+        base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    except RuntimeError:  # no home directory to be found
+        return None
+    return base / "gptjax" / "xla"
+
+
+def start_program(compilation_cache: bool = False) -> None:
     """What every gptjax program does first when run as a program (never when its main() is called
     from Python): re-execute itself once with huge pages for large allocations (glibc reads its
     tunables only at start; os.execve keeps the process id, arguments, standard input and exit code;
-    skipped under a debugger), set the measured XLA flags, and say on stderr what it set."""
+    skipped under a debugger), set the measured XLA flags and, with compilation_cache (not for the
+    programs that time compiling), JAX's compilation cache, and say on stderr what it set."""
     tunables = huge_pages_tunables(os.environ)
     if tunables is not None and sys.gettrace() is None and sys.executable:
         os.environ["GLIBC_TUNABLES"] = tunables
@@ -68,6 +87,10 @@ def start_program() -> None:
     set_here = [f"GLIBC_TUNABLES+={os.environ.pop(_SET_BY_GPTJAX)} (large buffers on huge pages; "
                 f"{HUGE_PAGES_OFF}=0 turns it off)"] if _SET_BY_GPTJAX in os.environ else []
     set_here += [f"XLA_FLAGS+={flag}" for flag in use_measured_xla_flags()]
+    if compilation_cache and (cache := compilation_cache_dir(os.environ)) is not None:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache)  # JAX reads it when first imported, after this
+        set_here.append(f"JAX_COMPILATION_CACHE_DIR={cache} (compiled steps kept for the next run; "
+                        f"{COMPILATION_CACHE_OFF}=0 turns it off)")
     if set_here and os.environ.get("JAX_PROCESS_ID", "0") == "0":
         print("gptjax set " + ", ".join(set_here), file=sys.stderr, flush=True)
 
@@ -75,4 +98,5 @@ def start_program() -> None:
 def describe() -> str:
     """The settings a measurement ran under, for the line above its numbers."""
     return (f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}, "
-            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')}")
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')}, "
+            f"JAX_COMPILATION_CACHE_DIR={os.environ.get('JAX_COMPILATION_CACHE_DIR', '(unset)')}")

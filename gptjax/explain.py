@@ -11,7 +11,7 @@ token, its target and the model's top guesses) into one folder (--output_dir).
 from gptjax import environment
 
 if __name__ == "__main__":  # before JAX loads: this may re-execute the program once (huge pages)
-    environment.start_program()
+    environment.start_program(compilation_cache=True)
 
 import argparse
 import functools

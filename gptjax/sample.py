@@ -9,7 +9,7 @@ Defaults as nanoGPT's sample.py: 10 samples of 500 new characters, temperature 0
 from gptjax import environment
 
 if __name__ == "__main__":  # before JAX loads: this may re-execute the program once (huge pages)
-    environment.start_program()
+    environment.start_program(compilation_cache=True)
 
 import argparse
 import functools

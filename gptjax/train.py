@@ -13,7 +13,7 @@ meaning and its default: docs/config.md.
 from gptjax import environment
 
 if __name__ == "__main__":  # before JAX loads: this may re-execute the program once (huge pages)
-    environment.start_program()
+    environment.start_program(compilation_cache=True)
 
 import signal
 import sys

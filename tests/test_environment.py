@@ -1,4 +1,5 @@
-"""environment.py: the programs' XLA flags and huge pages, set once, never over the user's."""
+"""environment.py: the programs' XLA flags, huge pages and compilation cache, set once, never over
+the user's."""
 
 import os
 
@@ -55,3 +56,26 @@ def test_the_programs_start_with_huge_pages_and_say_so():
         result = run_program([*module.split(), "--help"], env={environment.HUGE_PAGES_OFF: "1", "XLA_FLAGS": ""})
         assert result.returncode == 0, result.stderr
         assert f"GLIBC_TUNABLES+={HUGE}" in result.stderr and "XLA_FLAGS+=" in result.stderr
+
+
+def test_the_compilation_cache_lives_in_the_users_cache_folder_unless_they_chose_or_turned_it_off(tmp_path):
+    assert environment.compilation_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "gptjax/xla"
+    assert environment.compilation_cache_dir({}) == environment.Path.home() / ".cache/gptjax/xla"
+    assert environment.compilation_cache_dir({"JAX_COMPILATION_CACHE_DIR": "/theirs"}) is None
+    assert environment.compilation_cache_dir({environment.COMPILATION_CACHE_OFF: "0"}) is None
+
+
+def test_a_program_keeps_its_compiled_steps_for_the_next_run(tmp_path):
+    # what train.py, sample.py and explain.py start with; JAX, imported after it, must use the cache
+    probe = ("import os, sys; from gptjax import environment; environment.start_program(compilation_cache=True); "
+             "import jax; jax.jit(lambda x: x * 2 + 1)(jax.numpy.arange(3)).block_until_ready(); "
+             "print(jax.config.jax_compilation_cache_dir)")
+    env = {"XDG_CACHE_HOME": str(tmp_path), "JAX_COMPILATION_CACHE_DIR": None, "XLA_FLAGS": ""}
+    result = run_program(["-c", probe], env=env)
+    assert result.returncode == 0, result.stderr
+    cache = tmp_path / "gptjax/xla"
+    assert result.stdout.strip() == str(cache)
+    assert f"JAX_COMPILATION_CACHE_DIR={cache} (compiled steps kept" in result.stderr
+    assert any(path.name.endswith("-cache") for path in cache.iterdir())  # the jitted function, compiled
+    off = run_program(["-c", probe], env={**env, environment.COMPILATION_CACHE_OFF: "0"})
+    assert off.returncode == 0 and off.stdout.strip() == "None" and "JAX_COMPILATION_CACHE_DIR" not in off.stderr
