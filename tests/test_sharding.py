@@ -23,7 +23,7 @@ SHARDED_STEP = textwrap.dedent("""
     import jax, numpy as np, optax
     from flax import nnx
     import gptjax
-    from gptjax import sharding
+    from gptjax import optim, sharding
 
     assert jax.device_count() == 8
     # wide enough that FSDP shards the big matrices (sharding.MIN_SHARDED_SIZE)
@@ -52,11 +52,27 @@ SHARDED_STEP = textwrap.dedent("""
         assert abs(loss - reference_loss) < 1e-5, (data, fsdp, loss, reference_loss)
         for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(reference.params), strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=str((data, fsdp)))
+
+    # every architecture option that keeps gradients flowing (zero-initialised projections would
+    # stop them), and Muon on the blocks' matrices, c_attn's split in three (its AdamW group's rate
+    # is 0: the sign-like first step, above)
+    cfg = gptjax.GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=4, n_embd=128, dropout=0.1,
+                           position_encoding="rope", norm="rmsnorm", qk_norm=True, mlp_activation="relu2",
+                           tie_embeddings=False, logit_softcap=15.0)
+    tx = optim.muon(0.05, 0.0)
+    reference, reference_loss = one_step(None)
+    state, loss = one_step(sharding.make_mesh(2, 4))
+    start = nnx.to_pure_dict(nnx.state(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), nnx.Param))
+    moved = np.abs(reference.params["h"][0]["attn"]["c_attn"]["kernel"] - start["h"][0]["attn"]["c_attn"]["kernel"])
+    assert moved.min() > 0, "Muon left c_attn as it was"
+    assert abs(loss - reference_loss) < 1e-5, (loss, reference_loss)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(reference.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg="every option, Muon")
     print("sharded steps equal the single-device step")
 """)
 
 
-def test_sharded_train_steps_equal_the_single_device_step():
+def test_sharded_train_steps_equal_the_single_device_step_with_every_option_and_muon():
     result = run_program(["-c", SHARDED_STEP], env=EIGHT_DEVICES)
     assert result.returncode == 0, result.stderr[-3000:]
 
