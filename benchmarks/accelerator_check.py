@@ -161,30 +161,45 @@ def checks(tiny: bool, text_tokens: np.ndarray) -> dict:
     }
 
 
+# nanoGPT's shakespeare_char result after its 5000 iterations (its README)
+NANOGPT_CHAR_VAL_LOSS = 1.4697
+
+
+def _run_summary(out_dir: Path, name: str) -> dict | None:
+    """A whole train.py run of the check (OUT/NAME): wall time, losses, when it first reached
+    nanoGPT's char val loss, and its steps' median time and MFU from metrics.jsonl."""
+    path = out_dir / f"train_{name}.json"
+    run = json.loads(path.read_text()) if path.is_file() else None
+    metrics = out_dir / name / "metrics.jsonl"
+    if not metrics.is_file():
+        return run
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    evaluations = [row for row in rows if "val_loss" in row]
+    steps = [row for row in rows if "ms_per_iter" in row]
+    return {
+        **(run or {}),
+        "final_val_loss": evaluations[-1]["val_loss"] if evaluations else None,
+        "best_val_loss": min((row["val_loss"] for row in evaluations), default=None),
+        "iterations": evaluations[-1]["iter"] if evaluations else None,
+        "first_iter_at_nanogpt_val_loss": next((row["iter"] for row in evaluations
+                                                if row["val_loss"] <= NANOGPT_CHAR_VAL_LOSS), None),
+        "median_ms_per_iter": float(np.median([row["ms_per_iter"] for row in steps])) if steps else None,
+        "median_mfu": float(np.median([row["mfu"] for row in steps if "mfu" in row]))
+        if any("mfu" in row for row in steps) else None,
+    }
+
+
 def summary(out_dir: Path) -> dict:
     """Everything the script's steps wrote, in one JSON file and one table."""
     report = {}
-    for name in ("checks", "bench_gpt2", "train_char"):
+    for name in ("checks", "bench_gpt2"):
         path = out_dir / f"{name}.json"
         report[name] = json.loads(path.read_text()) if path.is_file() else None
-    evaluations = []
-    metrics = out_dir / "char" / "metrics.jsonl"
-    if metrics.is_file():
-        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-        evaluations = [row for row in rows if "val_loss" in row]
-        steps = [row for row in rows if "ms_per_iter" in row]
-        report["train_char"] = {
-            **(report["train_char"] or {}),
-            "final_val_loss": evaluations[-1]["val_loss"] if evaluations else None,
-            "best_val_loss": min((row["val_loss"] for row in evaluations), default=None),
-            "iterations": evaluations[-1]["iter"] if evaluations else None,
-            "median_ms_per_iter": float(np.median([row["ms_per_iter"] for row in steps])) if steps else None,
-            "median_mfu": float(np.median([row["mfu"] for row in steps if "mfu" in row]))
-            if any("mfu" in row for row in steps) else None,
-        }
+    for name in ("char", "char_fast"):
+        report[f"train_{name}"] = _run_summary(out_dir, name)
     (out_dir / "accelerator_check.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    c, b, t = report["checks"] or {}, report["bench_gpt2"] or {}, report["train_char"] or {}
+    c, b, t, f = (report[name] or {} for name in ("checks", "bench_gpt2", "train_char", "train_char_fast"))
     a, s = c.get("attention", {}), c.get("train_step", {})
     rows = [
         ("device", c.get("device")), ("versions", " ".join(f"{k} {v}" for k, v in c.get("versions", {}).items())),
@@ -200,6 +215,12 @@ def summary(out_dir: Path) -> dict:
         ("char: wall s, iterations", _pair(t.get("wall_s"), t.get("iterations"))),
         ("char: final / best val loss", _pair(t.get("final_val_loss"), t.get("best_val_loss"))),
         ("char: median ms/iter, MFU", _pair(t.get("median_ms_per_iter"), t.get("median_mfu"))),
+        (f"char: first iteration at val <= {NANOGPT_CHAR_VAL_LOSS}", _pair(t.get("first_iter_at_nanogpt_val_loss"))),
+        ("char_fast: wall s, iterations", _pair(f.get("wall_s"), f.get("iterations"))),
+        ("char_fast: final / best val loss", _pair(f.get("final_val_loss"), f.get("best_val_loss"))),
+        ("char_fast: median ms/iter", _pair(f.get("median_ms_per_iter"))),
+        (f"char_fast: first iteration at val <= {NANOGPT_CHAR_VAL_LOSS}",
+         _pair(f.get("first_iter_at_nanogpt_val_loss"))),
     ]
     for name, value in rows:
         print(f"{name:52s} {value}")
