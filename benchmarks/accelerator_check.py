@@ -199,7 +199,7 @@ def summary(out_dir: Path) -> dict:
         report[f"train_{name}"] = _run_summary(out_dir, name)
     (out_dir / "accelerator_check.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    c, b, t, f = (report[name] or {} for name in ("checks", "bench_gpt2", "train_char", "train_char_fast"))
+    c, b = report["checks"] or {}, report["bench_gpt2"] or {}
     a, s = c.get("attention", {}), c.get("train_step", {})
     rows = [
         ("device", c.get("device")), ("versions", " ".join(f"{k} {v}" for k, v in c.get("versions", {}).items())),
@@ -212,16 +212,16 @@ def summary(out_dir: Path) -> dict:
         ("gpt2 bench: tokens/s", _pair(b.get("train_tokens_per_s"))),
         ("gpt2 bench: MFU", _pair(b.get("mfu"))),
         ("gpt2 bench: ms/iter, peak MiB", _pair(b.get("train_ms_per_iter"), b.get("device_peak_memory_mib"))),
-        ("char: wall s, iterations", _pair(t.get("wall_s"), t.get("iterations"))),
-        ("char: final / best val loss", _pair(t.get("final_val_loss"), t.get("best_val_loss"))),
-        ("char: median ms/iter, MFU", _pair(t.get("median_ms_per_iter"), t.get("median_mfu"))),
-        (f"char: first iteration at val <= {NANOGPT_CHAR_VAL_LOSS}", _pair(t.get("first_iter_at_nanogpt_val_loss"))),
-        ("char_fast: wall s, iterations", _pair(f.get("wall_s"), f.get("iterations"))),
-        ("char_fast: final / best val loss", _pair(f.get("final_val_loss"), f.get("best_val_loss"))),
-        ("char_fast: median ms/iter", _pair(f.get("median_ms_per_iter"))),
-        (f"char_fast: first iteration at val <= {NANOGPT_CHAR_VAL_LOSS}",
-         _pair(f.get("first_iter_at_nanogpt_val_loss"))),
     ]
+    for name in ("char", "char_fast"):
+        run = report[f"train_{name}"] or {}
+        rows += [
+            (f"{name}: wall s, iterations", _pair(run.get("wall_s"), run.get("iterations"))),
+            (f"{name}: final / best val loss", _pair(run.get("final_val_loss"), run.get("best_val_loss"))),
+            (f"{name}: median ms/iter, MFU", _pair(run.get("median_ms_per_iter"), run.get("median_mfu"))),
+            (f"{name}: first iteration at val <= {NANOGPT_CHAR_VAL_LOSS}",
+             _pair(run.get("first_iter_at_nanogpt_val_loss"))),
+        ]
     for name, value in rows:
         print(f"{name:52s} {value}")
     failed = [name for name in ("attention", "train_step") if not c.get(name, {}).get("passed")]

@@ -67,7 +67,7 @@ def test_the_compilation_cache_lives_in_the_users_cache_folder_unless_they_chose
 
 def test_a_program_keeps_its_compiled_steps_for_the_next_run(tmp_path):
     # what train.py, sample.py and explain.py start with; JAX, imported after it, must use the cache
-    probe = ("import os, sys; from gptjax import environment; environment.start_program(compilation_cache=True); "
+    probe = ("from gptjax import environment; environment.start_program(compilation_cache=True); "
              "import jax; jax.jit(lambda x: x * 2 + 1)(jax.numpy.arange(3)).block_until_ready(); "
              "print(jax.config.jax_compilation_cache_dir)")
     env = {"XDG_CACHE_HOME": str(tmp_path), "JAX_COMPILATION_CACHE_DIR": None, "XLA_FLAGS": ""}

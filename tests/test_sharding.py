@@ -44,14 +44,17 @@ SHARDED_STEP = textwrap.dedent("""
         state, metrics = gptjax.train_step(state, *batch)
         return state, float(metrics["loss"])
 
+    def assert_equal(state, loss, reference, reference_loss, what):
+        assert abs(loss - reference_loss) < 1e-5, (what, loss, reference_loss)
+        for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(reference.params), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=str(what))
+
     reference, reference_loss = one_step(None)
     for data, fsdp in ((8, 1), (1, 8), (2, 4)):
         state, loss = one_step(sharding.make_mesh(data, fsdp))
         kernel = state.params["h"][0]["mlp"]["c_fc"]["kernel"]
         assert ("fsdp" in str(kernel.sharding.spec)) == (fsdp > 1), kernel.sharding
-        assert abs(loss - reference_loss) < 1e-5, (data, fsdp, loss, reference_loss)
-        for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(reference.params), strict=True):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=str((data, fsdp)))
+        assert_equal(state, loss, reference, reference_loss, (data, fsdp))
 
     # every architecture option that keeps gradients flowing (zero-initialised projections would
     # stop them), and Muon on the blocks' matrices, c_attn's split in three (its AdamW group's rate
@@ -65,9 +68,7 @@ SHARDED_STEP = textwrap.dedent("""
     start = nnx.to_pure_dict(nnx.state(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), nnx.Param))
     moved = np.abs(reference.params["h"][0]["attn"]["c_attn"]["kernel"] - start["h"][0]["attn"]["c_attn"]["kernel"])
     assert moved.min() > 0, "Muon left c_attn as it was"
-    assert abs(loss - reference_loss) < 1e-5, (loss, reference_loss)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(reference.params), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg="every option, Muon")
+    assert_equal(state, loss, reference, reference_loss, "every option, Muon")
     print("sharded steps equal the single-device step")
 """)
 
