@@ -192,15 +192,16 @@ def _run_summary(out_dir: Path, name: str) -> dict | None:
 def summary(out_dir: Path) -> dict:
     """Everything the script's steps wrote, in one JSON file and one table."""
     report = {}
-    for name in ("checks", "bench_gpt2"):
+    for name in ("checks", "bench_gpt2", "bench_gpt2_wide"):
         path = out_dir / f"{name}.json"
         report[name] = json.loads(path.read_text()) if path.is_file() else None
     for name in ("char", "char_fast"):
         report[f"train_{name}"] = _run_summary(out_dir, name)
     (out_dir / "accelerator_check.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    c, b = report["checks"] or {}, report["bench_gpt2"] or {}
+    c, b, w = report["checks"] or {}, report["bench_gpt2"] or {}, report["bench_gpt2_wide"] or {}
     a, s = c.get("attention", {}), c.get("train_step", {})
+    busiest = [f"{key.removeprefix('op_ms ')} {ms:.0f}" for key, ms in b.items() if key.startswith("op_ms ")][:5]
     rows = [
         ("device", c.get("device")), ("versions", " ".join(f"{k} {v}" for k, v in c.get("versions", {}).items())),
         ("attention: auto picks / fast runs cuDNN", f"{a.get('auto_picks')} / {a.get('fast_runs_cudnn')}"),
@@ -212,6 +213,10 @@ def summary(out_dir: Path) -> dict:
         ("gpt2 bench: tokens/s", _pair(b.get("train_tokens_per_s"))),
         ("gpt2 bench: MFU", _pair(b.get("mfu"))),
         ("gpt2 bench: ms/iter, peak MiB", _pair(b.get("train_ms_per_iter"), b.get("device_peak_memory_mib"))),
+        ("gpt2 step profiled: ms in XLA ops", _pair(b.get("profile_ops_ms"))),
+        ("gpt2 step profiled: busiest ops, ms", ", ".join(busiest) or "n/a"),
+        ("gpt2 bench, micro-batches 2x wider: MFU, ms/iter", _pair(w.get("mfu"), w.get("train_ms_per_iter"))),
+        ("gpt2 bench, micro-batches 2x wider: peak MiB", _pair(w.get("device_peak_memory_mib"))),
     ]
     for name in ("char", "char_fast"):
         run = report[f"train_{name}"] or {}

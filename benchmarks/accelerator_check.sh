@@ -8,10 +8,12 @@
 #    train steps on the FSDP mesh agree with float32; the char step is timed fed as bench.py feeds
 #    it and as the training loop does, with XLA's GPU command buffers on and off
 #    (benchmarks/accelerator_check.py);
-# 2. bench.py --config gpt2 in bfloat16: tokens/s, MFU, memory;
-# 3. train.py --config char, all 5000 iterations: wall time and final val loss (nanoGPT reaches
+# 2. bench.py --config gpt2 in bfloat16: tokens/s, MFU, memory, and a profile of one step
+#    (OUT_DIR/gpt2_step_trace.json.gz, a Perfetto trace; its busiest kinds of XLA op in the summary);
+# 3. the same with the update's 480 sequences in 20 micro-batches of 24 instead of 40 of 12;
+# 4. train.py --config char, all 5000 iterations: wall time and final val loss (nanoGPT reaches
 #    1.4697 in about 3 minutes on an A100);
-# 4. train.py --config char_fast (RoPE, QK-norm, Muon; 2500 iterations): when it first reaches 1.4697.
+# 5. train.py --config char_fast (RoPE, QK-norm, Muon; 2500 iterations): when it first reaches 1.4697.
 # Prints a summary and writes OUT_DIR/accelerator_check.json (OUT_DIR: out-accelerator-check).
 # --tiny runs every step at toy sizes, in seconds on a CPU (CI runs it so the script never rots).
 # --corpus: tinyshakespeare's input.txt, for a machine with no network (else it is downloaded).
@@ -48,11 +50,13 @@ EOF
 if [ ${#tiny[@]} -gt 0 ]; then
     small=(--config.n_layer=2 --config.n_head=2 --config.n_embd=64 --config.block_size=64 --config.batch_size=4)
     bench=(--config gpt2 "${small[@]}" --config.gradient_accumulation_steps=2 --steps 2)
+    bench_wide=(--config gpt2 "${small[@]}" --config.batch_size=8 --config.gradient_accumulation_steps=1 --steps 2)
     short=(--config.max_iters=20 --config.eval_interval=10 --config.eval_iters=2 --config.log_interval=5)
     char=(--config char "${small[@]}" "${short[@]}")
     char_fast=(--config char_fast "${small[@]}" "${short[@]}")
 else
     bench=(--config gpt2 --steps 10)
+    bench_wide=(--config gpt2 --config.batch_size=24 --config.gradient_accumulation_steps=20 --steps 10)
     char=(--config char)
     char_fast=(--config char_fast)
 fi
@@ -64,13 +68,19 @@ step() {  # step NAME COMMAND...: run it with its output in OUT/NAME.log; a fail
     local name=$1; shift
     "$@" 2>&1 | tee "$out/$name.log" || failed+=("$name")
 }
-echo "== 0/4 the char dataset (tinyshakespeare)"
+echo "== 0/5 the char dataset (tinyshakespeare)"
 step prepare "$PY" prepare.py --config char "${data[@]}"
-echo "== 1/4 attention paths, bfloat16 train steps, the char step on random tokens and on text"
+echo "== 1/5 attention paths, bfloat16 train steps, the char step on random tokens and on text"
 step checks "$PY" benchmarks/accelerator_check.py checks "${tiny[@]}" --text "$out/data/shakespeare_char/train.bin" \
     "$out/checks.json"
-echo "== 2/4 bench.py ${bench[*]} --config.dtype=bfloat16"
-step bench_gpt2 "$PY" bench.py "${bench[@]}" --config.dtype=bfloat16 --json "$out/bench_gpt2.json"
+echo "== 2/5 bench.py ${bench[*]} --config.dtype=bfloat16, one step profiled"
+rm -rf "${out:?}/profile_gpt2"
+step bench_gpt2 "$PY" bench.py "${bench[@]}" --config.dtype=bfloat16 --profile "$out/profile_gpt2" \
+    --json "$out/bench_gpt2.json"
+cp "$(ls -t "$out"/profile_gpt2/plugins/profile/*/perfetto_trace.json.gz | head -n 1)" "$out/gpt2_step_trace.json.gz" \
+    || failed+=(gpt2_step_trace)
+echo "== 3/5 bench.py ${bench_wide[*]} --config.dtype=bfloat16"
+step bench_gpt2_wide "$PY" bench.py "${bench_wide[@]}" --config.dtype=bfloat16 --json "$out/bench_gpt2_wide.json"
 train() {  # train NAME ARGS...: a whole run in OUT/NAME, its wall time in OUT/train_NAME.json
     local name=$1; shift
     rm -rf "${out:?}/$name"
@@ -78,9 +88,9 @@ train() {  # train NAME ARGS...: a whole run in OUT/NAME, its wall time in OUT/t
     step "train_$name" "$PY" train.py "$@" "${data[@]}" --config.out_dir="$out/$name"
     echo "{\"wall_s\": $(awk "BEGIN {print $EPOCHREALTIME - $start}")}" > "$out/train_$name.json"
 }
-echo "== 3/4 train.py ${char[*]}"
+echo "== 4/5 train.py ${char[*]}"
 train char "${char[@]}"
-echo "== 4/4 train.py ${char_fast[*]}"
+echo "== 5/5 train.py ${char_fast[*]}"
 train char_fast "${char_fast[@]}"
 echo "== summary ($out/accelerator_check.json)"
 "$PY" benchmarks/accelerator_check.py summary "$out"

@@ -1,15 +1,18 @@
 """Measure how fast a config trains (and samples) on this machine.
 
-    python -m gptjax.bench --config char [--config.KEY=VALUE ...] [--steps 10] [--sample] [--json FILE]
+    python -m gptjax.bench --config char [--config.KEY=VALUE ...] [--steps 10] [--sample] [--profile DIR]
+                           [--json FILE]
     python bench.py --config configs/char.py ...                        # the same, from a clone
 
 Prints compile time, ms per iteration, tokens/s, model TFLOP/s, MFU (where the device's peak is
-known) and XLA's planned memory for train_step and eval_step; --sample adds generation tokens/s.
+known) and XLA's planned memory for train_step and eval_step; --sample adds generation tokens/s;
+--profile DIR traces one more train step into DIR (for xprof or TensorBoard, and a Perfetto file)
+and prints the XLA ops that took the most time in it.
 Random weights and random tokens; the model, optimizer, batch shape, dtype, attention path and
 mesh are the config's, so a number here is what training with the same config runs at. (Text, which
 repeats a few tokens thousands of times a batch, once ran a GPU step 4x slower than random tokens:
 model.ONE_HOT_MAX_VOCAB; benchmarks/accelerator_check.sh times both.) Nothing is read or written
-but the optional --json FILE.
+but the optional --json FILE and --profile DIR.
 """
 
 from gptjax import environment
@@ -18,8 +21,12 @@ if __name__ == "__main__":  # before JAX loads: this may re-execute the program 
     environment.start_program()
 
 import argparse
+import collections
 import functools
+import gzip
 import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -62,9 +69,51 @@ def _memory_mib(compiled) -> float | None:
     return total / 2**20
 
 
-def training(config: ml_collections.ConfigDict, steps: int) -> dict:
+def op_times(perfetto_trace: Path) -> dict[str, float]:
+    """Milliseconds spent in each kind of XLA op (its HLO name less the ".N" suffix: fusion, dot,
+    custom-call, ...) in a Perfetto trace written by jax.profiler, busiest first. An op's time is
+    its own, less the ops nested in it (a while loop's body). Where the trace has an accelerator,
+    only its busiest line (its compute stream) counts: the host only launched those ops."""
+    events = json.loads(gzip.decompress(perfetto_trace.read_bytes()))["traceEvents"]
+    devices = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+               and e["args"]["name"].startswith("/device:")}
+    ops = [e for e in events if e.get("ph") == "X" and "hlo_op" in e.get("args", {})
+           and (not devices or e["pid"] in devices)]
+    if devices and ops:
+        busy = collections.Counter()
+        for e in ops:
+            busy[e["pid"], e["tid"]] += e["dur"]
+        busiest = busy.most_common(1)[0][0]
+        ops = [e for e in ops if (e["pid"], e["tid"]) == busiest]
+    kind = lambda e: re.sub(r"\.\d+$", "", e["args"]["hlo_op"])
+    own_us = collections.Counter()
+    enclosing = []  # the ops still open around the current one, on its line
+    for e in sorted(ops, key=lambda e: (e["pid"], e["tid"], e["ts"], -e["dur"])):
+        while enclosing and ((enclosing[-1]["pid"], enclosing[-1]["tid"]) != (e["pid"], e["tid"])
+                             or e["ts"] >= enclosing[-1]["ts"] + enclosing[-1]["dur"]):
+            enclosing.pop()
+        own_us[kind(e)] += e["dur"]
+        if enclosing:
+            own_us[kind(enclosing[-1])] -= e["dur"]
+        enclosing.append(e)
+    return {name: us / 1e3 for name, us in own_us.most_common()}
+
+
+def profile(step, folder: Path, top: int = 8) -> dict:
+    """Trace one call of `step` into `folder` (xprof's and TensorBoard's layout, with a Perfetto
+    file beside) and return the trace's path and its `top` busiest kinds of XLA op (op_times)."""
+    with jax.profiler.trace(str(folder), create_perfetto_trace=True):
+        jax.block_until_ready(step())
+    trace = max(folder.glob("plugins/profile/*/perfetto_trace.json.gz"), key=lambda path: path.stat().st_mtime)
+    times = op_times(trace)
+    return {"profile": str(trace), "profile_ops_ms": sum(times.values()),
+            **{f"op_ms {kind}": ms for kind, ms in list(times.items())[:top]}}
+
+
+def training(config: ml_collections.ConfigDict, steps: int, profile_dir: Path | None = None) -> dict:
     """Compile time, per-iteration time, tokens/s, model FLOP/s, MFU and memory of train_step and
-    eval_step for the config on every device (the config's mesh)."""
+    eval_step for the config on every device (the config's mesh); with profile_dir, profile()
+    of one more train step."""
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     cfg = model_config(config, vocab_size=VOCAB_SIZES[config.tokenizer])
     state = TrainState.new(cfg, optim.from_config(config), mesh, seed=config.seed)
@@ -113,6 +162,8 @@ def training(config: ml_collections.ConfigDict, steps: int) -> dict:
     stats = jax.devices()[0].memory_stats()  # accelerators count what they really allocated
     if stats and "peak_bytes_in_use" in stats:
         results["device_peak_memory_mib"] = stats["peak_bytes_in_use"] / 2**20
+    if profile_dir is not None:
+        results.update(profile(one_step, profile_dir))
     return results
 
 
@@ -146,6 +197,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--steps", type=int, default=10, help="timed iterations after two warm-up ones")
     parser.add_argument("--sample", action="store_true", help="also time generation")
     parser.add_argument("--max_new_tokens", type=int, default=500, help="tokens per generation (--sample)")
+    parser.add_argument("--profile", metavar="DIR", type=Path, help="trace one more train step into DIR")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
     args, config_args = parser.parse_known_args(argv[1:])
     return args, [argv[0], *config_args]
@@ -165,9 +217,17 @@ def main(argv: list[str]) -> None:
         if args.steps < 1 or args.max_new_tokens < 1:
             raise UsageError("--steps and --max_new_tokens must be >= 1")
         environment.use_measured_xla_flags()
+        if args.profile and "xla_cpu_enable_xprof_traceme" not in os.environ.get("XLA_FLAGS", ""):
+            # XLA's CPU backend writes its ops into a trace only when asked (accelerators always do)
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_enable_xprof_traceme=true".strip()
+        if args.profile:
+            try:
+                args.profile.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UsageError(f"--profile {args.profile}: cannot create that folder ({e.strerror})") from None
         sharding.initialize_distributed()
         config = from_command_line(config_argv)
-        results = training(config, args.steps)
+        results = training(config, args.steps, args.profile)
         if args.sample:
             results.update(sampling(config, args.max_new_tokens))
     except UsageError as e:
