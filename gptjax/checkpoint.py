@@ -95,8 +95,12 @@ class Writer:
             checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics["val_loss"], reverse=True, n=1,
                                       keep_checkpoints_without_metrics=False),
         ])
+        # The step's directories are made before save() returns: made in the background, a failure
+        # to make them (disk full, permissions) left orbax's writer threads waiting for them for its
+        # 5-minute barrier timeout, and the program could not exit until then (docs/performance.md).
         options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=background,
-                                               cleanup_tmp_directories=True)
+                                               cleanup_tmp_directories=True,
+                                               async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
         self._manager = ocp.CheckpointManager(self._folder, options=options)
         self._pending: int | None = None  # the step being written in the background
         self._failed = False  # a save failed (and was reported)
