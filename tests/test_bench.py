@@ -12,12 +12,13 @@ TINY = ["--config", str(REPO / "configs/char.py"), "--config.n_layer=1", "--conf
         "--config.n_embd=32", "--config.block_size=16", "--config.batch_size=4", "--config.dropout=0"]
 
 
-def test_bench_measures_the_configs_model_and_step(tmp_path, capsys):
+def test_bench_measures_the_configs_model_and_step_and_profiles_it(tmp_path):
+    # a subprocess: XLA's CPU backend records its ops for --profile only with a flag read when JAX starts
     out = tmp_path / "bench.json"
-    bench.main(["bench.py", *TINY, "--config.gradient_accumulation_steps=2", "--steps=2", "--sample",
-          "--max_new_tokens=20", f"--json={out}"])
-    printed = capsys.readouterr().out
-    assert "train_tokens_per_s" in printed and "generate_speedup" in printed
+    result = run_program(["bench.py", *TINY, "--config.gradient_accumulation_steps=2", "--steps=2", "--sample",
+                          "--max_new_tokens=20", f"--profile={tmp_path / 'profile'}", f"--json={out}"])
+    assert result.returncode == 0, result.stderr
+    assert "train_tokens_per_s" in result.stdout and "generate_speedup" in result.stdout
     results = json.loads(out.read_text())
     # nanoGPT's count: 12·L·C² (block matrices) + V·C (tied embedding) + (2L+1)·C (LayerNorm
     # scales; char.py has no biases), positions left out
@@ -28,6 +29,13 @@ def test_bench_measures_the_configs_model_and_step(tmp_path, capsys):
     assert results["train_memory_mib"] > results["eval_memory_mib"] > 0
     assert all(results[k] > 0 for k in ("train_tokens_per_s", "eval_tokens_per_s", "generate_tokens_per_s",
                                         "uncached_reference_tokens_per_s"))
+    # --profile: the traced step is in the Perfetto file, and its busiest ops are listed
+    trace = json.loads(gzip.decompress(Path(results["profile"]).read_bytes()))
+    assert any(e.get("args", {}).get("hlo_module") == "jit_train_step" for e in trace["traceEvents"])
+    ops = {key.removeprefix("op_ms "): ms for key, ms in results.items() if key.startswith("op_ms ")}
+    assert 1 <= len(ops) <= 8 and all(ms > 0 for ms in ops.values())
+    assert any(op.startswith("dot") for op in ops)  # the matrix products are among the busiest
+    assert sum(ops.values()) <= results["profile_ops_ms"]
 
 
 def test_bench_refuses_bad_options_in_one_line(tmp_path):
@@ -36,19 +44,6 @@ def test_bench_refuses_bad_options_in_one_line(tmp_path):
     assert "cannot create that folder" in cli_error("bench.py", *TINY, f"--profile={tmp_path / 'a_file/trace'}")
     assert "unknown config key 'n_layers'" in cli_error("bench.py", "--config", str(REPO / "configs/char.py"),
                                                         "--config.n_layers=2")
-
-
-def test_bench_profile_writes_a_trace_and_names_the_ops_of_the_step(tmp_path):
-    # a subprocess: XLA's CPU backend records its ops only with a flag read when JAX starts
-    result = run_program(["bench.py", *TINY, "--steps=1", f"--profile={tmp_path}", f"--json={tmp_path / 'b.json'}"])
-    assert result.returncode == 0, result.stderr
-    results = json.loads((tmp_path / "b.json").read_text())
-    trace = json.loads(gzip.decompress(Path(results["profile"]).read_bytes()))
-    assert any(e.get("args", {}).get("hlo_module") == "jit_train_step" for e in trace["traceEvents"])
-    ops = {key.removeprefix("op_ms "): ms for key, ms in results.items() if key.startswith("op_ms ")}
-    assert 1 <= len(ops) <= 8 and all(ms > 0 for ms in ops.values())
-    assert any(op.startswith("dot") for op in ops)  # the matrix products are among the busiest
-    assert sum(ops.values()) <= results["profile_ops_ms"]
 
 
 def _write_trace(path, events):
