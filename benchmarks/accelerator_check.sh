@@ -77,8 +77,7 @@ echo "== 2/5 bench.py ${bench[*]} --config.dtype=bfloat16, one step profiled"
 rm -rf "${out:?}/profile_gpt2"
 step bench_gpt2 "$PY" bench.py "${bench[@]}" --config.dtype=bfloat16 --profile "$out/profile_gpt2" \
     --json "$out/bench_gpt2.json"
-cp "$(ls -t "$out"/profile_gpt2/plugins/profile/*/perfetto_trace.json.gz | head -n 1)" "$out/gpt2_step_trace.json.gz" \
-    || failed+=(gpt2_step_trace)
+cp "$out"/profile_gpt2/plugins/profile/*/perfetto_trace.json.gz "$out/gpt2_step_trace.json.gz" || failed+=(gpt2_step_trace)
 echo "== 3/5 bench.py ${bench_wide[*]} --config.dtype=bfloat16"
 step bench_gpt2_wide "$PY" bench.py "${bench_wide[@]}" --config.dtype=bfloat16 --json "$out/bench_gpt2_wide.json"
 train() {  # train NAME ARGS...: a whole run in OUT/NAME, its wall time in OUT/train_NAME.json

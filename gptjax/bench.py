@@ -25,7 +25,6 @@ import collections
 import functools
 import gzip
 import json
-import os
 import re
 import sys
 import time
@@ -217,10 +216,9 @@ def main(argv: list[str]) -> None:
         if args.steps < 1 or args.max_new_tokens < 1:
             raise UsageError("--steps and --max_new_tokens must be >= 1")
         environment.use_measured_xla_flags()
-        if args.profile and "xla_cpu_enable_xprof_traceme" not in os.environ.get("XLA_FLAGS", ""):
-            # XLA's CPU backend writes its ops into a trace only when asked (accelerators always do)
-            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_enable_xprof_traceme=true".strip()
         if args.profile:
+            # XLA's CPU backend writes its ops into a trace only when asked (accelerators always do)
+            environment.add_xla_flags({"--xla_cpu_enable_xprof_traceme": "true"})
             try:
                 args.profile.mkdir(parents=True, exist_ok=True)
             except OSError as e:

@@ -23,14 +23,19 @@ _SET_BY_GPTJAX = "GPTJAX_SET_GLIBC_TUNABLES"  # tells the re-executed process wh
 COMPILATION_CACHE_OFF = "GPTJAX_COMPILATION_CACHE"  # =0: compile every run
 
 
-def use_measured_xla_flags() -> list[str]:
-    """Add MEASURED_XLA_FLAGS to the XLA_FLAGS environment variable, keeping the user's own
-    setting of any of them; returns the flags added. Takes effect only if called before JAX first
-    uses a device."""
+def add_xla_flags(wanted: dict[str, str]) -> list[str]:
+    """Add the flags `wanted` ({name: value}) to the XLA_FLAGS environment variable, keeping the
+    user's own setting of any of them; returns the flags added. Takes effect only if called before
+    JAX first uses a device."""
     flags = os.environ.get("XLA_FLAGS", "")
-    added = [f"{name}={value}" for name, value in MEASURED_XLA_FLAGS.items() if name not in flags]
+    added = [f"{name}={value}" for name, value in wanted.items() if name not in flags]
     os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
     return added
+
+
+def use_measured_xla_flags() -> list[str]:
+    """add_xla_flags(MEASURED_XLA_FLAGS)."""
+    return add_xla_flags(MEASURED_XLA_FLAGS)
 
 
 def _glibc_version() -> tuple[int, ...]:
