@@ -18,6 +18,11 @@ from gptjax import environment  # noqa: E402  (imports no JAX)
 # In-process runs compile with the XLA flags the programs set, so that a run in this process
 # computes bit for bit what a program's subprocess does.
 environment.use_measured_xla_flags()
+# The tests compile hundreds of small programs and run each for milliseconds: at LLVM's -O0 (XLA's
+# default is -O2) a compile takes a third less time and the suite a fifth. Round-off can differ from
+# an optimised build in the last bits, so tests compare with tolerances or with runs compiled alike
+# (a program's subprocess inherits these flags); test_readme runs its blocks as a user would.
+environment.add_xla_flags({"--xla_backend_optimization_level": "0"})
 # Many tests compile the same tiny programs (a compile is seconds, a run milliseconds): JAX's
 # persistent compilation cache shares them across tests and the programs' subprocesses, in a
 # folder of this test session's own, so nothing carries over between sessions.
