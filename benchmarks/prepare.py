@@ -1,6 +1,6 @@
 """Time data preparation with GPT-2's BPE on a generated corpus, and its peak memory.
 
-    python benchmarks/prepare.py SHAKESPEARE_INPUT_TXT [--mb 200] [--procs 1 2] [--layout jsonl]
+    python benchmarks/prepare.py SHAKESPEARE_INPUT_TXT [--mb 200] [--procs 1 2 ...] [--layout jsonl]
 
 Writes a corpus of --mb MB (the Shakespeare text repeated, as .jsonl documents of ~4 kB or one
 .txt), prepares it with num_proc = each of --procs, and prints MB/s and the peak resident memory
@@ -78,10 +78,10 @@ def main():
         size = sum(len(d.encode("utf-8")) for d in documents) * (copy + 1) / 1e6
         print(f"corpus: {corpus.stat().st_size / 1e6:,.0f} MB on disk ({args.layout}), {size:,.0f} MB of text; "
               f"{os.cpu_count()} CPUs")
-        for procs in args.procs:
+        for run, procs in enumerate(args.procs):  # a folder each: a prepared one would be found up to date
             with PeakMemory() as memory:
                 start = time.perf_counter()
-                prepare.prepare(Path(tmp) / f"out{procs}", corpus, "gpt2", num_proc=procs)
+                prepare.prepare(Path(tmp) / f"out{run}", corpus, "gpt2", num_proc=procs)
                 seconds = time.perf_counter() - start
             print(f"prepare, num_proc={procs}: {seconds:6.1f} s, {size / seconds:6.1f} MB/s, "
                   f"peak memory {memory.peak:,.0f} MiB (main + workers)")
