@@ -214,7 +214,7 @@ def summary(out_dir: Path) -> dict:
         ("gpt2 bench: MFU", _pair(b.get("mfu"))),
         ("gpt2 bench: ms/iter, peak MiB", _pair(b.get("train_ms_per_iter"), b.get("device_peak_memory_mib"))),
         ("gpt2 step profiled: ms in XLA ops", _pair(b.get("profile_ops_ms"))),
-        ("gpt2 step profiled: busiest ops, ms", ", ".join(busiest) or "n/a"),
+        ("gpt2 step profiled: busiest ops, ms", ", ".join(busiest) or b.get("profile_error", "n/a")),
         ("gpt2 bench, micro-batches 2x wider: MFU, ms/iter", _pair(w.get("mfu"), w.get("train_ms_per_iter"))),
         ("gpt2 bench, micro-batches 2x wider: peak MiB", _pair(w.get("device_peak_memory_mib"))),
     ]

@@ -7,7 +7,8 @@
 Prints compile time, ms per iteration, tokens/s, model TFLOP/s, MFU (where the device's peak is
 known) and XLA's planned memory for train_step and eval_step; --sample adds generation tokens/s;
 --profile DIR traces one more train step into DIR (for xprof or TensorBoard, and a Perfetto file)
-and prints the XLA ops that took the most time in it.
+and prints the XLA ops that took the most time in it (if it fails, the measurements are printed
+and written all the same, and the program ends with the profiler's error).
 Random weights and random tokens; the model, optimizer, batch shape, dtype, attention path and
 mesh are the config's, so a number here is what training with the same config runs at. (Text, which
 repeats a few tokens thousands of times a batch, once ran a GPU step 4x slower than random tokens:
@@ -103,8 +104,12 @@ def profile(step, folder: Path, top: int = 8) -> dict:
     file beside) and return the trace's path and its `top` busiest kinds of XLA op (op_times)."""
     with jax.profiler.trace(str(folder), create_perfetto_trace=True):
         jax.block_until_ready(step())
-    trace = max(folder.glob("plugins/profile/*/perfetto_trace.json.gz"), key=lambda path: path.stat().st_mtime)
-    times = op_times(trace)
+    traces = list(folder.glob("plugins/profile/*/perfetto_trace.json.gz"))
+    if not traces:
+        raise RuntimeError(f"the profiler wrote no Perfetto trace into {folder}")
+    trace = max(traces, key=lambda path: path.stat().st_mtime)
+    if not (times := op_times(trace)):
+        raise RuntimeError(f"{trace} holds no XLA ops (events with an hlo_op) to count")
     return {"profile": str(trace), "profile_ops_ms": sum(times.values()),
             **{f"op_ms {kind}": ms for kind, ms in list(times.items())[:top]}}
 
@@ -112,7 +117,7 @@ def profile(step, folder: Path, top: int = 8) -> dict:
 def training(config: ml_collections.ConfigDict, steps: int, profile_dir: Path | None = None) -> dict:
     """Compile time, per-iteration time, tokens/s, model FLOP/s, MFU and memory of train_step and
     eval_step for the config on every device (the config's mesh); with profile_dir, profile()
-    of one more train step."""
+    of one more train step, or its failure as "profile_error" beside the measurements."""
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     cfg = model_config(config, vocab_size=VOCAB_SIZES[config.tokenizer])
     state = TrainState.new(cfg, optim.from_config(config), mesh, seed=config.seed)
@@ -162,7 +167,10 @@ def training(config: ml_collections.ConfigDict, steps: int, profile_dir: Path | 
     if stats and "peak_bytes_in_use" in stats:
         results["device_peak_memory_mib"] = stats["peak_bytes_in_use"] / 2**20
     if profile_dir is not None:
-        results.update(profile(one_step, profile_dir))
+        try:
+            results.update(profile(one_step, profile_dir))
+        except Exception as e:  # a profiler this machine lacks, a trace laid out otherwise: the numbers above stand
+            results["profile_error"] = f"{type(e).__name__}: {e}"
     return results
 
 
@@ -238,6 +246,9 @@ def main(argv: list[str]) -> None:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"argv": config_argv[1:], "environment": environment.describe(), **results}, f, indent=2)
+    if "profile_error" in results:
+        sys.exit(f"{Path(argv[0]).name}: error: --profile failed, the measurements above stand: "
+                 f"{results['profile_error']}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,16 @@ def test_bench_refuses_bad_options_in_one_line(tmp_path):
                                                         "--config.n_layers=2")
 
 
+def test_a_failed_profile_keeps_the_measurements_and_ends_in_one_line(tmp_path, monkeypatch):
+    # e.g. an accelerator's trace whose events carry no hlo_op: the step's numbers must not be lost
+    monkeypatch.setattr(bench, "op_times", lambda trace: {})
+    out = tmp_path / "bench.json"
+    message = cli_error("bench.py", *TINY, "--steps=1", f"--profile={tmp_path / 'profile'}", f"--json={out}")
+    assert "--profile failed, the measurements above stand" in message and "holds no XLA ops" in message
+    results = json.loads(out.read_text())
+    assert results["train_tokens_per_s"] > 0 and "holds no XLA ops" in results["profile_error"]
+
+
 def _write_trace(path, events):
     path.write_bytes(gzip.compress(json.dumps({"traceEvents": events}).encode()))
     return path
