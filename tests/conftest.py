@@ -85,16 +85,21 @@ def tiny_run_args(tmp_path: pathlib.Path, out: str = "out", **overrides) -> list
     return ["--config", str(REPO / "configs/char_cpu.py")] + [f"--config.{k}={v}" for k, v in settings.items()]
 
 
+def program_env(env: dict | None = None) -> dict[str, str]:
+    """The environment a program's subprocess runs in: this process's, on the CPU, with env's
+    variables added, or removed where None. The programs' re-execution with huge pages is off
+    unless env turns it on (it imports everything twice, seconds per program start;
+    tests/test_environment.py tests it)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", environment.HUGE_PAGES_OFF: "0", **(env or {})}
+    return {name: value for name, value in env.items() if value is not None}
+
+
 def run_program(command: list[str], env: dict | None = None, cwd: pathlib.Path = REPO, timeout: int = 300,
                 input: str | None = None) -> subprocess.CompletedProcess:
-    """Run `python *command` (a script of the repository, or -m / -c ...) on the CPU and capture
-    its output as text; env's variables are added to this process's, or removed where None. The
-    programs' re-execution with huge pages is off unless env turns it on (it imports everything
-    twice, seconds per program start; tests/test_environment.py tests it)."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", environment.HUGE_PAGES_OFF: "0", **(env or {})}
-    env = {name: value for name, value in env.items() if value is not None}
+    """Run `python *command` (a script of the repository, or -m / -c ...) in program_env(env) and
+    capture its output as text."""
     return subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          input=input, env=env)
+                          input=input, env=program_env(env))
 
 
 def cli_error(script: str, *args: str) -> str:

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, tiny_run_args
+from conftest import REPO, program_env, tiny_run_args
 
 from gptjax import checkpoint, loop
 from gptjax import sample as sample_program
@@ -71,7 +71,7 @@ def test_a_run_on_a_tiny_text_ends_with_a_checkpoint_sample_loads(tmp_path, caps
 def test_sigterm_saves_exits_0_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path, capsys):
     # a long run (its learning-rate schedule ends at lr_decay_iters=8, so max_iters changes nothing)
     args = tiny_run_args(tmp_path, out="stopped", max_iters=100_000, eval_interval=4)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "GPTJAX_HUGE_PAGES": "0", "PYTHONUNBUFFERED": "1"}
+    env = program_env({"PYTHONUNBUFFERED": "1"})
     with subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as process:
         for line in process.stdout:

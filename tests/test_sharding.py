@@ -13,9 +13,9 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO, run_program, tiny_run_args
+from conftest import REPO, program_env, run_program, tiny_run_args
 
-from gptjax import checkpoint, environment, loop
+from gptjax import checkpoint, loop
 
 EIGHT_DEVICES = {"XLA_FLAGS": f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=8"}
 
@@ -135,8 +135,8 @@ def run_two_processes(args: list[str], signal_second_after: str | None = None) -
     with socket.socket() as s:  # a free port on loopback for the coordinator
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", environment.HUGE_PAGES_OFF: "0", "PYTHONUNBUFFERED": "1",
-           "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2"}
+    env = program_env({"PYTHONUNBUFFERED": "1", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                       "JAX_NUM_PROCESSES": "2"})
     processes = [subprocess.Popen([sys.executable, *args], env={**env, "JAX_PROCESS_ID": str(i)},
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     printed = ""
