@@ -305,6 +305,43 @@ def _set_records_aside(path: Path, it: int) -> Path | None:
     return aside
 
 
+def _load_data(config: ml_collections.ConfigDict, main_process: bool) -> tuple[Tokenizer, dict]:
+    """The dataset's tokenizer and its {"train", "val"} tokens, prepared on first use. The first
+    process prepares the data; the others read it once it is there (on a shared disk; a host with
+    its own disk prepares its own copy then, with no one else writing it)."""
+    load = functools.partial(
+        data.load_dataset, config.data_dir, config.dataset, config.input_file, config.block_size, config.tokenizer,
+        rebuild=config.rebuild_data, announce=functools.partial(print, flush=True) if main_process else None,
+        val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc)
+    tokenizer, splits = load() if main_process else (None, None)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("gptjax: the dataset is prepared")
+        if not main_process:
+            tokenizer, splits = load(rebuild=False)
+    return tokenizer, splits
+
+
+def _open_records(config: ml_collections.ConfigDict, it: int, vocab_size: int, main_process: bool,
+                  warn: Callable[[str], None]) -> Reporter:
+    """The run's records in out_dir, written by the main process only: config.json (every setting,
+    as resolved), metrics.jsonl (its rows past a resumed checkpoint set aside) and the wandb and
+    TensorBoard sinks, behind one Reporter."""
+    out_dir = Path(config.out_dir).absolute()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not main_process:
+        return Reporter(out_dir / "metrics.jsonl", start=it, total=config.max_iters, active=False)
+    record = {**config.to_dict(), "vocab_size": vocab_size}
+    (out_dir / "config.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    if config.init_from == "resume" and (aside := _set_records_aside(out_dir / "metrics.jsonl", it)):
+        warn(f"metrics.jsonl had rows past iteration {it}, the checkpoint resumed: moved to {aside}")
+    sinks = []
+    if config.wandb_log:
+        sinks.append(WandbSink(out_dir, config.wandb_project, config.wandb_run_name, config.to_dict()))
+    if config.tensorboard_dir:
+        sinks.append(TensorBoardSink(Path(config.tensorboard_dir).absolute()))
+    return Reporter(out_dir / "metrics.jsonl", start=it, total=config.max_iters, sinks=tuple(sinks))
+
+
 def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset(),
           stop: StopRequest | None = None) -> dict[str, float]:
     """Train as the config says (nanoGPT's semantics); `given` names the keys the command line set
@@ -314,63 +351,159 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
     main_process = jax.process_index() == 0  # the one that prints and writes files; all save checkpoints
     warn = functools.partial(print, file=sys.stderr, flush=True) if main_process else lambda _: None
     config, source_cfg = resolve_model_keys(config, given)
-    out_dir = Path(config.out_dir).absolute()
     hellaswag_examples = _hellaswag_examples(config)
-    load = functools.partial(
-        data.load_dataset, config.data_dir, config.dataset, config.input_file, config.block_size, config.tokenizer,
-        rebuild=config.rebuild_data, announce=functools.partial(print, flush=True) if main_process else None,
-        val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc)
-    # The first process prepares the data; the others read it once it is there (on a shared disk;
-    # a host with its own disk prepares its own copy then, with no one else writing it).
-    tokenizer, splits = load() if main_process else (None, None)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("gptjax: the dataset is prepared")
-        if not main_process:
-            tokenizer, splits = load(rebuild=False)
+    tokenizer, splits = _load_data(config, main_process)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     if config.batch_size % mesh.size:
         raise UsageError(f"config.batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "
                          "it is split across")
     state, best_val_loss = _initial_state(config, tokenizer, mesh, warn)
-    model = state.model()
-    model_cfg, n_params = model.cfg, model.num_params()
-    it = int(state.step)
-    config = _resolved_run(config, mesh)
+    run = _Run(_resolved_run(config, mesh), state, best_val_loss, tokenizer, splits, mesh, hellaswag_examples, warn)
+    try:
+        for line in _summary(run.config, run.model_cfg, source_cfg, run.n_params, run.it, best_val_loss, tokenizer,
+                             splits):
+            run.report.message(line)
+        if jax.default_backend() == "cpu" and not config.eval_only and run.it < config.max_iters:
+            _estimate_cpu_time(state, splits, run.config, run.it, run.report, mesh)
+        return run.loop(stop, started)
+    finally:
+        run.report.close()
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if main_process:
-        record = {**config.to_dict(), "vocab_size": model_cfg.vocab_size}
-        (out_dir / "config.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-        if config.init_from == "resume" and (aside := _set_records_aside(out_dir / "metrics.jsonl", it)):
-            warn(f"metrics.jsonl had rows past iteration {it}, the checkpoint resumed: moved to {aside}")
-    sinks = []
-    if main_process and config.wandb_log:
-        sinks.append(WandbSink(out_dir, config.wandb_project, config.wandb_run_name, config.to_dict()))
-    if main_process and config.tensorboard_dir:
-        sinks.append(TensorBoardSink(Path(config.tensorboard_dir).absolute()))
-    report = Reporter(out_dir / "metrics.jsonl", start=it, total=config.max_iters, active=main_process,
-                      sinks=tuple(sinks))
-    for line in _summary(config, model_cfg, source_cfg, n_params, it, best_val_loss, tokenizer, splits):
-        report.message(line)
-    if jax.default_backend() == "cpu" and not config.eval_only and it < config.max_iters:
-        _estimate_cpu_time(state, splits, config, it, report, mesh)
 
-    tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
-    batches = data.prefetch((_train_batch(splits["train"], config, i) for i in range(it, config.max_iters)),
-                            functools.partial(sharding.put_batch, mesh=mesh))
-    pending = None  # (iteration, metrics) of the step whose results are not yet read back
-    clock, clock_iter = time.perf_counter(), it
-    checkpoints = checkpoint.Writer(out_dir, config.keep_checkpoints, config.async_checkpointing)
-    saved_iter = it if config.init_from == "resume" else None  # the step of the newest checkpoint written
-    checkpoint_interval = config.checkpoint_interval or config.eval_interval
-    last_save = time.monotonic()
+class _Run:
+    """A run from its first iteration to its end, nanoGPT's loop: evaluate every eval_interval
+    (and save), save on checkpoint_interval, checkpoint_minutes or a stop request, and step until
+    max_iters. Each step's metrics are read back while the next step runs, so that the loop never
+    waits for the device; `seconds` says where the run's time went."""
 
-    def log_pending():
-        nonlocal pending, clock, clock_iter
-        if pending is None:
+    def __init__(self, config: ml_collections.ConfigDict, state: TrainState, best_val_loss: float,
+                 tokenizer: Tokenizer, splits: dict, mesh: Mesh, hellaswag_examples: list[hellaswag.Example],
+                 warn: Callable[[str], None]):
+        self.config, self.state, self.best_val_loss = config, state, best_val_loss
+        self.tokenizer, self.splits, self.mesh, self.hellaswag_examples = tokenizer, splits, mesh, hellaswag_examples
+        model = state.model()
+        self.model_cfg, self.n_params = model.cfg, model.num_params()
+        self.out_dir = Path(config.out_dir).absolute()
+        self.it = int(state.step)
+        self.report = _open_records(config, self.it, self.model_cfg.vocab_size, jax.process_index() == 0, warn)
+        self.checkpoints: checkpoint.Writer | None = None  # open while the loop runs
+        self.saved_iter = self.it if config.init_from == "resume" else None  # the newest checkpoint written
+        self.streak = jnp.zeros((), jnp.int32)  # steps in a row that skipped their update, on the device
+        self.pending = None  # (iteration, metrics, streak) of the step whose results are not yet read back
+        self.tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
+        self.checkpoint_interval = config.checkpoint_interval or config.eval_interval
+        self.seconds = {"setting up (data, model, compiling, the CPU estimate)": 0.0, "training": 0.0,
+                        "evaluating": 0.0, "saving checkpoints": 0.0}
+
+    def restart_clock(self) -> None:
+        """Step time is measured from here: evaluating and saving are not step time."""
+        self.clock, self.clock_iter = time.perf_counter(), self.it
+
+    def loop(self, stop: StopRequest | None, started: float) -> dict[str, float]:
+        """Runs to max_iters (or one evaluation with eval_only, or a stop request); returns the
+        last evaluation's losses. `started`: the run's start (time.perf_counter())."""
+        config, losses = self.config, {}
+        self.seconds["setting up (data, model, compiling, the CPU estimate)"] = time.perf_counter() - started
+        batches = data.prefetch((_train_batch(self.splits["train"], config, i)
+                                 for i in range(self.it, config.max_iters)),
+                                functools.partial(sharding.put_batch, mesh=self.mesh))
+        self.checkpoints = checkpoint.Writer(self.out_dir, config.keep_checkpoints, config.async_checkpointing)
+        self.last_save = time.monotonic()
+        self.restart_clock()
+        with self.checkpoints:
+            while True:
+                if self.it % config.eval_interval == 0 or config.eval_only:
+                    losses = self.evaluate_and_save()
+                    if config.eval_only:
+                        break
+                elif self.it % self.checkpoint_interval == 0 and self.it != self.saved_iter:
+                    self.save("checkpoint_interval")
+                if self.it >= config.max_iters:
+                    if self.it != self.saved_iter:
+                        self.save("the end of training")
+                    break
+                if (jax.process_count() == 1 or self.it % SYNC_STEPS == 0) and self.save_or_stop(stop):
+                    break
+                x, y = next(batches)
+                self.state, metrics = train_step(self.state, x, y, with_health=config.log_health)
+                self.streak = _nonfinite_streak(self.streak, metrics["nonfinite"])
+                self.log_pending()  # read step it-1 back while step it runs
+                if self.it % config.log_interval == 0:
+                    self.pending = (self.it, metrics, self.streak)
+                self.it += 1
+            self.log_pending()
+            waited = time.perf_counter()
+            self.checkpoints.wait()
+            self.seconds["saving checkpoints"] += time.perf_counter() - waited
+            total = time.perf_counter() - started
+            self.seconds["training"] = total - sum(self.seconds.values())
+            self.report.message(f"done in {total:.1f} s: "
+                                + ", ".join(f"{s:.1f} s {what}" for what, s in self.seconds.items()))
+        return losses
+
+    def evaluate_and_save(self) -> dict[str, float]:
+        """Evaluates (HellaSwag too at its interval), reports the losses, and saves a checkpoint
+        when they improved or the config asks for one."""
+        config, it = self.config, self.it
+        self.log_pending()
+        evaluation_started = time.perf_counter()
+        losses = evaluate(self.state, self.splits, config, it, self.mesh)
+        self.report.message(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        self.report.record(iter=it, train_loss=losses["train"], val_loss=losses["val"])
+        if self.hellaswag_examples and (it % config.hellaswag_interval == 0 or config.eval_only):
+            scores = hellaswag.evaluate(self.state.model(), self.hellaswag_examples, self.tokenizer.encode)
+            self.report.message(f"step {it}: HellaSwag acc_norm {scores['acc_norm']:.4f}, acc {scores['acc']:.4f} "
+                                f"({scores['examples']:,} examples)")
+            self.report.record(iter=it, hellaswag_acc_norm=scores["acc_norm"], hellaswag_acc=scores["acc"])
+        improved = losses["val"] < self.best_val_loss
+        self.best_val_loss = min(self.best_val_loss, losses["val"])
+        self.seconds["evaluating"] += time.perf_counter() - evaluation_started
+        if config.eval_only:
+            return losses
+        wanted = improved or config.always_save_checkpoint or it % self.checkpoint_interval == 0
+        if wanted and it != self.saved_iter:
+            self.save("the best val loss so far" if improved else "the newest", losses["val"])
+        self.restart_clock()
+        return losses
+
+    def save_or_stop(self, stop: StopRequest | None) -> bool:
+        """Saves when a process was asked to stop, or checkpoint_minutes have passed; True: stop now.
+        Every process gets the same answer (_agree)."""
+        config = self.config
+        timely = config.checkpoint_minutes > 0 and time.monotonic() - self.last_save >= 60 * config.checkpoint_minutes
+        signalled = stop is not None and stop.signal is not None
+        stopping, timely = _agree([signalled, timely])
+        if not (stopping or (timely and self.it != self.saved_iter)):
+            return False
+        if self.it != self.saved_iter:
+            why = "checkpoint_minutes"
+            if stopping:
+                why = f"{signal.Signals(stop.signal).name} received" if signalled else "another process was signalled"
+            self.save(why)
+        if stopping:
+            self.report.message(f"stopped at iteration {self.it} on request")
+        return stopping
+
+    def save(self, why: str, val_loss: float | None = None) -> None:
+        """A checkpoint of this iteration (in the background where the config says so)."""
+        self.log_pending()
+        save_started = time.perf_counter()
+        meta = {"iter": self.it, "best_val_loss": float(self.best_val_loss), "config": self.config.to_dict(),
+                "model": dataclasses.asdict(self.model_cfg), "tokenizer": self.tokenizer.describe()}
+        self.checkpoints.save(self.it, _checkpoint_items(self.state), meta, val_loss)
+        self.seconds["saving checkpoints"] += time.perf_counter() - save_started
+        self.saved_iter, self.last_save = self.it, time.monotonic()
+        self.restart_clock()
+        self.report.message(f"saved checkpoint to {self.out_dir}/checkpoints/{self.it} ({why})")
+
+    def log_pending(self) -> None:
+        """Reads back the pending step's metrics and logs them with its speed; stops the run after
+        max_nonfinite_steps skipped updates in a row."""
+        if self.pending is None:
             return
-        step_it, metrics, streak = pending
-        pending = None
+        config = self.config
+        step_it, metrics, streak = self.pending
+        self.pending = None
         metrics, streak = jax.device_get((metrics, streak))
         values = {k: float(v) for k, v in metrics.items() if k != "nonfinite"}
         if config.log_health and config.grad_clip:
@@ -378,87 +511,14 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
         if metrics["nonfinite"]:  # records stay valid JSON: null, never NaN
             values = {k: v if math.isfinite(v) else None for k, v in values.items()} | {"nonfinite": True}
         now = time.perf_counter()
-        seconds = (now - clock) / max(step_it + 1 - clock_iter, 1)  # per step since the last log
-        clock, clock_iter = now, step_it + 1
-        values.update(ms_per_iter=seconds * 1e3, tokens_per_s=tokens_per_iter / seconds)
-        if (utilisation := flops.mfu(model_cfg, n_params, tokens_per_iter / seconds)) is not None:
+        seconds = (now - self.clock) / max(step_it + 1 - self.clock_iter, 1)  # per step since the last log
+        self.clock, self.clock_iter = now, step_it + 1
+        values.update(ms_per_iter=seconds * 1e3, tokens_per_s=self.tokens_per_iter / seconds)
+        if (utilisation := flops.mfu(self.model_cfg, self.n_params, self.tokens_per_iter / seconds)) is not None:
             values["mfu"] = utilisation
-        report.log_step(step_it, values)
+        self.report.log_step(step_it, values)
         if streak >= config.max_nonfinite_steps:
-            newest = f"{out_dir}/checkpoints/{saved_iter}" if saved_iter is not None else "none"
+            newest = f"{self.out_dir}/checkpoints/{self.saved_iter}" if self.saved_iter is not None else "none"
             raise UsageError(f"stopped at iteration {step_it}: {streak} steps in a row had a non-finite loss or "
                              f"gradient and skipped their updates (config.max_nonfinite_steps); the newest checkpoint: "
                              f"{newest}. Lower learning_rate or look at the data, then resume")
-
-    def save(why: str, val_loss: float | None = None):
-        nonlocal saved_iter, last_save, clock, clock_iter
-        log_pending()
-        save_started = time.perf_counter()
-        meta = {"iter": it, "best_val_loss": float(best_val_loss), "config": config.to_dict(),
-                "model": dataclasses.asdict(model_cfg), "tokenizer": tokenizer.describe()}
-        checkpoints.save(it, _checkpoint_items(state), meta, val_loss)
-        seconds["saving checkpoints"] += time.perf_counter() - save_started
-        saved_iter, last_save = it, time.monotonic()
-        clock, clock_iter = time.perf_counter(), it  # saving time is not step time
-        report.message(f"saved checkpoint to {out_dir}/checkpoints/{it} ({why})")
-
-    losses, streak = {}, jnp.zeros((), jnp.int32)
-    seconds = {"setting up (data, model, compiling, the CPU estimate)": time.perf_counter() - started,
-               "training": 0.0, "evaluating": 0.0, "saving checkpoints": 0.0}  # where the run's time goes
-    try:
-        while True:
-            if it % config.eval_interval == 0 or config.eval_only:
-                log_pending()
-                evaluation_started = time.perf_counter()
-                losses = evaluate(state, splits, config, it, mesh)
-                report.message(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                report.record(iter=it, train_loss=losses["train"], val_loss=losses["val"])
-                if hellaswag_examples and (it % config.hellaswag_interval == 0 or config.eval_only):
-                    scores = hellaswag.evaluate(state.model(), hellaswag_examples, tokenizer.encode)
-                    report.message(f"step {it}: HellaSwag acc_norm {scores['acc_norm']:.4f}, acc {scores['acc']:.4f} "
-                                   f"({scores['examples']:,} examples)")
-                    report.record(iter=it, hellaswag_acc_norm=scores["acc_norm"], hellaswag_acc=scores["acc"])
-                improved = losses["val"] < best_val_loss
-                best_val_loss = min(best_val_loss, losses["val"])
-                seconds["evaluating"] += time.perf_counter() - evaluation_started
-                if config.eval_only:
-                    break
-                if (improved or config.always_save_checkpoint or it % checkpoint_interval == 0) and it != saved_iter:
-                    save("the best val loss so far" if improved else "the newest", losses["val"])
-                clock, clock_iter = time.perf_counter(), it  # evaluation time is not step time
-            elif it % checkpoint_interval == 0 and it != saved_iter:
-                save("checkpoint_interval")
-            if it >= config.max_iters:
-                if it != saved_iter:
-                    save("the end of training")
-                break
-            if jax.process_count() == 1 or it % SYNC_STEPS == 0:
-                stopping, timely = _agree([stop is not None and stop.signal is not None, config.checkpoint_minutes > 0
-                                           and time.monotonic() - last_save >= 60 * config.checkpoint_minutes])
-                if stopping or (timely and it != saved_iter):
-                    if it != saved_iter:
-                        save(("another process was signalled" if stop is None or stop.signal is None else
-                              f"{signal.Signals(stop.signal).name} received") if stopping else "checkpoint_minutes")
-                    if stopping:
-                        report.message(f"stopped at iteration {it} on request")
-                        break
-            x, y = next(batches)
-            state, metrics = train_step(state, x, y, with_health=config.log_health)
-            streak = _nonfinite_streak(streak, metrics["nonfinite"])
-            log_pending()  # read step it-1 back while step it runs
-            if it % config.log_interval == 0:
-                pending = (it, metrics, streak)
-            it += 1
-        log_pending()
-        waited = time.perf_counter()
-        checkpoints.wait()
-        seconds["saving checkpoints"] += time.perf_counter() - waited
-        total = time.perf_counter() - started
-        seconds["training"] = total - sum(seconds.values())
-        report.message(f"done in {total:.1f} s: " + ", ".join(f"{s:.1f} s {what}" for what, s in seconds.items()))
-    finally:
-        try:
-            checkpoints.close()
-        finally:
-            report.close()
-    return losses
