@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from timing import median_seconds
 
-from gptjax import checkpoint, environment, loop, optim, sharding
+from gptjax import checkpoint, environment, loop, optim, sharding, start
 from gptjax.config import from_command_line, model_config
 from gptjax.step import TrainState, train_step
 
@@ -46,7 +46,7 @@ def measure(recipe: str, saves: int) -> dict:
             with checkpoint.Writer(Path(out_dir), keep=2, background=background) as writer:
                 for i in range(saves):
                     started = time.perf_counter()
-                    writer.save(i + 1, loop._checkpoint_items(state), {"iter": i + 1})
+                    writer.save(i + 1, start.checkpoint_items(state), {"iter": i + 1})
                     stalls.append(time.perf_counter() - started)
                     step()  # the next step reuses the saved buffers (donation)
                     writer.wait()
