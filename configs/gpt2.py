@@ -1,8 +1,9 @@
 """nanoGPT's config/train_gpt2.py: GPT-2 124M from scratch, ~0.5M tokens per update
 (12 sequences x 1024 tokens x 40 micro-batches), on GPT-2-tokenized text.
 
-The data: data/openwebtext/input.txt, or --config.input_file=docs.jsonl ({"text": ...} lines) or
-a folder of .txt files; it is tokenized with tiktoken's GPT-2 encoding on first use.
+The data: data/openwebtext/input.txt, or --config.input_file=docs.jsonl ({"text": ...} lines), a
+folder of .txt, .jsonl or .parquet shards, or hf:NAME (a Hugging Face Hub dataset, streamed; the data
+extra); it is tokenized with tiktoken's GPT-2 encoding on first use.
 """
 
 from gptjax.config import default_config

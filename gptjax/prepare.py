@@ -428,8 +428,9 @@ def find_corpus(dataset_dir: Path, dataset: str, input_file: str = "", prepared:
         download_shakespeare(local)
         return local
     raise UsageError(
-        f"no text for dataset {dataset!r}: put a UTF-8 text file at {local} "
-        "or pass --config.input_file=PATH"
+        f"no text for dataset {dataset!r}: put a UTF-8 text file at {local}, or pass --config.input_file=PATH "
+        f"(a text or .jsonl file, a folder of shards) or --config.input_file={HUB}NAME (a Hugging Face Hub dataset, "
+        "with the data extra)"
     )
 
 

@@ -136,7 +136,9 @@ def test_a_dataset_prepared_from_another_text_is_refused_unless_rebuilt(tmp_path
 
 def test_messages_name_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UsageError, match=f"no text for dataset 'mine': put a UTF-8 text file at {tmp_path}/data/mine"):
+    message = f"no text for dataset 'mine': put a UTF-8 text file at {tmp_path}/data/mine"
+    with pytest.raises(UsageError, match=message) as error:
         data.load_dataset("data", "mine", "", block_size=8)
+    assert "--config.input_file=hf:NAME (a Hugging Face Hub dataset" in str(error.value)  # how OpenWebText comes
     with pytest.raises(UsageError, match=f"config.input_file {tmp_path}/nope.txt does not exist"):
         data.load_dataset("data", "mine", "nope.txt", block_size=8)
