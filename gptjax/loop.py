@@ -251,13 +251,13 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
         raise UsageError(f"config.batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "
                          "it is split across")
     state, best_val_loss = start.initial_state(config, tokenizer, mesh, warn)
-    run = _Run(_resolved_run(config, mesh), state, best_val_loss, tokenizer, splits, mesh, hellaswag_examples, warn)
+    config = _resolved_run(config, mesh)
+    run = _Run(config, state, best_val_loss, tokenizer, splits, mesh, hellaswag_examples, warn)
     try:
-        for line in _summary(run.config, run.model_cfg, source_cfg, run.n_params, run.it, best_val_loss, tokenizer,
-                             splits):
+        for line in _summary(config, run.model_cfg, source_cfg, run.n_params, run.it, best_val_loss, tokenizer, splits):
             run.report.message(line)
         if jax.default_backend() == "cpu" and not config.eval_only and run.it < config.max_iters:
-            _estimate_cpu_time(state, splits, run.config, run.it, run.report, mesh)
+            _estimate_cpu_time(state, splits, config, run.it, run.report, mesh)
         return run.loop(stop, started)
     finally:
         run.report.close()
