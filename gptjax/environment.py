@@ -2,8 +2,10 @@
 compilation cache, set as measured to be faster (docs/performance.md) unless the user set them,
 and said in one line."""
 
+import importlib.util
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -11,6 +13,20 @@ from pathlib import Path
 # products to YNNPACK by default; its own dot emitter, with YNNPACK kept for reductions and
 # elementwise work, trained and evaluated faster. GPUs ignore it.
 MEASURED_XLA_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type": "-dot,-individual_dot"}
+
+# jaxlib 0.10.2 to 0.11.0 compile a GPU's float32 atomic add to a compare-and-swap loop
+# (jax-ml/jax#38806, fixed in 0.11.1): the embedding gradient, a scatter-add of a batch's tokens
+# into the table's rows, then queues on the rows of frequent tokens. This LLVM option brings back
+# the native atomic (which flushes subnormals, as jaxlib did before and after).
+GPU_ATOMICS_FLAG = {"--xla_backend_extra_options": "-nvptx-allow-ftz-atomics"}
+GPU_ATOMICS_JAXLIB = ((0, 10, 2), (0, 11, 0))  # the first and last jaxlib that need it
+
+
+def needs_gpu_atomics_flag(jaxlib_version: str, cuda_plugin: bool) -> bool:
+    """Whether GPU_ATOMICS_FLAG applies: a CUDA plugin and a jaxlib between GPU_ATOMICS_JAXLIB."""
+    release = re.match(r"(\d+)\.(\d+)\.(\d+)", jaxlib_version)
+    version = tuple(int(part) for part in release.groups()) if release else ()
+    return cuda_plugin and GPU_ATOMICS_JAXLIB[0] <= version <= GPU_ATOMICS_JAXLIB[1]
 
 # glibc serves XLA's large step buffers with fresh mmap pages, faulted in 4 KiB at a time on every
 # step; this tunable (glibc >= 2.35) has malloc ask for transparent huge pages for them instead.
@@ -34,8 +50,16 @@ def add_xla_flags(wanted: dict[str, str]) -> list[str]:
 
 
 def use_measured_xla_flags() -> list[str]:
-    """add_xla_flags(MEASURED_XLA_FLAGS)."""
-    return add_xla_flags(MEASURED_XLA_FLAGS)
+    """add_xla_flags(MEASURED_XLA_FLAGS), and GPU_ATOMICS_FLAG where the installed jaxlib needs it."""
+    from importlib import metadata  # here: JAX imports it anyway, a program's first process need not
+
+    try:
+        jaxlib_version = metadata.version("jaxlib")
+    except metadata.PackageNotFoundError:
+        jaxlib_version = ""
+    cuda_plugin = any(importlib.util.find_spec(f"jax_cuda{major}_plugin") for major in (12, 13))
+    atomics = GPU_ATOMICS_FLAG if needs_gpu_atomics_flag(jaxlib_version, cuda_plugin) else {}
+    return add_xla_flags({**MEASURED_XLA_FLAGS, **atomics})
 
 
 def _glibc_version() -> tuple[int, ...]:

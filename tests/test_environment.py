@@ -2,6 +2,7 @@
 the user's."""
 
 import os
+from importlib import metadata
 
 import pytest
 from conftest import run_program
@@ -9,6 +10,7 @@ from conftest import run_program
 from gptjax import environment
 
 HUGE = environment.HUGE_PAGES_TUNABLE
+GPU_ATOMICS = "{}={}".format(*next(iter(environment.GPU_ATOMICS_FLAG.items())))
 # prints what a program's process sees after start_program(), then exits with code 3
 PROBE = ("import os, sys; from gptjax import environment; pid = os.getpid(); environment.start_program(); "
          "print(os.environ.get('GLIBC_TUNABLES'), sys.stdin.read().strip(), sys.argv[1:]); sys.exit(3)")
@@ -25,6 +27,32 @@ def test_measured_xla_flags_are_added_but_never_override_the_users(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
     environment.use_measured_xla_flags()
     assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=dot"
+
+
+def test_the_gpu_atomics_flag_is_added_only_where_jaxlib_needs_it_and_never_over_the_users(monkeypatch):
+    versions = ("0.10.1", "0.10.2", "0.11.0", "0.11.1", "0.12.0", "")
+    needed = [environment.needs_gpu_atomics_flag(version, cuda_plugin=True) for version in versions]
+    assert needed == [False, True, True, False, False, False]
+    assert not environment.needs_gpu_atomics_flag("0.10.2", cuda_plugin=False)  # no GPU build: nothing to fix
+    monkeypatch.setattr(environment, "needs_gpu_atomics_flag", lambda *_: True)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert GPU_ATOMICS in environment.use_measured_xla_flags()
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_extra_options=-their-option")
+    environment.use_measured_xla_flags()
+    flags = os.environ["XLA_FLAGS"]
+    assert "--xla_backend_extra_options=-their-option" in flags and GPU_ATOMICS not in flags
+
+
+@pytest.mark.skipif(not environment.needs_gpu_atomics_flag(metadata.version("jaxlib"), cuda_plugin=True),
+                    reason="this jaxlib is not one that gets the GPU atomics flag")
+def test_xla_compiles_with_the_gpu_atomics_flag_of_this_jaxlib():
+    # XLA hands backend options to LLVM on every compile, a CPU's too, and LLVM ends the process on
+    # an option it does not know: the flag is set only for the jaxlibs whose LLVM has it
+    scatter = "import jax; print(jax.jit(lambda x: x.at[jax.numpy.array([0, 0])].add(1.0))(jax.numpy.zeros(2)))"
+    result = run_program(["-c", scatter], env={"XLA_FLAGS": GPU_ATOMICS})
+    assert result.returncode == 0 and result.stdout.strip() == "[2. 0.]", result.stderr
+    unknown = run_program(["-c", scatter], env={"XLA_FLAGS": "--xla_backend_extra_options=-no-such-llvm-option"})
+    assert unknown.returncode != 0 and "no-such-llvm-option" in unknown.stderr
 
 
 def test_huge_pages_keep_the_users_tunables_and_defer_to_their_own_setting():
