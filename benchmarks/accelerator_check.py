@@ -7,9 +7,10 @@ anything, and the summary of the whole check.
 `checks`: (1) the two attention paths (masked, and jax.nn.dot_product_attention, cuDNN's fused
 kernel on a GPU) in bfloat16 against a float32 reference, forward and gradients, with timings;
 (2) a bfloat16 train step on the config's mesh (FSDP axis included) with each path, against
-float32; (3) the char recipe's train step on random tokens (as bench.py times it) and on the text
-(TRAIN_BIN), prefetched as the training loop feeds it. Exits 1 when a check fails; one that
-crashes is recorded as its error, and the others still run.
+float32; (3) the gradient of GPT-2's token embedding on uniform and on text-like tokens; (4) the
+char recipe's train step on random tokens (as bench.py times it) and on the text (TRAIN_BIN),
+prefetched as the training loop feeds it. Exits 1 when a check fails; one that crashes is
+recorded as its error, and the others still run.
 `summary`: one table and OUT_DIR/accelerator_check.json from the JSON files the steps wrote.
 """
 
@@ -32,7 +33,7 @@ from timing import median_seconds
 
 from gptjax import attention, data, environment, loop, optim, sharding
 from gptjax.config import default_config, from_command_line, model_config
-from gptjax.model import GPTConfig
+from gptjax.model import ONE_HOT_MAX_VOCAB, GPTConfig, embed_tokens
 from gptjax.step import TrainState, train_step
 
 # Relative error allowed against the float32 reference: bfloat16 keeps 8 bits of mantissa, so a
@@ -137,6 +138,28 @@ def data_check(config: ml_collections.ConfigDict, text_tokens: np.ndarray, steps
     return results
 
 
+def embedding_gradient_check(vocab: int, width: int, tokens: int, repeats: int) -> dict:
+    """Milliseconds of the gradient of the token embedding lookup (model.embed_tokens: for a vocabulary
+    above ONE_HOT_MAX_VOCAB, a scatter-add of each token's gradient into its row of the table), for
+    uniformly random tokens and for tokens as often repeated as in text (the r-th most frequent
+    drawn with probability proportional to 1/r). Where a GPU's float32 atomic add is a
+    compare-and-swap loop (environment.GPU_ATOMICS_FLAG), the text-like tokens queue on their
+    frequent rows."""
+    table = jax.random.normal(jax.random.key(0), (vocab, width), jnp.float32)
+    cotangent = jax.random.normal(jax.random.key(1), (1, tokens, width), jnp.float32)
+    rng = np.random.default_rng(0)
+    by_rank = 1 / np.arange(1, vocab + 1)
+    ids = {"uniform": rng.integers(0, vocab, (1, tokens)), "text_like": rng.choice(vocab, (1, tokens),
+                                                                                    p=by_rank / by_rank.sum())}
+    gradient = jax.jit(lambda table, ids: jax.vjp(lambda t: embed_tokens(t, ids), table)[1](cotangent)[0])
+    results = {"table_VxC": [vocab, width], "tokens": tokens,
+               "text_like_top_token_share": float(np.bincount(ids["text_like"].ravel()).max() / tokens)}
+    for name, token_ids in ids.items():
+        results[f"{name}_ms"] = 1e3 * median_seconds(
+            functools.partial(gradient, table, jnp.asarray(token_ids, jnp.int32)), repeats)
+    return results
+
+
 def char_data_check(tiny: bool, text_tokens: np.ndarray) -> dict:
     """data_check for the char recipe (tiny: a toy model)."""
     small = ["--config.n_layer=2", "--config.n_head=2", "--config.n_embd=64", "--config.block_size=64",
@@ -155,22 +178,25 @@ def _guarded(check, *args) -> dict:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
+TIMINGS = ("embedding_gradient", "char_step_data")  # the checks that only time
+
+
 def failed_checks(results: dict) -> list[str]:
     """The checks in `checks`' results that failed or crashed: attention and train_step pass or
-    fail (a crashed or missing one has no "passed"); char_step_data only times, so it fails by crashing."""
+    fail (a crashed or missing one has no "passed"); the others only time, so they fail by crashing."""
     failed = [name for name in ("attention", "train_step") if not results.get(name, {}).get("passed")]
-    if "error" in results.get("char_step_data", {}):
-        failed.append("char_step_data")
-    return failed
+    return failed + [name for name in TIMINGS if "error" in results.get(name, {})]
 
 
 def checks(tiny: bool, text_tokens: np.ndarray) -> dict:
     if tiny:
         shape, repeats = (2, 64, 2, 32), 2
         cfg, batch, steps = GPTConfig(block_size=64, vocab_size=512, n_layer=2, n_head=2, n_embd=64), 4, 3
-    else:  # GPT-2 124M's attention shape and a small GPT-2-like model
+        embedding = (2 * ONE_HOT_MAX_VOCAB, 64, 256, 2)
+    else:  # GPT-2 124M's attention shape and a small GPT-2-like model; GPT-2's table and micro-batch
         shape, repeats = (12, 1024, 12, 64), 20
         cfg, batch, steps = GPTConfig(block_size=1024, n_layer=4, n_head=12, n_embd=768), 8, 5
+        embedding = (GPTConfig.vocab_size, 768, 12 * 1024, 20)
     device = jax.devices()[0]
     return {
         "device": f"{jax.device_count()} x {device.device_kind}", "backend": jax.default_backend(),
@@ -178,6 +204,7 @@ def checks(tiny: bool, text_tokens: np.ndarray) -> dict:
         "environment": environment.describe(),
         "attention": _guarded(attention_check, *shape, repeats),
         "train_step": _guarded(train_step_check, cfg, batch, steps),
+        "embedding_gradient": _guarded(embedding_gradient_check, *embedding),
         "char_step_data": _guarded(char_data_check, tiny, text_tokens),
     }
 
@@ -221,7 +248,7 @@ def summary(out_dir: Path) -> dict:
     (out_dir / "accelerator_check.json").write_text(json.dumps(report, indent=2) + "\n")
 
     c, b, w = report["checks"] or {}, report["bench_gpt2"] or {}, report["bench_gpt2_wide"] or {}
-    a, s = c.get("attention", {}), c.get("train_step", {})
+    a, s, e = c.get("attention", {}), c.get("train_step", {}), c.get("embedding_gradient", {})
     busiest = [f"{key.removeprefix('op_ms ')} {ms:.0f}" for key, ms in b.items() if key.startswith("op_ms ")][:5]
     rows = [
         ("device", c.get("device")), ("versions", " ".join(f"{k} {v}" for k, v in c.get("versions", {}).items())),
@@ -230,6 +257,7 @@ def summary(out_dir: Path) -> dict:
         ("attention bf16 error fwd, grad: fast", _pair(a.get("fast_forward_error"), a.get("fast_grad_error"))),
         ("attention fwd+bwd ms: masked / fast", _pair(a.get("masked_fwd_bwd_ms"), a.get("fast_fwd_bwd_ms"))),
         ("train step bf16 vs f32 loss difference", _pair(s.get("max_relative_loss_difference"))),
+        ("embedding gradient ms: uniform / text-like tokens", _pair(e.get("uniform_ms"), e.get("text_like_ms"))),
         ("char step ms: random tokens / text / text prefetched", _pair(*c.get("char_step_data", {}).values())),
         ("gpt2 bench: tokens/s", _pair(b.get("train_tokens_per_s"))),
         ("gpt2 bench: MFU", _pair(b.get("mfu"))),

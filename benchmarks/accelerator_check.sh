@@ -5,9 +5,9 @@
 #
 # 1. the attention paths (masked, and cuDNN's fused kernel through jax.nn.dot_product_attention)
 #    agree in bfloat16 with a float32 reference, forward and gradients, with timings; bfloat16
-#    train steps on the FSDP mesh agree with float32; the char step is timed fed as bench.py feeds
-#    it and as the training loop does, with XLA's GPU command buffers on and off
-#    (benchmarks/accelerator_check.py);
+#    train steps on the FSDP mesh agree with float32; GPT-2's embedding gradient (a scatter-add) is
+#    timed on uniform and on text-like tokens; the char step is timed fed as bench.py feeds it and
+#    as the training loop does (benchmarks/accelerator_check.py);
 # 2. bench.py --config gpt2 in bfloat16: tokens/s, MFU, memory, and a profile of one step
 #    (OUT_DIR/gpt2_step_trace.json.gz, a Perfetto trace; its busiest kinds of XLA op in the summary);
 # 3. the same with the update's 480 sequences in 20 micro-batches of 24 instead of 40 of 12;
