@@ -70,7 +70,7 @@ step() {  # step NAME COMMAND...: run it with its output in OUT/NAME.log; a fail
 }
 echo "== 0/5 the char dataset (tinyshakespeare)"
 step prepare "$PY" prepare.py --config char "${data[@]}"
-echo "== 1/5 attention paths, bfloat16 train steps, the char step on random tokens and on text"
+echo "== 1/5 attention paths, bfloat16 train steps, GPT-2's embedding gradient, the char step on random and on text tokens"
 step checks "$PY" benchmarks/accelerator_check.py checks "${tiny[@]}" --text "$out/data/shakespeare_char/train.bin" \
     "$out/checks.json"
 echo "== 2/5 bench.py ${bench[*]} --config.dtype=bfloat16, one step profiled"
