@@ -149,8 +149,8 @@ def embedding_gradient_check(vocab: int, width: int, tokens: int, repeats: int) 
     cotangent = jax.random.normal(jax.random.key(1), (1, tokens, width), jnp.float32)
     rng = np.random.default_rng(0)
     by_rank = 1 / np.arange(1, vocab + 1)
-    ids = {"uniform": rng.integers(0, vocab, (1, tokens)), "text_like": rng.choice(vocab, (1, tokens),
-                                                                                    p=by_rank / by_rank.sum())}
+    text_like = rng.choice(vocab, (1, tokens), p=by_rank / by_rank.sum())
+    ids = {"uniform": rng.integers(0, vocab, (1, tokens)), "text_like": text_like}
     gradient = jax.jit(lambda table, ids: jax.vjp(lambda t: embed_tokens(t, ids), table)[1](cotangent)[0])
     results = {"table_VxC": [vocab, width], "tokens": tokens,
                "text_like_top_token_share": float(np.bincount(ids["text_like"].ravel()).max() / tokens)}

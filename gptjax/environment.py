@@ -28,6 +28,7 @@ def needs_gpu_atomics_flag(jaxlib_version: str, cuda_plugin: bool) -> bool:
     version = tuple(int(part) for part in release.groups()) if release else ()
     return cuda_plugin and GPU_ATOMICS_JAXLIB[0] <= version <= GPU_ATOMICS_JAXLIB[1]
 
+
 # glibc serves XLA's large step buffers with fresh mmap pages, faulted in 4 KiB at a time on every
 # step; this tunable (glibc >= 2.35) has malloc ask for transparent huge pages for them instead.
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
