@@ -153,7 +153,7 @@ def embedding_gradient_check(vocab: int, width: int, tokens: int, repeats: int) 
     ids = {"uniform": rng.integers(0, vocab, (1, tokens)), "text_like": text_like}
     gradient = jax.jit(lambda table, ids: jax.vjp(lambda t: embed_tokens(t, ids), table)[1](cotangent)[0])
     results = {"table_VxC": [vocab, width], "tokens": tokens,
-               "text_like_top_token_share": float(np.bincount(ids["text_like"].ravel()).max() / tokens)}
+               "text_like_top_token_share": float(np.bincount(text_like.ravel()).max() / tokens)}
     for name, token_ids in ids.items():
         results[f"{name}_ms"] = 1e3 * median_seconds(
             functools.partial(gradient, table, jnp.asarray(token_ids, jnp.int32)), repeats)

@@ -267,7 +267,7 @@ class _Run:
     """A run from its first iteration to its end, nanoGPT's loop: evaluate every eval_interval
     (and save), save on checkpoint_interval, checkpoint_minutes or a stop request, and step until
     max_iters. Each step's metrics are read back while the next step runs, so that the loop never
-    waits for the device; `seconds` says where the run's time went."""
+    waits for the device."""
 
     def __init__(self, config: ml_collections.ConfigDict, state: TrainState, best_val_loss: float,
                  tokenizer: Tokenizer, splits: dict, mesh: Mesh, hellaswag_examples: list[hellaswag.Example],
@@ -285,8 +285,6 @@ class _Run:
         self.pending = None  # (iteration, metrics, streak) of the step whose results are not yet read back
         self.tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
         self.checkpoint_interval = config.checkpoint_interval or config.eval_interval
-        self.seconds = {"setting up (data, model, compiling, the CPU estimate)": 0.0, "training": 0.0,
-                        "evaluating": 0.0, "saving checkpoints": 0.0}
 
     def restart_clock(self) -> None:
         """Step time is measured from here: evaluating and saving are not step time."""
@@ -296,7 +294,8 @@ class _Run:
         """Runs to max_iters (or one evaluation with eval_only, or a stop request); returns the
         last evaluation's losses. `started`: the run's start (time.perf_counter())."""
         config, losses = self.config, {}
-        self.seconds["setting up (data, model, compiling, the CPU estimate)"] = time.perf_counter() - started
+        self.seconds = {"setting up (data, model, compiling, the CPU estimate)": time.perf_counter() - started,
+                        "training": 0.0, "evaluating": 0.0, "saving checkpoints": 0.0}  # where the run's time goes
         batches = data.prefetch((_train_batch(self.splits["train"], config, i)
                                  for i in range(self.it, config.max_iters)),
                                 functools.partial(sharding.put_batch, mesh=self.mesh))
