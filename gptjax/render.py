@@ -71,7 +71,7 @@ def choose_fonts(text: str, fonts: list | None = None) -> tuple[list, str]:
     fonts = font_manager.fontManager.ttflist if fonts is None else fonts
     # Last Resort claims every character, drawing each as a box that names its Unicode block
     regular = [f for f in fonts if f.style == "normal" and f.weight in (400, "normal", "regular")
-               and not f.name.startswith("Last Resort")]
+               and f.stretch == "normal" and not f.name.startswith("Last Resort")]
     chosen = []
     for font in sorted(regular, key=lambda f: (f.name != "DejaVu Sans", f.name)):
         try:

@@ -108,7 +108,10 @@ def test_fonts_are_chosen_for_their_glyphs_and_never_last_resort():
     last_resort = [f for f in installed if f.name.startswith("Last Resort")]
     fonts, missing = render.choose_fonts("ROMEO: ␣↵理₁", dejavu + last_resort)
     assert [f.name for f in fonts] == ["DejaVu Sans"] and missing == "理"  # a box per character is no glyph
-    assert render.choose_fonts("abc", installed) == (dejavu[:1], "")  # matplotlib's default first
+    regular_last = sorted(installed, key=lambda f: (f.name, f.weight, f.stretch) == ("DejaVu Sans", 400, "normal"))
+    fonts, missing = render.choose_fonts("abc", regular_last)  # matplotlib's default, its regular face
+    assert [(f.name, f.style, f.weight, f.stretch) for f in fonts] == [("DejaVu Sans", "normal", 400, "normal")]
+    assert missing == ""
 
 
 def test_the_attention_figure_has_a_panel_per_layer_and_head_and_ids_without_a_font():
