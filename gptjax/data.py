@@ -72,9 +72,10 @@ def load_dataset(data_dir: str, dataset: str, input_file: str, block_size: int, 
         path = dataset_dir / f"{split}.bin"
         n_tokens = path.stat().st_size // np.dtype(meta["dtype"]).itemsize
         if n_tokens <= block_size:
+            larger_share = ", a larger --config.val_fraction" if split == "val" else ""
             raise UsageError(
                 f"the {split} split of {dataset!r} has {n_tokens} tokens, but block_size={block_size} "
-                f"needs at least {block_size + 1}: use a longer text or a smaller block_size"
+                f"needs at least {block_size + 1}: use a longer text{larger_share} or a smaller block_size"
             )
         splits[split] = np.memmap(path, dtype=meta["dtype"], mode="r")
     return tokenizer, splits

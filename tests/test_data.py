@@ -97,7 +97,8 @@ def test_downloaded_corpus_with_wrong_checksum_is_refused(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("text, message", [
     ("", "is empty"),
-    ("short text", "has 1 tokens, but block_size=8 needs at least 9"),
+    ("short text", "val split of 'tiny' has 1 tokens, but block_size=8 needs at least 9: use a longer text, "
+                   "a larger --config.val_fraction or a smaller block_size"),
 ])
 def test_unusable_corpus_is_refused(tmp_path, text, message):
     with pytest.raises(UsageError, match=message):
