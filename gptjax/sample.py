@@ -70,7 +70,7 @@ def encode(vocab: Tokenizer, text: str, what: str) -> np.ndarray:
     try:
         return vocab.encode(text)
     except ValueError as e:
-        raise UsageError(f"the {what} has {e} of the model; use characters it was trained on") from None
+        raise UsageError(f"the {what} has {e}; use characters the model was trained on") from None
 
 
 def read_prompt(start: str) -> str:

@@ -39,7 +39,8 @@ def test_bad_prompts_and_missing_checkpoints_are_refused(out_dir, tmp_path):
     def error(*args: str) -> str:
         return cli_error("sample.py", f"--out_dir={out_dir}", *args)
 
-    assert "characters not in the vocabulary: 'QZ'" in error("--start=ROMEO Q Z")
+    assert ("error: the prompt has characters not in the vocabulary: 'QZ'; use characters the model was "
+            "trained on") in error("--start=ROMEO Q Z")
     assert "does not exist" in error(f"--start=FILE:{tmp_path / 'nope.txt'}")
     assert "the prompt is empty" in error("--start=")
     assert "top_k must be a positive integer" in error("--top_k=0", "--start=R")
