@@ -240,7 +240,7 @@ def _run_summary(out_dir: Path, name: str) -> dict | None:
 def summary(out_dir: Path) -> dict:
     """Everything the script's steps wrote, in one JSON file and one table."""
     report = {}
-    for name in ("checks", "bench_gpt2", "bench_gpt2_wide"):
+    for name in ("checks", "bench_gpt2", "bench_gpt2_wide", "sample_char"):
         path = out_dir / f"{name}.json"
         report[name] = json.loads(path.read_text()) if path.is_file() else None
     for name in ("char", "char_fast"):
@@ -276,6 +276,9 @@ def summary(out_dir: Path) -> dict:
             (f"{name}: first iteration at val <= {NANOGPT_CHAR_VAL_LOSS}",
              _pair(run.get("first_iter_at_nanogpt_val_loss"))),
         ]
+        if name == "char":  # its text is in sample_char.log
+            sample = report["sample_char"] or {}
+            rows.append(("char: sample.py from its checkpoint, wall s", _pair(sample.get("wall_s"))))
     for name, value in rows:
         print(f"{name:52s} {value}")
     failed = failed_checks(c)

@@ -12,7 +12,8 @@
 #    (OUT_DIR/gpt2_step_trace.json.gz, a Perfetto trace; its busiest kinds of XLA op in the summary);
 # 3. the same with the update's 480 sequences in 20 micro-batches of 24 instead of 40 of 12;
 # 4. train.py --config char, all 5000 iterations: wall time and final val loss (nanoGPT reaches
-#    1.4697 in about 3 minutes on an A100);
+#    1.4697 in about 3 minutes on an A100), then sample.py from its checkpoint: 500 characters (--tiny: 100),
+#    past block_size, so the key/value cache is rebuilt on the way (OUT_DIR/sample_char.log);
 # 5. train.py --config char_fast (RoPE, QK-norm, Muon; 2500 iterations): when it first reaches 1.4697.
 # Prints a summary and writes OUT_DIR/accelerator_check.json (OUT_DIR: out-accelerator-check).
 # --tiny runs every step at toy sizes, in seconds on a CPU (CI runs it so the script never rots).
@@ -54,11 +55,13 @@ if [ ${#tiny[@]} -gt 0 ]; then
     short=(--config.max_iters=20 --config.eval_interval=10 --config.eval_iters=2 --config.log_interval=5)
     char=(--config char "${small[@]}" "${short[@]}")
     char_fast=(--config char_fast "${small[@]}" "${short[@]}")
+    new_tokens=100
 else
     bench=(--config gpt2 --steps 10)
     bench_wide=(--config gpt2 --config.batch_size=24 --config.gradient_accumulation_steps=20 --steps 10)
     char=(--config char)
     char_fast=(--config char_fast)
+    new_tokens=500
 fi
 data=(--config.data_dir="$out/data")
 [ -n "$corpus" ] && data+=(--config.input_file="$corpus")
@@ -80,15 +83,19 @@ step bench_gpt2 "$PY" bench.py "${bench[@]}" --config.dtype=bfloat16 --profile "
 cp "$out"/profile_gpt2/plugins/profile/*/perfetto_trace.json.gz "$out/gpt2_step_trace.json.gz" || failed+=(gpt2_step_trace)
 echo "== 3/5 bench.py ${bench_wide[*]} --config.dtype=bfloat16"
 step bench_gpt2_wide "$PY" bench.py "${bench_wide[@]}" --config.dtype=bfloat16 --json "$out/bench_gpt2_wide.json"
+timed() {  # timed NAME COMMAND...: step NAME COMMAND..., its wall time in OUT/NAME.json
+    local name=$1 start=$EPOCHREALTIME; shift
+    step "$name" "$@"
+    echo "{\"wall_s\": $(awk "BEGIN {print $EPOCHREALTIME - $start}")}" > "$out/$name.json"
+}
 train() {  # train NAME ARGS...: a whole run in OUT/NAME, its wall time in OUT/train_NAME.json
     local name=$1; shift
     rm -rf "${out:?}/$name"
-    local start=$EPOCHREALTIME
-    step "train_$name" "$PY" train.py "$@" "${data[@]}" --config.out_dir="$out/$name"
-    echo "{\"wall_s\": $(awk "BEGIN {print $EPOCHREALTIME - $start}")}" > "$out/train_$name.json"
+    timed "train_$name" "$PY" train.py "$@" "${data[@]}" --config.out_dir="$out/$name"
 }
-echo "== 4/5 train.py ${char[*]}"
+echo "== 4/5 train.py ${char[*]}, then sample.py from it"
 train char "${char[@]}"
+timed sample_char "$PY" sample.py --out_dir="$out/char" --num_samples=1 --max_new_tokens=$new_tokens --seed=1
 echo "== 5/5 train.py ${char_fast[*]}"
 train char_fast "${char_fast[@]}"
 echo "== summary ($out/accelerator_check.json)"
