@@ -5,7 +5,8 @@ anything, and the summary of the whole check.
     python benchmarks/accelerator_check.py summary OUT_DIR
 
 `checks`: (1) the two attention paths (masked, and jax.nn.dot_product_attention, cuDNN's fused
-kernel on a GPU) in bfloat16 against a float32 reference, forward and gradients, with timings;
+kernel on a GPU) in bfloat16 against a float32 reference, forward and gradients, with timings, and
+Pallas's flash-attention kernel the same way, as a candidate;
 (2) a bfloat16 train step on the config's mesh (FSDP axis included) with each path, against
 float32; (3) the gradient of GPT-2's token embedding on uniform and on text-like tokens; (4) the
 char recipe's train step on random tokens (as bench.py times it) and on the text (TRAIN_BIN),
@@ -46,8 +47,20 @@ def _relative_error(a, reference) -> float:
     return float(np.linalg.norm(a - reference) / np.linalg.norm(reference))
 
 
+def pallas_attention(q_BxTxHxD: jax.Array, k_BxTxHxD: jax.Array, v_BxTxHxD: jax.Array) -> jax.Array:
+    """Causal attention by JAX's Pallas flash-attention kernel for GPUs (Triton; its default block
+    sizes), run by Pallas's interpreter elsewhere. Not a path of the model: a candidate timed against
+    cuDNN's, whose forward and backward are ~30% of a GPT-2 124M step by the first H100 run's numbers
+    (docs/performance.md)."""
+    from jax.experimental.pallas.ops.gpu import attention as pallas_gpu  # imported here: experimental
+
+    return pallas_gpu.mha(q_BxTxHxD, k_BxTxHxD, v_BxTxHxD, None, sm_scale=q_BxTxHxD.shape[-1] ** -0.5,
+                          causal=True, interpret=jax.default_backend() != "gpu")
+
+
 def attention_check(batch: int, seq: int, heads: int, head_dim: int, repeats: int) -> dict:
-    """Both paths in bfloat16 (B, T, H, D) against the masked path in float32."""
+    """Both paths in bfloat16 (B, T, H, D) against the masked path in float32, and the same for
+    pallas_attention, which only informs (its failure or crash fails nothing)."""
     shape = (batch, seq, heads, head_dim)
     q, k, v = (jax.random.normal(jax.random.key(i), shape, jnp.float32) for i in range(3))
     cotangent = jax.random.normal(jax.random.key(3), shape, jnp.float32)
@@ -56,6 +69,7 @@ def attention_check(batch: int, seq: int, heads: int, head_dim: int, repeats: in
             *(x.transpose(0, 2, 1, 3) for x in (q, k, v)), attention.causal_mask(seq)
         ).transpose(0, 2, 1, 3),
         "fast": attention.fast_attention,
+        "pallas": pallas_attention,
     }
 
     def forward_and_grads(fn, q, k, v):
@@ -67,17 +81,23 @@ def attention_check(batch: int, seq: int, heads: int, head_dim: int, repeats: in
     results = {"shape_BxTxHxD": list(shape), "auto_picks": attention.resolve(
         "auto", dropout_active=False, dtype=jnp.bfloat16, head_dim=head_dim)}
     for name, fn in paths.items():
-        run = jax.jit(functools.partial(forward_and_grads, fn))
-        out, grads = run(*bf16)
-        results[f"{name}_forward_error"] = _relative_error(out, reference[0])
-        results[f"{name}_grad_error"] = max(_relative_error(g, r) for g, r in zip(grads, reference[1], strict=True))
-        results[f"{name}_forward_ms"] = 1e3 * median_seconds(functools.partial(jax.jit(fn), *bf16), repeats)
-        results[f"{name}_fwd_bwd_ms"] = 1e3 * median_seconds(functools.partial(run, *bf16), repeats)
-        if name == "fast":
-            hlo = jax.jit(fn).lower(*bf16).compile().as_text()
-            results["fast_runs_cudnn"] = "cudnn" in hlo.lower()
+        try:
+            run = jax.jit(functools.partial(forward_and_grads, fn))
+            out, grads = run(*bf16)
+            results[f"{name}_forward_error"] = _relative_error(out, reference[0])
+            results[f"{name}_grad_error"] = max(_relative_error(g, r)
+                                                for g, r in zip(grads, reference[1], strict=True))
+            results[f"{name}_forward_ms"] = 1e3 * median_seconds(functools.partial(jax.jit(fn), *bf16), repeats)
+            results[f"{name}_fwd_bwd_ms"] = 1e3 * median_seconds(functools.partial(run, *bf16), repeats)
+        except Exception as e:
+            if name != "pallas":
+                raise
+            traceback.print_exc()
+            results["pallas_crashed"] = f"{type(e).__name__}: {e}"
+    hlo = jax.jit(paths["fast"]).lower(*bf16).compile().as_text()
+    results["fast_runs_cudnn"] = "cudnn" in hlo.lower()
     results["passed"] = all(results[f"{name}_{part}_error"] < BF16_TOLERANCE
-                            for name in paths for part in ("forward", "grad"))
+                            for name in ("masked", "fast") for part in ("forward", "grad"))
     return results
 
 
@@ -255,7 +275,11 @@ def summary(out_dir: Path) -> dict:
         ("attention: auto picks / fast runs cuDNN", f"{a.get('auto_picks')} / {a.get('fast_runs_cudnn')}"),
         ("attention bf16 error fwd, grad: masked", _pair(a.get("masked_forward_error"), a.get("masked_grad_error"))),
         ("attention bf16 error fwd, grad: fast", _pair(a.get("fast_forward_error"), a.get("fast_grad_error"))),
-        ("attention fwd+bwd ms: masked / fast", _pair(a.get("masked_fwd_bwd_ms"), a.get("fast_fwd_bwd_ms"))),
+        ("attention bf16 error fwd, grad: pallas (a candidate)",
+         _pair(a.get("pallas_forward_error"), a.get("pallas_grad_error")) if "pallas_crashed" not in a
+         else f"crashed: {a['pallas_crashed'][:60]}"),
+        ("attention fwd+bwd ms: masked / fast / pallas",
+         _pair(a.get("masked_fwd_bwd_ms"), a.get("fast_fwd_bwd_ms"), a.get("pallas_fwd_bwd_ms"))),
         ("train step bf16 vs f32 loss difference", _pair(s.get("max_relative_loss_difference"))),
         ("embedding gradient ms: uniform / text-like tokens", _pair(e.get("uniform_ms"), e.get("text_like_ms"))),
         ("char step ms: random tokens / text / text prefetched", _pair(*c.get("char_step_data", {}).values())),

@@ -4,7 +4,8 @@
 #   benchmarks/accelerator_check.sh [--tiny] [--corpus PATH] [OUT_DIR]
 #
 # 1. the attention paths (masked, and cuDNN's fused kernel through jax.nn.dot_product_attention)
-#    agree in bfloat16 with a float32 reference, forward and gradients, with timings; bfloat16
+#    agree in bfloat16 with a float32 reference, forward and gradients, with timings (and Pallas's
+#    flash-attention kernel, a candidate: timed, never failing the check); bfloat16
 #    train steps on the FSDP mesh agree with float32; GPT-2's embedding gradient (a scatter-add) is
 #    timed on uniform and on text-like tokens; the char step is timed fed as bench.py feeds it and
 #    as the training loop does (benchmarks/accelerator_check.py);
