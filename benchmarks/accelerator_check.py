@@ -33,6 +33,7 @@ import numpy as np
 from timing import median_seconds
 
 from gptjax import attention, data, environment, loop, optim, sharding
+from gptjax.bench import seconds_per_call
 from gptjax.config import default_config, from_command_line, model_config
 from gptjax.model import ONE_HOT_MAX_VOCAB, GPTConfig, embed_tokens
 from gptjax.step import TrainState, train_step
@@ -89,6 +90,8 @@ def attention_check(batch: int, seq: int, heads: int, head_dim: int, repeats: in
                                                 for g, r in zip(grads, reference[1], strict=True))
             results[f"{name}_forward_ms"] = 1e3 * median_seconds(functools.partial(jax.jit(fn), *bf16), repeats)
             results[f"{name}_fwd_bwd_ms"] = 1e3 * median_seconds(functools.partial(run, *bf16), repeats)
+            # as the model runs it: calls queued on the device, none waiting for its launch and result
+            results[f"{name}_fwd_bwd_ms_back_to_back"] = 1e3 * seconds_per_call(functools.partial(run, *bf16), repeats)
         except Exception as e:
             if name != "pallas":
                 raise
@@ -281,6 +284,8 @@ def summary(out_dir: Path) -> dict:
          else f"crashed: {a['pallas_crashed'][:60]}"),
         ("attention fwd+bwd ms: masked / fast / pallas",
          _pair(a.get("masked_fwd_bwd_ms"), a.get("fast_fwd_bwd_ms"), a.get("pallas_fwd_bwd_ms"))),
+        ("the same, calls back to back", _pair(*(a.get(f"{name}_fwd_bwd_ms_back_to_back")
+                                                 for name in ("masked", "fast", "pallas")))),
         ("train step bf16 vs f32 loss difference", _pair(s.get("max_relative_loss_difference"))),
         ("embedding gradient ms: uniform / text-like tokens", _pair(e.get("uniform_ms"), e.get("text_like_ms"))),
         ("char step ms: random tokens / text / text prefetched", _pair(*c.get("char_step_data", {}).values())),

@@ -29,6 +29,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -49,7 +50,7 @@ from gptjax.step import TrainState, eval_step, train_step
 VOCAB_SIZES = {"char": 65, "gpt2": GPTConfig.vocab_size}
 
 
-def _seconds_per_call(fn, steps: int) -> float:
+def seconds_per_call(fn: Callable[[], object], steps: int) -> float:
     """Mean seconds per call over `steps` calls dispatched back to back, as the training loop does."""
     start = time.perf_counter()
     for _ in range(steps):
@@ -142,11 +143,11 @@ def training(config: ml_collections.ConfigDict, steps: int, profile_dir: Path | 
     start = time.perf_counter()
     jax.block_until_ready(one_step())
     first_step_seconds = time.perf_counter() - start
-    _seconds_per_call(one_step, 1)  # the second call is still slow on some backends
-    step_seconds = _seconds_per_call(one_step, steps)
+    seconds_per_call(one_step, 1)  # the second call is still slow on some backends
+    step_seconds = seconds_per_call(one_step, steps)
     eval_call = lambda: compiled_eval(state, x_eval, y_eval)
-    _seconds_per_call(eval_call, 1)
-    eval_seconds = _seconds_per_call(eval_call, steps)
+    seconds_per_call(eval_call, 1)
+    eval_seconds = seconds_per_call(eval_call, steps)
 
     tokens_per_step = A * B * T
     results = {
@@ -189,10 +190,10 @@ def sampling(config: ml_collections.ConfigDict, max_new_tokens: int, batch_size:
     results = {}
     for name, run in variants.items():
         jax.block_until_ready(run(max_new_tokens))  # compiles
-        seconds = _seconds_per_call(functools.partial(run, max_new_tokens), 1)
+        seconds = seconds_per_call(functools.partial(run, max_new_tokens), 1)
         results[f"{name}_tokens_per_s"] = batch_size * max_new_tokens / seconds
         jax.block_until_ready(run(1))
-        results[f"{name}_first_token_ms"] = _seconds_per_call(functools.partial(run, 1), 3) * 1e3
+        results[f"{name}_first_token_ms"] = seconds_per_call(functools.partial(run, 1), 3) * 1e3
     for name in ("generate", "generate_overflow_half"):
         results[f"{name}_speedup"] = results[f"{name}_tokens_per_s"] / results["uncached_reference_tokens_per_s"]
     return results
