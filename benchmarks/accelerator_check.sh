@@ -13,8 +13,8 @@
 #    (OUT_DIR/gpt2_step_trace.json.gz, a Perfetto trace; its busiest kinds of XLA op in the summary);
 # 3. the same with the update's 480 sequences in 20 micro-batches of 24 instead of 40 of 12;
 # 4. train.py --config char, all 5000 iterations: wall time and final val loss (nanoGPT reaches
-#    1.4697 in about 3 minutes on an A100), then sample.py from its checkpoint: 500 characters (--tiny: 100),
-#    past block_size, so the key/value cache is rebuilt on the way (OUT_DIR/sample_char.log);
+#    1.4697 in about 3 minutes on an A100), then sample.py from its checkpoint: 500 characters
+#    (--tiny: 100), past block_size, so the key/value cache is rebuilt (OUT_DIR/sample_char.log);
 # 5. train.py --config char_fast (RoPE, QK-norm, Muon; 2500 iterations): when it first reaches 1.4697.
 # Prints a summary and writes OUT_DIR/accelerator_check.json (OUT_DIR: out-accelerator-check).
 # --tiny runs every step at toy sizes, in seconds on a CPU (CI runs it so the script never rots).
