@@ -192,16 +192,20 @@ def char_data_check(tiny: bool, text_tokens: np.ndarray) -> dict:
 
 
 def _guarded(check, *args) -> dict:
-    """check(*args), or {"error": ...} with its traceback printed: a check that crashes (a kernel
-    this machine lacks) leaves the other checks' results, which took device time to get."""
+    """check(*args) with its wall time ("wall_s"), or {"error": ...} with its traceback printed: a
+    check that crashes (a kernel this machine lacks) leaves the other checks' results, which took
+    device time to get."""
+    start = time.perf_counter()
     try:
-        return check(*args)
+        result = check(*args)
     except Exception as e:
         traceback.print_exc()
-        return {"error": f"{type(e).__name__}: {e}"}
+        result = {"error": f"{type(e).__name__}: {e}"}
+    return {**result, "wall_s": time.perf_counter() - start}
 
 
 TIMINGS = ("embedding_gradient", "char_step_data")  # the checks that only time
+CHECKS = ("attention", "train_step", *TIMINGS)
 
 
 def failed_checks(results: dict) -> list[str]:
@@ -235,13 +239,22 @@ def checks(tiny: bool, text_tokens: np.ndarray) -> dict:
 
 # nanoGPT's shakespeare_char result after its 5000 iterations (its README)
 NANOGPT_CHAR_VAL_LOSS = 1.4697
+# the time the whole check is meant to take on one H100, the machine's start-up not included
+CHECK_TARGET_S = 480
 
 
-def _run_summary(out_dir: Path, name: str) -> dict | None:
+def _wall_seconds(out_dir: Path) -> dict[str, float]:
+    """Each stage's wall time in seconds and the whole check's (whole_check), as the script
+    recorded them (OUT/wall_s.tsv)."""
+    path = out_dir / "wall_s.tsv"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return {name: float(seconds) for name, seconds in (line.split("\t") for line in lines)}
+
+
+def _run_summary(out_dir: Path, name: str, wall_s: float | None) -> dict | None:
     """A whole train.py run of the check (OUT/NAME): wall time, losses, when it first reached
     nanoGPT's char val loss, and its steps' median time and MFU from metrics.jsonl."""
-    path = out_dir / f"train_{name}.json"
-    run = json.loads(path.read_text()) if path.is_file() else None
+    run = None if wall_s is None else {"wall_s": wall_s}
     metrics = out_dir / name / "metrics.jsonl"
     if not metrics.is_file():
         return run
@@ -263,16 +276,17 @@ def _run_summary(out_dir: Path, name: str) -> dict | None:
 
 def summary(out_dir: Path) -> dict:
     """Everything the script's steps wrote, in one JSON file and one table."""
-    report = {}
-    for name in ("checks", "bench_gpt2", "bench_gpt2_wide", "sample_char"):
+    report = {"wall_s": _wall_seconds(out_dir)}
+    for name in ("checks", "bench_gpt2", "bench_gpt2_wide"):
         path = out_dir / f"{name}.json"
         report[name] = json.loads(path.read_text()) if path.is_file() else None
     for name in ("char", "char_fast"):
-        report[f"train_{name}"] = _run_summary(out_dir, name)
+        report[f"train_{name}"] = _run_summary(out_dir, name, report["wall_s"].get(f"train_{name}"))
     (out_dir / "accelerator_check.json").write_text(json.dumps(report, indent=2) + "\n")
 
     c, b, w = report["checks"] or {}, report["bench_gpt2"] or {}, report["bench_gpt2_wide"] or {}
     a, s, e = c.get("attention", {}), c.get("train_step", {}), c.get("embedding_gradient", {})
+    feeds = c.get("char_step_data", {})
     busiest = [f"{key.removeprefix('op_ms ')} {ms:.0f}" for key, ms in b.items() if key.startswith("op_ms ")][:5]
     rows = [
         ("device", c.get("device")), ("versions", " ".join(f"{k} {v}" for k, v in c.get("versions", {}).items())),
@@ -288,7 +302,8 @@ def summary(out_dir: Path) -> dict:
                                                  for name in ("masked", "fast", "pallas")))),
         ("train step bf16 vs f32 loss difference", _pair(s.get("max_relative_loss_difference"))),
         ("embedding gradient ms: uniform / text-like tokens", _pair(e.get("uniform_ms"), e.get("text_like_ms"))),
-        ("char step ms: random tokens / text / text prefetched", _pair(*c.get("char_step_data", {}).values())),
+        ("char step ms: random tokens / text / text prefetched",
+         _pair(*(feeds.get(f"{feed}_ms") for feed in ("random_tokens", "text", "text_prefetched")))),
         ("gpt2 bench: tokens/s", _pair(b.get("train_tokens_per_s"))),
         ("gpt2 bench: MFU", _pair(b.get("mfu"))),
         ("gpt2 bench: ms/iter, peak MiB", _pair(b.get("train_ms_per_iter"), b.get("device_peak_memory_mib"))),
@@ -306,9 +321,12 @@ def summary(out_dir: Path) -> dict:
             (f"{name}: first iteration at val <= {NANOGPT_CHAR_VAL_LOSS}",
              _pair(run.get("first_iter_at_nanogpt_val_loss"))),
         ]
-        if name == "char":  # its text is in sample_char.log
-            sample = report["sample_char"] or {}
-            rows.append(("char: sample.py from its checkpoint, wall s", _pair(sample.get("wall_s"))))
+    for name, seconds in report["wall_s"].items():  # each stage (sample_char: its text is in its log), whole_check
+        target = f" (at most {CHECK_TARGET_S} on one H100)" if name == "whole_check" else ""
+        rows.append((f"wall s: {name}{target}", _pair(round(seconds, 1))))
+        if name == "checks":
+            rows += [(f"wall s: checks: {check}", _pair(round(c[check]["wall_s"], 1)))
+                     for check in CHECKS if "wall_s" in c.get(check, {})]
     for name, value in rows:
         print(f"{name:52s} {value}")
     failed = failed_checks(c)
