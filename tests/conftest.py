@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+from typing import NoReturn
 
 # The tests run offline: the Hugging Face libraries fail at once instead of retrying the network
 # (they read this when first imported, which flax can do, so before anything else).
@@ -34,6 +35,7 @@ import pytest  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import gptjax  # noqa: E402
+from gptjax.errors import UsageError  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHAKESPEARE = REPO.parent / "shared/data/tinyshakespeare/input.txt"
@@ -41,6 +43,29 @@ SHAKESPEARE = REPO.parent / "shared/data/tinyshakespeare/input.txt"
 TIKTOKEN_CACHE = REPO.parent / "shared/data/tiktoken-cache"
 if TIKTOKEN_CACHE.is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
+
+
+def shakespeare() -> pathlib.Path:
+    """The Shakespeare corpus beside the clone; the test is skipped where it is not (_missing)."""
+    if not SHAKESPEARE.is_file():
+        _missing(f"the Shakespeare corpus is not at {SHAKESPEARE}")
+    return SHAKESPEARE
+
+
+def gpt2_tokenizer() -> gptjax.GPT2Tokenizer:
+    """GPT-2's real BPE (from TIKTOKEN_CACHE_DIR or a network); the test is skipped without it (_missing)."""
+    try:
+        return gptjax.GPT2Tokenizer()
+    except UsageError as e:
+        _missing(f"GPT-2's BPE files: {e}")
+
+
+def _missing(reason: str) -> NoReturn:
+    # A clone without ../shared/data skips what needs its files; CI must run every test, and sets
+    # GPTJAX_TEST_DATA=required so that a missing file fails there instead of passing as a skip.
+    if os.environ.get("GPTJAX_TEST_DATA") == "required":
+        pytest.fail(f"{reason} (GPTJAX_TEST_DATA=required)")
+    pytest.skip(reason)
 # A corpus of a few KB: enough tokens for tiny runs' batches and evaluations.
 CORPUS = "\n".join(f"{i}: the quick brown fox jumps over the lazy dog, said citizen {i}." for i in range(300))
 

@@ -6,7 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
-from conftest import SHAKESPEARE
+from conftest import shakespeare
 
 import gptjax
 from gptjax import data, prepare
@@ -45,9 +45,7 @@ def test_prepared_files_round_trip_and_split_90_10(tmp_path):
 
 
 def test_real_shakespeare_matches_nanogpts_preparation(tmp_path):
-    if not SHAKESPEARE.exists():
-        pytest.skip(f"the Shakespeare corpus is not at {SHAKESPEARE}")
-    vocab, splits = data.load_dataset(tmp_path, "shakespeare_char", str(SHAKESPEARE), block_size=256)
+    vocab, splits = data.load_dataset(tmp_path, "shakespeare_char", str(shakespeare()), block_size=256)
     # nanoGPT's data/shakespeare_char/prepare.py prints these numbers
     assert len(vocab) == 65 and vocab.chars[:3] == "\n !"
     assert (len(splits["train"]), len(splits["val"])) == (1_003_854, 111_540)

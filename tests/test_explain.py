@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import cli_error, forward, save_untrained_run, tiny_config
+from conftest import cli_error, forward, gpt2_tokenizer, save_untrained_run, tiny_config
 from flax import nnx
 from matplotlib import font_manager
 
@@ -87,7 +87,7 @@ def test_bad_token_ids_are_refused(tiny_model):
 
 
 def test_split_characters_are_merged_back_into_labels():
-    vocab = gptjax.GPT2Tokenizer()
+    vocab = gpt2_tokenizer()
     tokens = vocab.encode(CHINESE)
     pieces = vocab.pieces(tokens)
     assert len(pieces) > len(CHINESE) - 3  # GPT-2 needs byte pieces for these characters
@@ -132,7 +132,7 @@ def test_the_attention_figure_has_a_panel_per_layer_and_head_and_ids_without_a_f
 
 
 def test_the_surprise_page_is_well_formed_and_holds_every_character():
-    vocab = gptjax.GPT2Tokenizer()
+    vocab = gpt2_tokenizer()
     text = "<b>Tom & \"Jerry\"</b>\n" + CHINESE
     pieces = vocab.pieces(vocab.encode(text))
     nats = np.linspace(0.1, 12, len(pieces) - 1)
@@ -171,15 +171,16 @@ def test_explain_writes_its_three_files_for_a_chinese_char_model(chinese_run, ca
 
 
 def test_explain_reads_gpt2_weights_from_a_local_hugging_face_directory(tmp_path, capsys):
+    gpt2 = gpt2_tokenizer()
     model = gptjax.GPT(tiny_config(vocab_size=50257, n_layer=1), rngs=nnx.Rngs(0))
     gptjax.export_hf(model, tmp_path / "hf")
     explain.main(["explain.py", f"--init_from={tmp_path / 'hf'}", "--text=" + CHINESE * 2, "--length=12",
                   f"--output_dir={tmp_path / 'pictures'}"])
-    tokens = gptjax.GPT2Tokenizer().encode(CHINESE * 2)
+    tokens = gpt2.encode(CHINESE * 2)
     assert f"the text is {len(tokens)} tokens long: looking at its last 12 (--length" in capsys.readouterr().out
     page = ET.fromstring((tmp_path / "pictures/surprise.html").read_text(encoding="utf-8"))
     shown = "".join(page.find(".//div[@class='text']").itertext())
-    assert shown.endswith(gptjax.GPT2Tokenizer().decode(tokens[-12:]).lstrip("\ufffd"))
+    assert shown.endswith(gpt2.decode(tokens[-12:]).lstrip("\ufffd"))
     rows = (tmp_path / "pictures/predictions.txt").read_text(encoding="utf-8").splitlines()[4:]
     assert len(rows) == 12
 

@@ -8,11 +8,11 @@ import re
 
 import numpy as np
 import pytest
-from conftest import SHAKESPEARE
+from conftest import gpt2_tokenizer, shakespeare
 
 from gptjax import data, prepare
 from gptjax.errors import UsageError
-from gptjax.tokenizers import CharVocab, GPT2Tokenizer
+from gptjax.tokenizers import CharVocab
 
 DOCUMENTS = ["first document", "second, with ünïcode", "third\n\nwith a blank line"]
 
@@ -44,9 +44,9 @@ def write_corpus(tmp_path: pathlib.Path, layout: str, documents: list[str]) -> p
 
 @pytest.mark.parametrize("layout", ["jsonl", "folder", "parquet"])
 def test_gpt2_preparation_puts_end_of_text_after_each_document(tmp_path, layout):
+    gpt2 = gpt2_tokenizer()
     documents = DOCUMENTS * 10  # under prepare.MIN_DOCUMENTS: split by tokens, 90/10
     prepare.prepare(tmp_path / "out", write_corpus(tmp_path, layout, documents), tokenizer="gpt2")
-    gpt2 = GPT2Tokenizer()
     expected = np.concatenate([np.append(gpt2.encode(d), gpt2.eot) for d in documents])
     train, val = tokens_of(tmp_path / "out")
     np.testing.assert_array_equal(np.concatenate([train, val]), expected)
@@ -54,10 +54,10 @@ def test_gpt2_preparation_puts_end_of_text_after_each_document(tmp_path, layout)
 
 
 def test_many_documents_are_split_by_document(tmp_path):
+    gpt2 = gpt2_tokenizer()
     documents = [f"document number {i}" for i in range(200)]
     corpus = write_corpus(tmp_path, "jsonl", documents)
     prepare.prepare(tmp_path / "out", corpus, tokenizer="gpt2", val_fraction=0.05)
-    gpt2 = GPT2Tokenizer()
     train, val = tokens_of(tmp_path / "out")
     assert gpt2.decode(val) == "<|endoftext|>".join(documents[-10:]) + "<|endoftext|>"  # the last 5%
     assert gpt2.decode(train).endswith("document number 189<|endoftext|>")
@@ -67,13 +67,14 @@ def test_many_documents_are_split_by_document(tmp_path):
 
 @pytest.mark.parametrize("tokenizer", ["gpt2", "char"])
 def test_a_long_text_cut_into_pieces_on_two_workers_tokenizes_as_a_whole(tmp_path, monkeypatch, tokenizer):
+    gpt2 = gpt2_tokenizer() if tokenizer == "gpt2" else None
     monkeypatch.setattr(prepare, "PIECE_BYTES", 20_000)  # Shakespeare's first 300 kB: 15 tasks
-    corpus = write(tmp_path / "in.txt", SHAKESPEARE.read_text(encoding="utf-8")[:300_000])
+    corpus = write(tmp_path / "in.txt", shakespeare().read_text(encoding="utf-8")[:300_000])
     prepare.prepare(tmp_path / "two", corpus, tokenizer, num_proc=2)
     prepare.prepare(tmp_path / "one", corpus, tokenizer, num_proc=1)
     two, one = tokens_of(tmp_path / "two"), tokens_of(tmp_path / "one")
     text = corpus.read_text(encoding="utf-8")
-    expected = (np.append(GPT2Tokenizer().encode(text), 50256) if tokenizer == "gpt2" else
+    expected = (np.append(gpt2.encode(text), gpt2.eot) if gpt2 else
                 np.frombuffer(text.encode("utf-32-le"), np.uint32))
     got = np.concatenate(two)
     if tokenizer == "char":
@@ -175,11 +176,11 @@ def test_the_prepare_program_prepares_a_recipes_dataset(tmp_path, capsys):
 
 def test_hugging_face_datasets_saved_to_disk_are_read_record_by_record(tmp_path):
     datasets = pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
+    gpt2 = gpt2_tokenizer()
     documents = DOCUMENTS * 5
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"body": documents, "n": list(range(15))})}
                          ).save_to_disk(tmp_path / "saved")
     prepare.prepare(tmp_path / "out", tmp_path / "saved", tokenizer="gpt2", text_key="body")
-    gpt2 = GPT2Tokenizer()
     train, val = tokens_of(tmp_path / "out")
     assert gpt2.decode(np.concatenate([train, val])) == "<|endoftext|>".join(documents) + "<|endoftext|>"
     with pytest.raises(UsageError, match=r"saved, record 1: 'n' is int, not a string"):
@@ -190,6 +191,7 @@ def test_hugging_face_datasets_saved_to_disk_are_read_record_by_record(tmp_path)
 
 def test_a_hub_dataset_that_cannot_be_opened_is_one_line(tmp_path):
     pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
+    gpt2_tokenizer()  # load_dataset loads it before it opens the dataset
     with pytest.raises(UsageError, match=r"could not open the dataset hf:nobody/no-such-dataset \("):
         data.load_dataset(tmp_path, "hub", "hf:nobody/no-such-dataset", block_size=8, tokenizer="gpt2")
 

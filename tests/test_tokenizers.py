@@ -2,18 +2,11 @@
 
 import numpy as np
 import pytest
+from conftest import gpt2_tokenizer
 
 import gptjax
 from gptjax import data
-from gptjax.errors import UsageError
 from gptjax.tokenizers import from_description
-
-
-def gpt2_tokenizer() -> gptjax.GPT2Tokenizer:
-    try:
-        return gptjax.GPT2Tokenizer()
-    except UsageError as e:
-        pytest.skip(f"tiktoken's GPT-2 files are neither cached here nor in TIKTOKEN_CACHE_DIR: {e}")
 
 
 def test_char_vocab_is_sorted_and_round_trips_any_unicode():
