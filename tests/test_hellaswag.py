@@ -6,17 +6,13 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_run_args
+from conftest import gpt2_tokenizer, tiny_run_args
 from flax import nnx
 
 import gptjax
 from gptjax import hellaswag, loop
 from gptjax.config import from_command_line
 from gptjax.errors import UsageError
-from gptjax.tokenizers import GPT2Tokenizer
-
-torch = pytest.importorskip("torch", reason="the HellaSwag parity test needs torch (pip install torch==2.13.0)")
-transformers = pytest.importorskip("transformers", reason="the HellaSwag parity test needs transformers")
 
 # Each context ends in a word that its true ending repeats, and nothing else does.
 EXAMPLES = [
@@ -47,7 +43,7 @@ def test_examples_are_read_from_hellaswags_jsonl_and_a_bad_line_is_named(tmp_pat
 
 @pytest.fixture(scope="module")
 def encode():
-    return GPT2Tokenizer().encode
+    return gpt2_tokenizer().encode
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +69,8 @@ def test_a_model_that_repeats_its_last_token_picks_the_endings_that_repeat_it(co
 
 
 def test_ending_losses_equal_transformers_gpt2_on_the_same_tokens(tmp_path, encode):
+    torch = pytest.importorskip("torch", reason="the HellaSwag parity test needs torch (pip install torch==2.13.0)")
+    transformers = pytest.importorskip("transformers", reason="the HellaSwag parity test needs transformers")
     torch.manual_seed(0)
     hf_config = transformers.GPT2Config(vocab_size=50257, n_positions=32, n_embd=32, n_layer=2, n_head=2)
     reference = transformers.GPT2LMHeadModel(hf_config).eval()
@@ -91,8 +89,9 @@ def test_ending_losses_equal_transformers_gpt2_on_the_same_tokens(tmp_path, enco
 
 
 def test_an_evaluation_run_records_hellaswag(tmp_path):
-    transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=50257, n_positions=32, n_embd=32, n_layer=1,
-                                                         n_head=2)).save_pretrained(tmp_path / "hf")
+    gpt2_tokenizer()
+    cfg = gptjax.GPTConfig(vocab_size=50257, block_size=32, n_layer=1, n_head=2, n_embd=32)  # GPT-2's vocabulary
+    gptjax.export_hf(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), tmp_path / "hf")
     write_jsonl(tmp_path / "hellaswag.jsonl", EXAMPLES)
     args = tiny_run_args(tmp_path, init_from=tmp_path / "hf", tokenizer="gpt2", eval_only=True, block_size=32,
                          hellaswag_interval=4, hellaswag_file=tmp_path / "hellaswag.jsonl", hellaswag_examples=2)
