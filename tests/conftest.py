@@ -66,6 +66,8 @@ def _missing(reason: str) -> NoReturn:
     if os.environ.get("GPTJAX_TEST_DATA") == "required":
         pytest.fail(f"{reason} (GPTJAX_TEST_DATA=required)")
     pytest.skip(reason)
+
+
 # A corpus of a few KB: enough tokens for tiny runs' batches and evaluations.
 CORPUS = "\n".join(f"{i}: the quick brown fox jumps over the lazy dog, said citizen {i}." for i in range(300))
 
