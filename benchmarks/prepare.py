@@ -1,11 +1,12 @@
 """Time data preparation with GPT-2's BPE on a generated corpus, and its peak memory.
 
     python benchmarks/prepare.py SHAKESPEARE_INPUT_TXT [--mb 200] [--procs 1 2 ...] [--layout jsonl]
+                                 [--document-chars 4000]
 
-Writes a corpus of --mb MB (the Shakespeare text repeated, as .jsonl documents of ~4 kB or one
-.txt), prepares it with num_proc = each of --procs, and prints MB/s and the peak resident memory
-summed over the main process and its workers (sampled every 50 ms from /proc), then tiktoken's
-own encode_ordinary_batch on the same documents for comparison.
+Writes a corpus of --mb MB (the Shakespeare text repeated, as .jsonl documents of --document-chars
+characters or one .txt), prepares it with num_proc = each of --procs, and prints MB/s and the peak
+resident memory summed over the main process and its workers (sampled every 50 ms from /proc),
+then tiktoken's own encode_ordinary_batch on the same documents for comparison.
 """
 
 import argparse
@@ -63,10 +64,11 @@ def main():
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--layout", choices=("jsonl", "txt"), default="jsonl")
+    parser.add_argument("--document-chars", type=int, default=4000)
     args = parser.parse_args()
 
     text = args.shakespeare.read_text(encoding="utf-8")
-    documents = [text[i:i + 4000] for i in range(0, len(text), 4000)]
+    documents = [text[i:i + args.document_chars] for i in range(0, len(text), args.document_chars)]
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / f"corpus.{args.layout}"
         with open(corpus, "w", encoding="utf-8") as f:
@@ -76,8 +78,9 @@ def main():
                 else:
                     f.write(text)
         size = sum(len(d.encode("utf-8")) for d in documents) * (copy + 1) / 1e6
-        print(f"corpus: {corpus.stat().st_size / 1e6:,.0f} MB on disk ({args.layout}), {size:,.0f} MB of text; "
-              f"{os.cpu_count()} CPUs")
+        n_documents = len(documents) * (copy + 1) if args.layout == "jsonl" else 1
+        print(f"corpus: {corpus.stat().st_size / 1e6:,.0f} MB on disk ({args.layout}), {size:,.0f} MB of text, "
+              f"{n_documents:,} documents; {os.cpu_count()} CPUs")
         for run, procs in enumerate(args.procs):  # a folder each: a prepared one would be found up to date
             with PeakMemory() as memory:
                 start = time.perf_counter()

@@ -9,13 +9,14 @@ folder of such files (its shards, in name order), a folder written by Hugging Fa
 save_to_disk, or hf:NAME[:SUBSET], a Hub dataset's train split, streamed (both need datasets).
 
 Documents are read as a stream, cut into pieces of a few MB (a long text at line breaks that no
-GPT-2 token spans), tokenized by `num_proc` worker processes, and appended to disk: memory stays
-bounded whatever the corpus size. With the gpt2 tokenizer, <|endoftext|> follows each document.
-The last `val_fraction` of the tokens become val.bin: the last documents when the corpus has
-MIN_DOCUMENTS or more, else the last tokens (nanoGPT's 90/10 split of Shakespeare). meta.json is
-written last, so a preparation that stops half way is never taken for a complete one; the next
-run starts it over. Where the text comes from (input_file, data_dir/<dataset>/input.txt, or
-tinyshakespeare's download) and whether the prepared data still matches it: prepare_dataset.
+GPT-2 token spans), tokenized by `num_proc` worker processes, and appended to disk, as are
+the offsets where documents end: memory stays bounded whatever the corpus size. With the gpt2
+tokenizer, <|endoftext|> follows each document. The last `val_fraction` of the tokens become
+val.bin: the last documents when the corpus has MIN_DOCUMENTS or more, else the last tokens
+(nanoGPT's 90/10 split of Shakespeare). meta.json is written last, so a preparation that stops half
+way is never taken for a complete one; the next run starts it over. Where the text comes from
+(input_file, data_dir/<dataset>/input.txt, or tinyshakespeare's download) and whether the prepared
+data still matches it: prepare_dataset.
 
 This module imports no JAX: its workers start in a fraction of a second.
 """
@@ -237,21 +238,21 @@ def _start_worker(description: dict) -> None:
     _worker_tokenizer = from_description(description)
 
 
-def _encode(task: list[Piece], tokenizer: Tokenizer | None = None) -> tuple[np.ndarray, list[int], int]:
+def _encode(task: list[Piece], tokenizer: Tokenizer | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """A task's tokens (<|endoftext|> after each document with the gpt2 tokenizer), the offsets
-    where its documents end, and its size in bytes."""
+    where its documents end (int64), and its size in bytes."""
     tokenizer = _worker_tokenizer if tokenizer is None else tokenizer
     parts, ends, n = [], [], 0
-    for text, document_ends in task:
+    for text, closes_document in task:
         ids = tokenizer.encode(text)
-        if document_ends and isinstance(tokenizer, GPT2Tokenizer):
+        if closes_document and isinstance(tokenizer, GPT2Tokenizer):
             ids = np.append(ids, tokenizer.eot).astype(tokenizer.dtype)
         parts.append(ids)
         n += len(ids)
-        if document_ends:
+        if closes_document:
             ends.append(n)
     tokens = np.concatenate(parts) if parts else np.zeros(0, tokenizer.dtype)
-    return tokens, ends, sum(len(text.encode("utf-8")) for text, _ in task)
+    return tokens, np.array(ends, np.int64), sum(len(text.encode("utf-8")) for text, _ in task)
 
 
 def _encoded(tasks: Iterator[list[Piece]], tokenizer: Tokenizer, num_proc: int) -> Iterator[tuple]:
@@ -311,46 +312,48 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
     else:
         encoder = GPT2Tokenizer()
 
-    started, n_bytes, n_tokens, document_ends = time.perf_counter(), 0, 0, []
-    everything = dataset_dir / "all.bin.tmp"
+    started, n_bytes, n_tokens, n_documents = time.perf_counter(), 0, 0, 0
+    # Where each document ends goes to a file, not a list: a list's memory grows with the documents,
+    # tens of millions in FineWeb-Edu's samples (docs/performance.md).
+    everything, document_ends = dataset_dir / "all.bin.tmp", dataset_dir / "document_ends.tmp"
     progress = _progress(announce is not None)
     if progress is not None:
         progress.start()
         bar = progress.add_task("prepare", documents=0, tokens=0, mb=0.0, rate=0.0)
     try:
-        with open(everything, "wb") as out:
+        with open(everything, "wb") as out, open(document_ends, "wb") as ends_out:
             for tokens, ends, size in _encoded(_tasks(pieces(corpus, text_key)), encoder, num_proc or os.cpu_count()):
                 out.write(tokens.tobytes())
-                document_ends += [n_tokens + end for end in ends]
-                n_tokens, n_bytes = n_tokens + len(tokens), n_bytes + size
+                ends_out.write((n_tokens + ends).tobytes())
+                n_tokens, n_bytes, n_documents = n_tokens + len(tokens), n_bytes + size, n_documents + len(ends)
                 if progress is not None:
-                    progress.update(bar, documents=len(document_ends), tokens=n_tokens, mb=n_bytes / 1e6,
+                    progress.update(bar, documents=n_documents, tokens=n_tokens, mb=n_bytes / 1e6,
                                     rate=n_bytes / 1e6 / (time.perf_counter() - started))
+        if n_tokens == 0:
+            raise UsageError(f"corpus {corpus} is empty: give a text with some content")
+        if n_documents >= MIN_DOCUMENTS:  # the last documents, val_fraction of them (and one for train)
+            n_val_documents = min(max(1, round(val_fraction * n_documents)), n_documents - 1)
+            n_train = int(np.fromfile(document_ends, np.int64, count=1,
+                                      offset=8 * (n_documents - n_val_documents - 1))[0])
+        else:
+            n_train = int(n_tokens * (1 - val_fraction))
     except BaseException:
         everything.unlink(missing_ok=True)  # a bad record or Ctrl-C: no half-written file is left behind
         raise
     finally:
+        document_ends.unlink(missing_ok=True)
         if progress is not None:
             progress.stop()
-    if n_tokens == 0:
-        everything.unlink()
-        raise UsageError(f"corpus {corpus} is empty: give a text with some content")
-
-    if len(document_ends) >= MIN_DOCUMENTS:  # the last documents, val_fraction of them
-        n_val_documents = max(1, round(val_fraction * len(document_ends)))
-        n_train = document_ends[-n_val_documents - 1]
-    else:
-        n_train = int(n_tokens * (1 - val_fraction))
     _split(everything, n_train * np.dtype(encoder.dtype).itemsize, dataset_dir)
     seconds = max(time.perf_counter() - started, 1e-9)
     meta = {"format": FORMAT, "tokenizer": encoder.describe(), "dtype": np.dtype(encoder.dtype).name,
             "source": _source_id(corpus), "source_fingerprint": fingerprint,
-            "documents": len(document_ends), "tokens": {"train": n_train, "val": n_tokens - n_train}}
+            "documents": n_documents, "tokens": {"train": n_train, "val": n_tokens - n_train}}
     write_atomically(dataset_dir / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
     if announce is not None:
         speed = f", {n_bytes / 1e6:,.0f} MB in {seconds:.0f} s ({n_bytes / 1e6 / seconds:,.1f} MB/s)"
         announce(f"prepared {dataset_dir.absolute()} from {_source_id(corpus)}: {tokenizer} tokenizer, vocabulary "
-                 f"{len(encoder):,}, {len(document_ends):,} document{'s' * (len(document_ends) != 1)}, "
+                 f"{len(encoder):,}, {n_documents:,} document{'s' * (n_documents != 1)}, "
                  f"{n_train:,} train and {n_tokens - n_train:,} val tokens" + (speed if seconds >= 1 else ""))
     return encoder
 

@@ -63,6 +63,14 @@ def test_many_documents_are_split_by_document(tmp_path):
     assert gpt2.decode(train).endswith("document number 189<|endoftext|>")
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["documents"] == 200 and meta["tokens"]["val"] == len(val)
+    assert not list((tmp_path / "out").glob("*.tmp"))  # the document ends were kept in a file until the split
+
+
+def test_val_takes_whole_documents_but_leaves_train_at_least_one(tmp_path):
+    documents = [f"doc {i:03d};" for i in range(prepare.MIN_DOCUMENTS)]
+    chars = prepare.prepare(tmp_path / "out", write_corpus(tmp_path, "jsonl", documents), val_fraction=0.999)
+    train, val = tokens_of(tmp_path / "out")
+    assert chars.decode(train) == "doc 000;" and chars.decode(val) == "".join(documents[1:])
 
 
 @pytest.mark.parametrize("tokenizer", ["gpt2", "char"])
@@ -123,7 +131,7 @@ def test_a_preparation_that_fails_half_way_leaves_nothing_that_passes_as_complet
         f.write('{"text": "more"}\n' * 20 + '{"text": ["no"]}\n')
     with pytest.raises(UsageError, match="line 81: 'text' is list"):
         prepare.prepare(tmp_path / "out", corpus)
-    assert not (tmp_path / "out" / "meta.json").exists() and not (tmp_path / "out" / "all.bin.tmp").exists()
+    assert not (tmp_path / "out" / "meta.json").exists() and not list((tmp_path / "out").glob("*.tmp"))
     with pytest.raises(UsageError, match="has meta.json|no text|prepare"):  # the old data is not used either
         data.load_dataset(tmp_path, "out", "", block_size=8)
 
