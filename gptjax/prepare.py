@@ -8,8 +8,8 @@ line; `text_key` names the field), a .parquet file (its `text_key` column; needs
 folder of such files (its shards, in name order), a folder written by Hugging Face datasets'
 save_to_disk, or hf:NAME[:SUBSET], a Hub dataset's train split, streamed (both need datasets).
 
-Documents are read as a stream, cut into pieces of a few MB (a long text at line breaks that no
-GPT-2 token spans), tokenized by `num_proc` worker processes, and appended to disk, as are
+Documents are read as a stream, cut into pieces of a few MB (a long text at a line break or space
+that no GPT-2 token spans), tokenized by `num_proc` worker processes, and appended to disk, as are
 the offsets where documents end: memory stays bounded whatever the corpus size. With the gpt2
 tokenizer, <|endoftext|> follows each document. The last `val_fraction` of the tokens become
 val.bin: the last documents when the corpus has MIN_DOCUMENTS or more, else the last tokens
@@ -21,6 +21,7 @@ data still matches it: prepare_dataset.
 This module imports no JAX: its workers start in a fraction of a second.
 """
 
+import codecs
 import collections
 import hashlib
 import itertools
@@ -113,34 +114,32 @@ def _fingerprint(corpus: Path | str, tokenizer: str, val_fraction: float, text_k
     return digest.hexdigest()
 
 
-def _cut_point(block: bytes) -> int:
-    """Where to end a piece of a long text: just after the block's last line break that sits between
-    two printable ASCII characters (GPT-2's BPE keeps such a break a token of its own, so the cut
-    changes no token), or 0 if there is none."""
-    i = len(block) - 1
-    while (i := block.rfind(b"\n", 0, i)) > 0:
-        if 0x21 <= block[i - 1] <= 0x7E and 0x21 <= block[i + 1] <= 0x7E:
-            return i + 1
+def _cut_point(text: str) -> int:
+    """Where to end a piece of a long text: just before its last line break, else its last space,
+    that stands alone between two characters that are not whitespace (GPT-2's BPE starts a token
+    there whether the text is cut or not, so the cut changes no token); 0 if there is none."""
+    for separator in "\n ":
+        i = len(text) - 1
+        while (i := text.rfind(separator, 0, i)) > 0:
+            if not (text[i - 1].isspace() or text[i + 1].isspace()):
+                return i
     return 0
 
 
 def _text_file(path: Path) -> Iterator[Piece]:
     """A text file as one document, in pieces of about PIECE_BYTES."""
+    decoder = codecs.getincrementaldecoder("utf-8")()  # a block may end inside a character
     with open(path, "rb") as f:
-        pending = b""
-        while block := f.read(PIECE_BYTES):
-            pending += block
-            if cut := _cut_point(pending):
-                yield _decode(pending[:cut], path), False
-                pending = pending[cut:]
-        yield _decode(pending, path), True
-
-
-def _decode(raw: bytes, path: Path) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"corpus {path} is not UTF-8 text ({e.reason})") from None
+        pending = ""
+        try:
+            while block := f.read(PIECE_BYTES):
+                pending += decoder.decode(block)
+                if cut := _cut_point(pending):
+                    yield pending[:cut], False
+                    pending = pending[cut:]
+            yield pending + decoder.decode(b"", final=True), True
+        except UnicodeDecodeError as e:
+            raise UsageError(f"corpus {path} is not UTF-8 text ({e.reason})") from None
 
 
 def _text_of(record, source: Path | str, where: str, text_key: str) -> str:
@@ -155,12 +154,14 @@ def _text_of(record, source: Path | str, where: str, text_key: str) -> str:
 
 
 def _jsonl(path: Path, text_key: str) -> Iterator[Piece]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:  # bytes, decoded line by line: an error names its line
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise UsageError(f"{path}, line {number}: not UTF-8 text ({e.reason})") from None
             except json.JSONDecodeError:
                 raise UsageError(f"{path}, line {number}: not JSON: every line of a .jsonl corpus must be an "
                                  f"object with a {text_key!r} string") from None

@@ -4,6 +4,7 @@ GPT-2 cases use GPT-2's real BPE (the tiktoken cache conftest points at)."""
 import json
 import os
 import pathlib
+import random
 import re
 
 import numpy as np
@@ -93,13 +94,46 @@ def test_a_long_text_cut_into_pieces_on_two_workers_tokenizes_as_a_whole(tmp_pat
         np.testing.assert_array_equal(a, b)
 
 
+def test_any_text_is_cut_into_pieces_that_tokenize_as_the_whole(tmp_path, monkeypatch):
+    gpt2 = gpt2_tokenizer()
+    monkeypatch.setattr(prepare, "PIECE_BYTES", 16)
+    atoms = ["word", "Mot", "中文", "é", "42", ".", "'s", "'", " ", "  ", "\n", "\n\n", "\r\n", "\t", "\u3000",
+             "\xa0", "\u0301", " \n", "\n "]  # every kind of neighbour a line break or a space can have
+    rng = random.Random(0)
+    for _ in range(300):
+        text = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 60)))
+        corpus = tmp_path / "in.txt"
+        corpus.write_text(text, encoding="utf-8", newline="")
+        pieces = [piece for piece, _ in prepare._text_file(corpus)]
+        assert "".join(pieces) == text
+        np.testing.assert_array_equal(np.concatenate([gpt2.encode(piece) for piece in pieces]), gpt2.encode(text))
+
+
+@pytest.mark.parametrize("text", ["中文的句子\n" * 40, "one long line of words " * 40])
+def test_a_text_of_other_scripts_or_of_one_line_is_still_cut(tmp_path, monkeypatch, text):
+    monkeypatch.setattr(prepare, "PIECE_BYTES", 64)  # memory stays bounded: no piece holds the whole text
+    pieces = [piece for piece, _ in prepare._text_file(write(tmp_path / "in.txt", text))]
+    assert "".join(pieces) == text and len(pieces) > 5 and max(map(len, pieces)) < 200
+
+
+def test_a_text_that_is_not_utf8_is_named_even_far_in(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare, "PIECE_BYTES", 64)
+    corpus = tmp_path / "latin1.txt"
+    corpus.write_bytes(b"a line\n" * 100 + "café\n".encode("latin-1"))
+    with pytest.raises(UsageError, match=f"corpus {re.escape(str(corpus))} is not UTF-8 text"):
+        prepare.prepare(tmp_path / "out", corpus)
+    assert not list((tmp_path / "out").glob("*.bin*"))
+
+
 @pytest.mark.parametrize("line, message", [
     ('{"text": 1}', r"line 2: 'text' is int, not a string"),
     ('{"body": "x"}', r"line 2: no 'text' field \(config.text_key names it\)"),
     ("not json", r"line 2: not JSON"),
+    ('{"text": "caf\udce9"}', r"line 2: not UTF-8 text \(invalid continuation byte\)"),  # a Latin-1 é
 ])
 def test_a_jsonl_record_that_is_not_text_is_named_and_nothing_half_made_is_left(tmp_path, line, message):
-    corpus = write(tmp_path / "docs.jsonl", '{"text": "fine"}\n' + line + "\n")
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_bytes(('{"text": "fine"}\n' + line + "\n").encode("utf-8", "surrogateescape"))
     with pytest.raises(UsageError, match=re.escape(str(corpus)) + ", " + message):
         prepare.prepare(tmp_path / "out", corpus, tokenizer="char")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
