@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What a CPU cannot check, in one go on one GPU or TPU host (about 10 minutes on one H100):
+# What a CPU cannot check, in one go on one GPU or TPU host (meant to take 8 minutes on one H100):
 #
 #   benchmarks/accelerator_check.sh [--tiny] [--corpus PATH] [OUT_DIR]
 #
