@@ -315,7 +315,7 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
 
     started, n_bytes, n_tokens, n_documents = time.perf_counter(), 0, 0, 0
     # Where each document ends goes to a file, not a list: a list's memory grows with the documents,
-    # tens of millions in FineWeb-Edu's samples (docs/performance.md).
+    # 8 million in OpenWebText, more in FineWeb-Edu's larger samples (docs/performance.md).
     everything, document_ends = dataset_dir / "all.bin.tmp", dataset_dir / "document_ends.tmp"
     progress = _progress(announce is not None)
     if progress is not None:
