@@ -158,8 +158,8 @@ def _jsonl(path: Path, text_key: str) -> Iterator[Piece]:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line.decode("utf-8"))
+            try:  # utf-8-sig: a byte-order mark (Windows tools write one) opens the first line only
+                record = json.loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
             except UnicodeDecodeError as e:
                 raise UsageError(f"{path}, line {number}: not UTF-8 text ({e.reason})") from None
             except json.JSONDecodeError:
@@ -299,6 +299,8 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
     num_proc: worker processes (0: one per CPU)."""
     if not 0 < val_fraction < 1:
         raise UsageError(f"config.val_fraction must be between 0 and 1, got {val_fraction}")
+    if num_proc < 0:
+        raise UsageError(f"config.num_proc must be 0 (one worker per CPU) or more, got {num_proc}")
     fingerprint = _fingerprint(corpus, tokenizer, val_fraction, text_key)
     meta = read_meta(dataset_dir)
     if meta is not None and meta.get("source_fingerprint") == fingerprint and bins_complete(dataset_dir, meta):

@@ -139,6 +139,12 @@ def test_a_jsonl_record_that_is_not_text_is_named_and_nothing_half_made_is_left(
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
 
 
+def test_a_jsonl_file_may_open_with_a_byte_order_mark(tmp_path):
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCUMENTS), encoding="utf-8-sig")
+    assert [text for text, _ in prepare.pieces(corpus)] == DOCUMENTS
+
+
 def test_parquet_problems_are_named(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -211,9 +217,11 @@ def test_the_prepare_program_prepares_a_recipes_dataset(tmp_path, capsys):
     prepare.main(["prepare.py", "--config", "char_cpu", f"--config.input_file={corpus}",
                   f"--config.data_dir={tmp_path}", "--config.dataset=tiny", "--config.block_size=8"])
     assert "prepared " in capsys.readouterr().out and (tmp_path / "tiny" / "meta.json").is_file()
-    with pytest.raises(SystemExit, match="val_fraction must be between 0 and 1"):
-        prepare.main(["prepare.py", "--config", "char_cpu", f"--config.input_file={corpus}",
-                      f"--config.data_dir={tmp_path}", "--config.dataset=tiny2", "--config.val_fraction=1.5"])
+    for option, message in (("val_fraction=1.5", "val_fraction must be between 0 and 1"),
+                            ("num_proc=-2", r"num_proc must be 0 \(one worker per CPU\) or more, got -2")):
+        with pytest.raises(SystemExit, match=message):
+            prepare.main(["prepare.py", "--config", "char_cpu", f"--config.input_file={corpus}",
+                          f"--config.data_dir={tmp_path}", "--config.dataset=tiny2", f"--config.{option}"])
 
 
 def test_hugging_face_datasets_saved_to_disk_are_read_record_by_record(tmp_path):
