@@ -117,7 +117,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if config[key] < 1:
             raise UsageError(f"config.{key} must be >= 1, got {config[key]}")
     for key in ("max_iters", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr", "weight_decay", "grad_clip",
-                "checkpoint_interval", "checkpoint_minutes", "muon_lr"):
+                "checkpoint_interval", "checkpoint_minutes", "muon_lr", "hellaswag_interval", "hellaswag_examples"):
         if config[key] < 0:
             raise UsageError(f"config.{key} must be >= 0, got {config[key]}")
     for key, choices in (("optimizer", optim.OPTIMIZERS), ("lr_schedule", optim.SCHEDULES)):

@@ -43,6 +43,7 @@ def test_overrides_apply_with_their_types():
     (["--config.n_head=5"], r"config.n_embd=384 must be divisible by n_head=5"),
     (["--config.eval_interval=0"], r"config.eval_interval must be >= 1"),
     (["--config.gradient_accumulation_steps=0"], r"config.gradient_accumulation_steps must be >= 1"),
+    (["--config.hellaswag_examples=-1"], r"config.hellaswag_examples must be >= 0, got -1"),
     (["--verbose"], r"unknown option --verbose"),
     (["--config.optimizer=sgd"], r"config.optimizer must be one of \('adamw', 'muon'\), got 'sgd'"),
     (["--config.lr_schedule=linear"], r"config.lr_schedule must be one of \('cosine', 'wsd'\)"),
