@@ -54,16 +54,18 @@ def read_examples(path: Path, limit: int = 0) -> list[Example]:
     """The examples of a HellaSwag .jsonl file ("ctx", "endings", "label" on each line), the first
     `limit` of them (0: all). A line that is not such a record is refused, by file and line."""
     examples = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:  # bytes, decoded line by line: a line that is not UTF-8 is named too
         for number, line in enumerate(f, start=1):
             if limit and len(examples) == limit:
                 break
+            if not line.strip():
+                continue
             try:
-                record = json.loads(line)
+                record = json.loads(line.decode("utf-8"))
                 example = Example(record["ctx"], tuple(record["endings"]), record["label"])
                 valid = (isinstance(example.context, str) and len(example.endings) == N_ENDINGS
                          and all(isinstance(e, str) for e in example.endings) and example.label in range(N_ENDINGS))
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
                 valid = False
             if not valid:
                 raise UsageError(f"{path}, line {number}: not a HellaSwag example (a JSON object with a string "

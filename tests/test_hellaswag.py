@@ -32,9 +32,13 @@ def test_examples_are_read_from_hellaswags_jsonl_and_a_bad_line_is_named(tmp_pat
     write_jsonl(path, EXAMPLES)
     assert hellaswag.read_examples(path) == EXAMPLES
     assert hellaswag.read_examples(path, limit=2) == EXAMPLES[:2]
+    path.write_text(path.read_text() + "\n")  # a blank line at the end is no example, and no error
+    assert hellaswag.read_examples(path) == EXAMPLES
+    first = path.read_text().splitlines()[0]
     for bad in ('{"ctx": "x", "endings": ["a", "b", "c"], "label": 0}', '{"ctx": "x", "endings": ["a", "b", "c", 4], '
-                '"label": 0}', '{"ctx": "x", "endings": ["a", "b", "c", "d"], "label": 4}', "not json"):
-        path.write_text(path.read_text().splitlines()[0] + "\n" + bad + "\n")
+                '"label": 0}', '{"ctx": "x", "endings": ["a", "b", "c", "d"], "label": 4}', "not json",
+                '{"ctx": "caf\udce9", "endings": ["a", "b", "c", "d"], "label": 0}'):  # a Latin-1 é: not UTF-8
+        path.write_bytes((first + "\n" + bad + "\n").encode("utf-8", "surrogateescape"))
         with pytest.raises(UsageError, match=rf"{path}, line 2: not a HellaSwag example"):
             hellaswag.read_examples(path)
     with pytest.raises(UsageError, match="config.hellaswag_file .*missing.jsonl does not exist"):
