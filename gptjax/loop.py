@@ -188,7 +188,11 @@ def _set_records_aside(path: Path, it: int) -> Path | None:
         return None
     kept, past = [], []
     for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-        (past if json.loads(line).get("iter", -1) >= it else kept).append(line)
+        try:
+            after = json.loads(line).get("iter", -1) >= it
+        except json.JSONDecodeError:  # a row cut short by a kill or a full disk: set aside too
+            after, line = True, line.rstrip("\n") + "\n"
+        (past if after else kept).append(line)
     if not past:
         return None
     aside = path.with_name(f"metrics.past-{it}.jsonl")

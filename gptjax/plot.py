@@ -23,7 +23,15 @@ def read_records(out_dir: Path) -> list[dict]:
     path = Path(out_dir) / "metrics.jsonl"
     if not path.is_file():
         raise UsageError(f"{Path(out_dir).absolute()} has no metrics.jsonl: pass the out_dir of a training run")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):  # else the last row, cut short by a kill: plot the rest
+                raise UsageError(f"{path}: row {number} is not JSON (a training run writes one object a row)") from None
+    return rows
 
 
 def plot(out_dirs: list[Path], output: Path) -> None:

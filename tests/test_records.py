@@ -134,3 +134,15 @@ def test_plot_draws_the_runs_losses_into_a_png(recorded_run, tmp_path):
     assert 0.02 < drawn.mean() < 0.5  # axes, lines and a legend: neither blank nor filled
     with pytest.raises(UsageError, match="has no metrics.jsonl: pass the out_dir of a training run"):
         plot.plot([tmp_path / "nothing"], tmp_path / "x.png")
+
+
+def test_a_row_cut_short_by_a_kill_is_plotted_around_and_set_aside_on_resume(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    whole = '{"iter": 0, "loss": 4.0}\n{"iter": 1, "loss": 3.9}\n'
+    path.write_text(whole + '{"iter": 2, "lo')  # the kill came during the write
+    assert plot.read_records(tmp_path) == [{"iter": 0, "loss": 4.0}, {"iter": 1, "loss": 3.9}]
+    aside = loop._set_records_aside(path, 2)  # resuming from the checkpoint of iteration 2
+    assert path.read_text() == whole and aside.read_text() == '{"iter": 2, "lo\n'
+    path.write_text('{"iter": 0, "lo\n' + whole)  # not the last row: not a kill, refused
+    with pytest.raises(UsageError, match=r"metrics.jsonl: row 1 is not JSON"):
+        plot.read_records(tmp_path)
