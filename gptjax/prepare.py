@@ -23,6 +23,7 @@ This module imports no JAX: its workers start in a fraction of a second.
 
 import codecs
 import collections
+import errno
 import hashlib
 import itertools
 import json
@@ -340,14 +341,19 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
                                       offset=8 * (n_documents - n_val_documents - 1))[0])
         else:
             n_train = int(n_tokens * (1 - val_fraction))
-    except BaseException:
-        everything.unlink(missing_ok=True)  # a bad record or Ctrl-C: no half-written file is left behind
+        _split(everything, n_train * np.dtype(encoder.dtype).itemsize, dataset_dir)
+    except BaseException as e:
+        # a bad record, Ctrl-C or a full disk: no half-written file is left behind to take space
+        everything.unlink(missing_ok=True)
+        (dataset_dir / "val.bin.tmp").unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UsageError(f"the disk of {dataset_dir} is full ({n_tokens:,} tokens were written): free some "
+                             "space, or pass --config.data_dir=DIR on a larger disk") from None
         raise
     finally:
         document_ends.unlink(missing_ok=True)
         if progress is not None:
             progress.stop()
-    _split(everything, n_train * np.dtype(encoder.dtype).itemsize, dataset_dir)
     seconds = max(time.perf_counter() - started, 1e-9)
     meta = {"format": FORMAT, "tokenizer": encoder.describe(), "dtype": np.dtype(encoder.dtype).name,
             "source": _source_id(corpus), "source_fingerprint": fingerprint,

@@ -176,6 +176,16 @@ def test_a_preparation_that_fails_half_way_leaves_nothing_that_passes_as_complet
         data.load_dataset(tmp_path, "out", "", block_size=8)
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full, a device that is always full")
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_file(tmp_path):
+    corpus = write_corpus(tmp_path, "jsonl", DOCUMENTS * 40)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "all.bin.tmp").symlink_to("/dev/full")  # every write there fails with ENOSPC
+    with pytest.raises(UsageError, match=rf"the disk of {tmp_path}/out is full \(.* tokens were written\): free"):
+        prepare.prepare(tmp_path / "out", corpus)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_preparation_is_skipped_when_up_to_date_and_redone_when_the_text_changes(tmp_path, monkeypatch):
     corpus = write(tmp_path / "in.txt", "abcdefgh" * 10)
     prepare.prepare(tmp_path, corpus)
