@@ -143,6 +143,11 @@ def _text_file(path: Path) -> Iterator[Piece]:
             raise UsageError(f"corpus {path} is not UTF-8 text ({e.reason})") from None
 
 
+def _one_line(error: Exception) -> str:
+    """An error's message on one line (pyarrow's and datasets' span several)."""
+    return " ".join(str(error).split())
+
+
 def _text_of(record, source: Path | str, where: str, text_key: str) -> str:
     """record[text_key], the one check of every record-based corpus: a one-line error naming the
     source and where in it when the record has no such field or it is not a string."""
@@ -177,13 +182,21 @@ def _parquet(path: Path, text_key: str) -> Iterator[Piece]:
     try:
         table = pq.ParquetFile(path)
     except Exception as e:  # pyarrow's errors have no common base class
-        raise UsageError(f"{path} is not a readable parquet file ({e})") from None
+        raise UsageError(f"{path} is not a readable parquet file ({_one_line(e)})") from None
     if text_key not in table.schema_arrow.names:
         raise UsageError(f"{path} has no column {text_key!r} (it has {', '.join(table.schema_arrow.names)}): "
                          "set config.text_key")
-    batches = table.iter_batches(columns=[text_key], batch_size=1024)
-    for row, record in enumerate((record for batch in batches for record in batch.to_pylist()), start=1):
-        yield _text_of(record, path, f"row {row}", text_key), True
+    row = 0
+    try:  # a damaged page only shows when its rows are read
+        for batch in table.iter_batches(columns=[text_key], batch_size=1024):
+            for record in batch.to_pylist():
+                row += 1
+                yield _text_of(record, path, f"row {row}", text_key), True
+    except UsageError:
+        raise
+    except Exception as e:
+        raise UsageError(f"{path}: the rows after row {row:,} cannot be read ({_one_line(e)}): the file is "
+                         "damaged; download or copy it again") from None
 
 
 def _hf_dataset(source: Path | str, text_key: str) -> Iterator[Piece]:
@@ -191,18 +204,25 @@ def _hf_dataset(source: Path | str, text_key: str) -> Iterator[Piece]:
         import datasets
     except ImportError:
         raise UsageError(f"reading {source} needs Hugging Face datasets: pip install datasets") from None
-    if isinstance(source, Path):
-        rows = datasets.load_from_disk(str(source))
-        if isinstance(rows, datasets.DatasetDict):
-            rows = rows["train"] if "train" in rows else next(iter(rows.values()))
-    else:
-        name, _, subset = source.removeprefix(HUB).partition(":")
-        try:
+    try:  # no network, no such dataset, a damaged file: datasets raises many kinds
+        if isinstance(source, Path):
+            rows = datasets.load_from_disk(str(source))
+            if isinstance(rows, datasets.DatasetDict):
+                rows = rows["train"] if "train" in rows else next(iter(rows.values()))
+        else:
+            name, _, subset = source.removeprefix(HUB).partition(":")
             rows = datasets.load_dataset(name, subset or None, split="train", streaming=True)
-        except Exception as e:  # no network, no such dataset: datasets raises many kinds
-            raise UsageError(f"could not open the dataset {source} ({type(e).__name__}: {e})") from None
-    for number, record in enumerate(rows, start=1):
-        yield _text_of(record, source, f"record {number}", text_key), True
+    except Exception as e:
+        raise UsageError(f"could not open the dataset {source} ({type(e).__name__}: {_one_line(e)})") from None
+    number = 0
+    try:  # a stream from the hub can break off: the preparation then starts over when run again
+        for number, record in enumerate(rows, start=1):
+            yield _text_of(record, source, f"record {number}", text_key), True
+    except UsageError:
+        raise
+    except Exception as e:
+        raise UsageError(f"reading the dataset {source} broke off after record {number:,} ({type(e).__name__}: "
+                         f"{_one_line(e)}): run the preparation again") from None
 
 
 def pieces(corpus: Path | str, text_key: str = "text") -> Iterator[Piece]:

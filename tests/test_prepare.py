@@ -163,6 +163,24 @@ def test_parquet_problems_are_named(tmp_path):
         prepare.prepare(tmp_path / "out", tmp_path / "empty")
 
 
+def test_a_parquet_file_damaged_in_its_second_row_group_is_named_with_the_rows_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [f"document {i}" for i in range(200)]}), tmp_path / "d.parquet",
+                   row_group_size=100)
+    chunk = pq.ParquetFile(tmp_path / "d.parquet").metadata.row_group(1).column(0)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    damaged = bytearray((tmp_path / "d.parquet").read_bytes())
+    damaged[start:start + chunk.total_compressed_size] = bytes(chunk.total_compressed_size)
+    (tmp_path / "d.parquet").write_bytes(damaged)
+    with pytest.raises(UsageError, match=r"d.parquet: the rows after row \d+ cannot be read \(.*\): the file is "
+                                         r"damaged; download or copy it again$") as error:
+        prepare.prepare(tmp_path / "out", tmp_path / "d.parquet")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 def test_a_preparation_that_fails_half_way_leaves_nothing_that_passes_as_complete(tmp_path, monkeypatch):
     monkeypatch.setattr(prepare, "PIECE_BYTES", 64)
     corpus = write_corpus(tmp_path, "jsonl", DOCUMENTS * 20)
@@ -247,6 +265,25 @@ def test_hugging_face_datasets_saved_to_disk_are_read_record_by_record(tmp_path)
         prepare.prepare(tmp_path / "out", tmp_path / "saved", tokenizer="gpt2", text_key="n")
     with pytest.raises(UsageError, match=r"saved, record 1: no 'text' field"):
         prepare.prepare(tmp_path / "out", tmp_path / "saved", tokenizer="gpt2")
+
+
+def test_a_damaged_saved_dataset_and_a_hub_stream_that_breaks_off_are_one_line(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
+    datasets.Dataset.from_dict({"text": DOCUMENTS * 100}).save_to_disk(tmp_path / "saved")
+    for arrow in (tmp_path / "saved").glob("*.arrow"):
+        arrow.write_bytes(arrow.read_bytes()[:arrow.stat().st_size // 2])
+    with pytest.raises(UsageError, match=r"could not open the dataset .*saved \(OSError: "):
+        prepare.prepare(tmp_path / "out", tmp_path / "saved")
+
+    def stream(*args, **kwargs):
+        yield from ({"text": d} for d in DOCUMENTS)
+        raise ConnectionError("the server\nwent away")
+
+    monkeypatch.setattr(datasets, "load_dataset", stream)
+    with pytest.raises(UsageError, match=r"^reading the dataset hf:some/corpus broke off after record 3 "
+                                         r"\(ConnectionError: the server went away\): run the preparation again$"):
+        prepare.prepare(tmp_path / "out", "hf:some/corpus")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
 def test_a_hub_dataset_that_cannot_be_opened_is_one_line(tmp_path):
