@@ -445,6 +445,9 @@ def find_corpus(dataset_dir: Path, dataset: str, input_file: str = "", prepared:
     """The text to prepare: input_file; else dataset_dir/input.txt; else, for the Shakespeare
     datasets, a download. None when the dataset is `prepared` and no text is at hand."""
     if input_file.startswith(HUB):
+        if not input_file.removeprefix(HUB).partition(":")[0]:
+            raise UsageError(f"config.input_file={input_file} names no dataset: give {HUB}NAME or {HUB}NAME:SUBSET "
+                             f"(e.g. {HUB}Skylion007/openwebtext)")
         return input_file
     if input_file:
         path = Path(input_file)

@@ -291,6 +291,9 @@ def test_a_hub_dataset_that_cannot_be_opened_is_one_line(tmp_path):
     gpt2_tokenizer()  # load_dataset loads it before it opens the dataset
     with pytest.raises(UsageError, match=r"could not open the dataset hf:nobody/no-such-dataset \("):
         data.load_dataset(tmp_path, "hub", "hf:nobody/no-such-dataset", block_size=8, tokenizer="gpt2")
+    for nameless in ("hf:", "hf::en"):
+        with pytest.raises(UsageError, match=f"config.input_file={nameless} names no dataset: give hf:NAME or"):
+            data.load_dataset(tmp_path, "hub", nameless, block_size=8, tokenizer="gpt2")
 
 
 @pytest.mark.parametrize("num_proc", [1, 2])
