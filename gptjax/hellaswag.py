@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gptjax import prepare
+from gptjax import sources
 from gptjax.errors import UsageError
 from gptjax.model import GPT
 
@@ -45,7 +45,7 @@ def find_file(file: str, data_dir: str) -> Path:
         return path
     path = Path(data_dir).absolute() / "hellaswag" / "hellaswag_val.jsonl"
     if not path.is_file():
-        prepare.download(URL, path, "the HellaSwag validation set",
+        sources.download(URL, path, "the HellaSwag validation set",
                       f"put rowanz/hellaswag's hellaswag_val.jsonl at {path} or pass --config.hellaswag_file=PATH")
     return path
 

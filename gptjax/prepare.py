@@ -3,25 +3,19 @@
     python -m gptjax.prepare --config gpt2 --config.input_file=owt/ [--config.num_proc=8]
     python prepare.py --config configs/gpt2.py ...                   # the same, from a clone
 
-train.py does the same on first use. The corpus: a text file, a .jsonl file ({"text": ...} per
-line; `text_key` names the field), a .parquet file (its `text_key` column; needs pyarrow), a
-folder of such files (its shards, in name order), a folder written by Hugging Face datasets'
-save_to_disk, or hf:NAME[:SUBSET], a Hub dataset's train split, streamed (both need datasets).
-
-Documents are read as a stream, cut into pieces of a few MB (a long text at a line break or space
-that no GPT-2 token spans), tokenized by `num_proc` worker processes, and appended to disk, as are
+train.py does the same on first use. The corpus (a text file, .jsonl or .parquet shards, a
+Hugging Face dataset) is read as a stream of documents in pieces of a few MB (gptjax/sources.py),
+tokenized by `num_proc` worker processes, and appended to disk, as are
 the offsets where documents end: memory stays bounded whatever the corpus size. With the gpt2
 tokenizer, <|endoftext|> follows each document. The last `val_fraction` of the tokens become
 val.bin: the last documents when the corpus has MIN_DOCUMENTS or more, else the last tokens
 (nanoGPT's 90/10 split of Shakespeare). meta.json is written last, so a preparation that stops half
-way is never taken for a complete one; the next run starts it over. Where the text comes from
-(input_file, data_dir/<dataset>/input.txt, or tinyshakespeare's download) and whether the prepared
-data still matches it: prepare_dataset.
+way is never taken for a complete one; the next run starts it over. Whether the prepared data
+still matches the text a run names: prepare_dataset.
 
 This module imports no JAX: its workers start in a fraction of a second.
 """
 
-import codecs
 import collections
 import errno
 import hashlib
@@ -31,8 +25,6 @@ import multiprocessing
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -40,31 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
+from gptjax import sources
 from gptjax.errors import UsageError
+from gptjax.sources import Piece, write_atomically
 from gptjax.tokenizers import CharVocab, GPT2Tokenizer, Tokenizer, from_description
 
-SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-DOWNLOADABLE = ("shakespeare_char", "shakespeare")  # both start from tinyshakespeare
-
-
 SPLITS = ("train", "val")
-SUFFIXES = (".txt", ".jsonl", ".parquet")
-HUB = "hf:"  # input_file=hf:NAME[:SUBSET]: the train split of a Hugging Face Hub dataset, streamed
-PIECE_BYTES = 1 << 22  # a task for a worker: about 4 MiB of text
 MIN_DOCUMENTS = 100  # from this many documents on, val.bin takes whole documents
 CONTENT_HASH_LIMIT = 1 << 30  # corpora up to 1 GiB are fingerprinted by content, larger by size and mtime
 FORMAT = 2  # meta.json's "format": data prepared by another format is prepared again
-
-Piece = tuple[str, bool]  # text, and whether a document ends with it
-
-
-def write_atomically(path: Path, payload: bytes) -> None:
-    """An interrupted run leaves the old file or none, never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
 
 
 def read_meta(dataset_dir: Path) -> dict | None:
@@ -79,31 +55,12 @@ def bins_complete(dataset_dir: Path, meta: dict) -> bool:
                for split in SPLITS)
 
 
-def _saved_dataset(path: Path) -> bool:
-    """A folder that Hugging Face datasets' save_to_disk wrote."""
-    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
-
-
-def _files(corpus: Path | str) -> list[Path]:
-    """The files a corpus is read from: none for a hub dataset, all of a saved dataset's."""
-    if isinstance(corpus, str):
-        return []
-    if not corpus.is_dir():
-        return [corpus]
-    if _saved_dataset(corpus):
-        return sorted(p for p in corpus.rglob("*") if p.is_file())
-    files = sorted(p for p in corpus.iterdir() if p.suffix in SUFFIXES and p.is_file())
-    if not files:
-        raise UsageError(f"corpus folder {corpus} holds no {', '.join(SUFFIXES)} files")
-    return files
-
-
 def _fingerprint(corpus: Path | str, tokenizer: str, val_fraction: float, text_key: str) -> str:
     """What the prepared data depends on: the files' content (or, above CONTENT_HASH_LIMIT bytes
     in all, their names, sizes and modification times; a hub dataset's name), the tokenizer and
     the split."""
-    files = _files(corpus)
-    digest = hashlib.sha256(json.dumps([FORMAT, _source_id(corpus), tokenizer, val_fraction, text_key]).encode())
+    files = sources.files(corpus)
+    digest = hashlib.sha256(json.dumps([FORMAT, sources.source_id(corpus), tokenizer, val_fraction, text_key]).encode())
     by_content = sum(p.stat().st_size for p in files) <= CONTENT_HASH_LIMIT
     for path in files:
         digest.update(path.name.encode() + b"\0")
@@ -115,137 +72,13 @@ def _fingerprint(corpus: Path | str, tokenizer: str, val_fraction: float, text_k
     return digest.hexdigest()
 
 
-def _cut_point(text: str) -> int:
-    """Where to end a piece of a long text: just before its last line break, else its last space,
-    that stands alone between two characters that are not whitespace (GPT-2's BPE starts a token
-    there whether the text is cut or not, so the cut changes no token); 0 if there is none."""
-    for separator in "\n ":
-        i = len(text) - 1
-        while (i := text.rfind(separator, 0, i)) > 0:
-            if not (text[i - 1].isspace() or text[i + 1].isspace()):
-                return i
-    return 0
-
-
-def _text_file(path: Path) -> Iterator[Piece]:
-    """A text file as one document, in pieces of about PIECE_BYTES."""
-    decoder = codecs.getincrementaldecoder("utf-8")()  # a block may end inside a character
-    with open(path, "rb") as f:
-        pending = ""
-        try:
-            while block := f.read(PIECE_BYTES):
-                pending += decoder.decode(block)
-                if cut := _cut_point(pending):
-                    yield pending[:cut], False
-                    pending = pending[cut:]
-            yield pending + decoder.decode(b"", final=True), True
-        except UnicodeDecodeError as e:
-            raise UsageError(f"corpus {path} is not UTF-8 text ({e.reason})") from None
-
-
-def _one_line(error: Exception) -> str:
-    """An error's message on one line (pyarrow's and datasets' span several)."""
-    return " ".join(str(error).split())
-
-
-def _text_of(record, source: Path | str, where: str, text_key: str) -> str:
-    """record[text_key], the one check of every record-based corpus: a one-line error naming the
-    source and where in it when the record has no such field or it is not a string."""
-    if not isinstance(record, dict) or text_key not in record:
-        raise UsageError(f"{source}, {where}: no {text_key!r} field (config.text_key names it)")
-    if not isinstance(text := record[text_key], str):
-        raise UsageError(f"{source}, {where}: {text_key!r} is {type(text).__name__}, not a string: every record of "
-                         f"a corpus needs its text as a string under {text_key!r} (config.text_key)")
-    return text
-
-
-def _jsonl(path: Path, text_key: str) -> Iterator[Piece]:
-    with open(path, "rb") as f:  # bytes, decoded line by line: an error names its line
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:  # utf-8-sig: a byte-order mark (Windows tools write one) opens the first line only
-                record = json.loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
-            except UnicodeDecodeError as e:
-                raise UsageError(f"{path}, line {number}: not UTF-8 text ({e.reason})") from None
-            except json.JSONDecodeError:
-                raise UsageError(f"{path}, line {number}: not JSON: every line of a .jsonl corpus must be an "
-                                 f"object with a {text_key!r} string") from None
-            yield _text_of(record, path, f"line {number}", text_key), True
-
-
-def _parquet(path: Path, text_key: str) -> Iterator[Piece]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise UsageError(f"reading {path} needs pyarrow: pip install pyarrow") from None
-    try:
-        table = pq.ParquetFile(path)
-    except Exception as e:  # pyarrow's errors have no common base class
-        raise UsageError(f"{path} is not a readable parquet file ({_one_line(e)})") from None
-    if text_key not in table.schema_arrow.names:
-        raise UsageError(f"{path} has no column {text_key!r} (it has {', '.join(table.schema_arrow.names)}): "
-                         "set config.text_key")
-    row = 0
-    try:  # a damaged page only shows when its rows are read
-        for batch in table.iter_batches(columns=[text_key], batch_size=1024):
-            for record in batch.to_pylist():
-                row += 1
-                yield _text_of(record, path, f"row {row}", text_key), True
-    except UsageError:
-        raise
-    except Exception as e:
-        raise UsageError(f"{path}: the rows after row {row:,} cannot be read ({_one_line(e)}): the file is "
-                         "damaged; download or copy it again") from None
-
-
-def _hf_dataset(source: Path | str, text_key: str) -> Iterator[Piece]:
-    try:
-        import datasets
-    except ImportError:
-        raise UsageError(f"reading {source} needs Hugging Face datasets: pip install datasets") from None
-    try:  # no network, no such dataset, a damaged file: datasets raises many kinds
-        if isinstance(source, Path):
-            rows = datasets.load_from_disk(str(source))
-            if isinstance(rows, datasets.DatasetDict):
-                rows = rows["train"] if "train" in rows else next(iter(rows.values()))
-        else:
-            name, _, subset = source.removeprefix(HUB).partition(":")
-            rows = datasets.load_dataset(name, subset or None, split="train", streaming=True)
-    except Exception as e:
-        raise UsageError(f"could not open the dataset {source} ({type(e).__name__}: {_one_line(e)})") from None
-    number = 0
-    try:  # a stream from the hub can break off: the preparation then starts over when run again
-        for number, record in enumerate(rows, start=1):
-            yield _text_of(record, source, f"record {number}", text_key), True
-    except UsageError:
-        raise
-    except Exception as e:
-        raise UsageError(f"reading the dataset {source} broke off after record {number:,} ({type(e).__name__}: "
-                         f"{_one_line(e)}): run the preparation again") from None
-
-
-def pieces(corpus: Path | str, text_key: str = "text") -> Iterator[Piece]:
-    """Every document of the corpus, as pieces of text in order."""
-    if isinstance(corpus, str) or _saved_dataset(corpus):
-        yield from _hf_dataset(corpus, text_key)
-        return
-    for path in _files(corpus):
-        if path.suffix == ".jsonl":
-            yield from _jsonl(path, text_key)
-        elif path.suffix == ".parquet":
-            yield from _parquet(path, text_key)
-        else:
-            yield from _text_file(path)
-
-
 def _tasks(stream: Iterator[Piece]) -> Iterator[list[Piece]]:
-    """Consecutive pieces grouped into tasks of about PIECE_BYTES."""
+    """Consecutive pieces grouped into tasks of about sources.PIECE_BYTES."""
     task, size = [], 0
     for piece in stream:
         task.append(piece)
         size += len(piece[0])
-        if size >= PIECE_BYTES:
+        if size >= sources.PIECE_BYTES:
             yield task
             task, size = [], 0
     if task:
@@ -312,6 +145,26 @@ def _progress(enabled: bool):
                                "{task.fields[mb]:,.0f} MB at {task.fields[rate]:,.1f} MB/s"), TimeElapsedColumn())
 
 
+def _tokenizer(kind: str, corpus: Path | str, text_key: str) -> Tokenizer:
+    """GPT-2's BPE, or a vocabulary of the corpus's characters (one pass over the text)."""
+    if kind != "char":
+        return GPT2Tokenizer()
+    chars = set()
+    for text, _ in sources.pieces(corpus, text_key):
+        chars.update(text)
+    return CharVocab("".join(sorted(chars)))
+
+
+def _train_tokens(document_ends: Path, n_documents: int, n_tokens: int, val_fraction: float) -> int:
+    """How many tokens train.bin takes: all but the last val_fraction of the documents when there
+    are MIN_DOCUMENTS or more (train keeps one at least), else all but the last val_fraction of
+    the tokens. document_ends: where each document ends, int64 token offsets."""
+    if n_documents < MIN_DOCUMENTS:
+        return int(n_tokens * (1 - val_fraction))
+    n_val_documents = min(max(1, round(val_fraction * n_documents)), n_documents - 1)
+    return int(np.fromfile(document_ends, np.int64, count=1, offset=8 * (n_documents - n_val_documents - 1))[0])
+
+
 def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
             announce: Callable[[str], None] | None = None, *, val_fraction: float = 0.1, text_key: str = "text",
             num_proc: int = 0) -> Tokenizer:
@@ -328,14 +181,7 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
         return from_description(meta["tokenizer"])
     dataset_dir.mkdir(parents=True, exist_ok=True)
     (dataset_dir / "meta.json").unlink(missing_ok=True)  # no meta.json: nothing here is complete any more
-    if tokenizer == "char":  # the vocabulary first: one pass over the text
-        chars = set()
-        for text, _ in pieces(corpus, text_key):
-            chars.update(text)
-        encoder: Tokenizer = CharVocab("".join(sorted(chars)))
-    else:
-        encoder = GPT2Tokenizer()
-
+    encoder = _tokenizer(tokenizer, corpus, text_key)
     started, n_bytes, n_tokens, n_documents = time.perf_counter(), 0, 0, 0
     # Where each document ends goes to a file, not a list: a list's memory grows with the documents,
     # 8 million in OpenWebText, more in FineWeb-Edu's larger samples (docs/performance.md).
@@ -346,7 +192,8 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
         bar = progress.add_task("prepare", documents=0, tokens=0, mb=0.0, rate=0.0)
     try:
         with open(everything, "wb") as out, open(document_ends, "wb") as ends_out:
-            for tokens, ends, size in _encoded(_tasks(pieces(corpus, text_key)), encoder, num_proc or os.cpu_count()):
+            tasks = _tasks(sources.pieces(corpus, text_key))
+            for tokens, ends, size in _encoded(tasks, encoder, num_proc or os.cpu_count()):
                 out.write(tokens.tobytes())
                 ends_out.write((n_tokens + ends).tobytes())
                 n_tokens, n_bytes, n_documents = n_tokens + len(tokens), n_bytes + size, n_documents + len(ends)
@@ -355,12 +202,7 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
                                     rate=n_bytes / 1e6 / (time.perf_counter() - started))
         if n_tokens == 0:
             raise UsageError(f"corpus {corpus} is empty: give a text with some content")
-        if n_documents >= MIN_DOCUMENTS:  # the last documents, val_fraction of them (and one for train)
-            n_val_documents = min(max(1, round(val_fraction * n_documents)), n_documents - 1)
-            n_train = int(np.fromfile(document_ends, np.int64, count=1,
-                                      offset=8 * (n_documents - n_val_documents - 1))[0])
-        else:
-            n_train = int(n_tokens * (1 - val_fraction))
+        n_train = _train_tokens(document_ends, n_documents, n_tokens, val_fraction)
         _split(everything, n_train * np.dtype(encoder.dtype).itemsize, dataset_dir)
     except BaseException as e:
         # a bad record, Ctrl-C or a full disk: no half-written file is left behind to take space
@@ -376,13 +218,13 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
             progress.stop()
     seconds = max(time.perf_counter() - started, 1e-9)
     meta = {"format": FORMAT, "tokenizer": encoder.describe(), "dtype": np.dtype(encoder.dtype).name,
-            "source": _source_id(corpus), "source_fingerprint": fingerprint,
+            "source": sources.source_id(corpus), "source_fingerprint": fingerprint,
             "documents": n_documents, "tokens": {"train": n_train, "val": n_tokens - n_train}}
     write_atomically(dataset_dir / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
     if announce is not None:
         speed = f", {n_bytes / 1e6:,.0f} MB in {seconds:.0f} s ({n_bytes / 1e6 / seconds:,.1f} MB/s)"
-        announce(f"prepared {dataset_dir.absolute()} from {_source_id(corpus)}: {tokenizer} tokenizer, vocabulary "
-                 f"{len(encoder):,}, {n_documents:,} document{'s' * (n_documents != 1)}, "
+        announce(f"prepared {dataset_dir.absolute()} from {sources.source_id(corpus)}: {tokenizer} tokenizer, "
+                 f"vocabulary {len(encoder):,}, {n_documents:,} document{'s' * (n_documents != 1)}, "
                  f"{n_train:,} train and {n_tokens - n_train:,} val tokens" + (speed if seconds >= 1 else ""))
     return encoder
 
@@ -399,74 +241,22 @@ def _split(everything: Path, cut: int, dataset_dir: Path) -> None:
     os.replace(val, dataset_dir / "val.bin")
 
 
-def download(url: str, dest: Path, what: str, where: str, sha256: str | None = None) -> None:
-    """Fetch url to dest (written atomically), refusing a payload whose sha256 is not `sha256`
-    when one is given; `where` says how to do without a network."""
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            payload = response.read()
-    except (urllib.error.URLError, OSError) as e:
-        raise UsageError(f"could not download {what} ({e}): {where}") from None
-    if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
-        raise UsageError(f"the downloaded {what} has the wrong sha256: {where}")
-    write_atomically(dest, payload)
-
-
-def download_shakespeare(dest: Path) -> None:
-    """Fetch tinyshakespeare to dest, refusing anything whose sha256 is not the known one."""
-    where = f"put tinyshakespeare's input.txt (karpathy/char-rnn) at {dest} or pass --config.input_file=PATH"
-    download(SHAKESPEARE_URL, dest, "the Shakespeare corpus", where, SHAKESPEARE_SHA256)
-
-
-def _source_id(source: str | Path) -> str:
-    """How meta.json names a corpus: a hub dataset by hf:NAME, a file or folder by its absolute path."""
-    return str(source) if str(source).startswith(HUB) else str(Path(source).resolve())
-
-
 def _check_source(dataset_dir: Path, meta: dict, input_file: str) -> None:
     """Refuse a dataset prepared from another text than the one this run names (input_file, or
     else the dataset's own input.txt where there is one), rather than replace it unasked. With no
     text named, the prepared data is used, whatever it was prepared from."""
-    wanted = _source_id(input_file or dataset_dir / "input.txt")
-    prepared_from = _source_id(meta.get("source", wanted))
+    wanted = sources.source_id(input_file or dataset_dir / "input.txt")
+    prepared_from = sources.source_id(meta.get("source", wanted))
     if prepared_from == wanted or not (input_file or Path(wanted).is_file()):
         return
     if input_file:
         raise UsageError(
             f"{dataset_dir} was prepared from {prepared_from}, not from {wanted}: pass --config.dataset="
-            f"{Path(wanted).stem.removeprefix(HUB)} to prepare it as a dataset of its own, or "
+            f"{Path(wanted).stem.removeprefix(sources.HUB)} to prepare it as a dataset of its own, or "
             f"--config.rebuild_data=True to replace {dataset_dir.name}'s data")
     raise UsageError(
         f"{dataset_dir} was prepared from {prepared_from}, not from its input.txt: pass --config.input_file="
         f"{prepared_from} to train on that text, or --config.rebuild_data=True to prepare it again from {wanted}")
-
-
-def find_corpus(dataset_dir: Path, dataset: str, input_file: str = "", prepared: bool = False) -> Path | str | None:
-    """The text to prepare: input_file; else dataset_dir/input.txt; else, for the Shakespeare
-    datasets, a download. None when the dataset is `prepared` and no text is at hand."""
-    if input_file.startswith(HUB):
-        if not input_file.removeprefix(HUB).partition(":")[0]:
-            raise UsageError(f"config.input_file={input_file} names no dataset: give {HUB}NAME or {HUB}NAME:SUBSET "
-                             f"(e.g. {HUB}Skylion007/openwebtext)")
-        return input_file
-    if input_file:
-        path = Path(input_file)
-        if not path.exists():
-            raise UsageError(f"config.input_file {path.absolute()} does not exist")
-        return path
-    local = dataset_dir / "input.txt"
-    if local.is_file():
-        return local
-    if prepared:
-        return None
-    if dataset in DOWNLOADABLE:
-        download_shakespeare(local)
-        return local
-    raise UsageError(
-        f"no text for dataset {dataset!r}: put a UTF-8 text file at {local}, or pass --config.input_file=PATH "
-        f"(a text or .jsonl file, a folder of shards) or --config.input_file={HUB}NAME (a Hugging Face Hub dataset, "
-        "with the data extra)"
-    )
 
 
 def prepare_dataset(data_dir: str, dataset: str, input_file: str, tokenizer: str = "char", rebuild: bool = False,
@@ -477,7 +267,7 @@ def prepare_dataset(data_dir: str, dataset: str, input_file: str, tokenizer: str
     meta = read_meta(dataset_dir)
     if meta is not None and not rebuild:
         _check_source(dataset_dir, meta, input_file)
-    corpus = find_corpus(dataset_dir, dataset, input_file, prepared=meta is not None and not rebuild)
+    corpus = sources.find_corpus(dataset_dir, dataset, input_file, prepared=meta is not None and not rebuild)
     if corpus is not None:
         encoder = prepare(dataset_dir, corpus, tokenizer, announce, **options)
         meta = read_meta(dataset_dir)

@@ -38,6 +38,7 @@ import gptjax  # noqa: E402
 from gptjax.errors import UsageError  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+DOCUMENTS = ["first document", "second, with ünïcode", "third\n\nwith a blank line"]  # a tiny corpus
 SHAKESPEARE = REPO.parent / "shared/data/tinyshakespeare/input.txt"
 # GPT-2's BPE files as a tiktoken cache (see its README): the real GPT-2 tokenizer, offline
 TIKTOKEN_CACHE = REPO.parent / "shared/data/tiktoken-cache"

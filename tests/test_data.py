@@ -9,7 +9,7 @@ import pytest
 from conftest import shakespeare
 
 import gptjax
-from gptjax import data, prepare
+from gptjax import data, sources
 from gptjax.errors import UsageError
 
 
@@ -76,7 +76,7 @@ def test_prefetch_keeps_order_and_passes_errors_on():
 
 
 def test_missing_corpus_offline_says_where_to_put_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare, "SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")  # refused at once
+    monkeypatch.setattr(sources, "SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")  # refused at once
     target = tmp_path / "shakespeare_char" / "input.txt"
     with pytest.raises(UsageError, match=f"input.txt \\(karpathy/char-rnn\\) at {target}"):
         data.load_dataset(tmp_path, "shakespeare_char", "", block_size=8)
@@ -87,9 +87,9 @@ def test_missing_corpus_offline_says_where_to_put_it(tmp_path, monkeypatch):
 
 def test_downloaded_corpus_with_wrong_checksum_is_refused(tmp_path, monkeypatch):
     fake = write(tmp_path / "fake.txt", "not shakespeare")
-    monkeypatch.setattr(prepare, "SHAKESPEARE_URL", fake.as_uri())
+    monkeypatch.setattr(sources, "SHAKESPEARE_URL", fake.as_uri())
     with pytest.raises(UsageError, match="wrong sha256"):
-        prepare.download_shakespeare(tmp_path / "input.txt")
+        sources.download_shakespeare(tmp_path / "input.txt")
     assert not (tmp_path / "input.txt").exists()
 
 

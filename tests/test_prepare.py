@@ -4,18 +4,14 @@ GPT-2 cases use GPT-2's real BPE (the tiktoken cache conftest points at)."""
 import json
 import os
 import pathlib
-import random
-import re
 
 import numpy as np
 import pytest
-from conftest import gpt2_tokenizer, shakespeare
+from conftest import DOCUMENTS, gpt2_tokenizer, shakespeare
 
-from gptjax import data, prepare
+from gptjax import data, prepare, sources
 from gptjax.errors import UsageError
 from gptjax.tokenizers import CharVocab
-
-DOCUMENTS = ["first document", "second, with ünïcode", "third\n\nwith a blank line"]
 
 
 def write(path: pathlib.Path, text: str) -> pathlib.Path:
@@ -77,7 +73,7 @@ def test_val_takes_whole_documents_but_leaves_train_at_least_one(tmp_path):
 @pytest.mark.parametrize("tokenizer", ["gpt2", "char"])
 def test_a_long_text_cut_into_pieces_on_two_workers_tokenizes_as_a_whole(tmp_path, monkeypatch, tokenizer):
     gpt2 = gpt2_tokenizer() if tokenizer == "gpt2" else None
-    monkeypatch.setattr(prepare, "PIECE_BYTES", 20_000)  # Shakespeare's first 300 kB: 15 tasks
+    monkeypatch.setattr(sources, "PIECE_BYTES", 20_000)  # Shakespeare's first 300 kB: 15 tasks
     corpus = write(tmp_path / "in.txt", shakespeare().read_text(encoding="utf-8")[:300_000])
     prepare.prepare(tmp_path / "two", corpus, tokenizer, num_proc=2)
     prepare.prepare(tmp_path / "one", corpus, tokenizer, num_proc=1)
@@ -94,95 +90,8 @@ def test_a_long_text_cut_into_pieces_on_two_workers_tokenizes_as_a_whole(tmp_pat
         np.testing.assert_array_equal(a, b)
 
 
-def test_any_text_is_cut_into_pieces_that_tokenize_as_the_whole(tmp_path, monkeypatch):
-    gpt2 = gpt2_tokenizer()
-    monkeypatch.setattr(prepare, "PIECE_BYTES", 16)
-    atoms = ["word", "Mot", "中文", "é", "42", ".", "'s", "'", " ", "  ", "\n", "\n\n", "\r\n", "\t", "\u3000",
-             "\xa0", "\u0301", " \n", "\n "]  # every kind of neighbour a line break or a space can have
-    rng = random.Random(0)
-    for _ in range(300):
-        text = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 60)))
-        corpus = tmp_path / "in.txt"
-        corpus.write_text(text, encoding="utf-8", newline="")
-        pieces = [piece for piece, _ in prepare._text_file(corpus)]
-        assert "".join(pieces) == text
-        np.testing.assert_array_equal(np.concatenate([gpt2.encode(piece) for piece in pieces]), gpt2.encode(text))
-
-
-@pytest.mark.parametrize("text", ["中文的句子\n" * 40, "one long line of words " * 40])
-def test_a_text_of_other_scripts_or_of_one_line_is_still_cut(tmp_path, monkeypatch, text):
-    monkeypatch.setattr(prepare, "PIECE_BYTES", 64)  # memory stays bounded: no piece holds the whole text
-    pieces = [piece for piece, _ in prepare._text_file(write(tmp_path / "in.txt", text))]
-    assert "".join(pieces) == text and len(pieces) > 5 and max(map(len, pieces)) < 200
-
-
-def test_a_text_that_is_not_utf8_is_named_even_far_in(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare, "PIECE_BYTES", 64)
-    corpus = tmp_path / "latin1.txt"
-    corpus.write_bytes(b"a line\n" * 100 + "café\n".encode("latin-1"))
-    with pytest.raises(UsageError, match=f"corpus {re.escape(str(corpus))} is not UTF-8 text"):
-        prepare.prepare(tmp_path / "out", corpus)
-    assert not list((tmp_path / "out").glob("*.bin*"))
-
-
-@pytest.mark.parametrize("line, message", [
-    ('{"text": 1}', r"line 2: 'text' is int, not a string"),
-    ('{"body": "x"}', r"line 2: no 'text' field \(config.text_key names it\)"),
-    ("not json", r"line 2: not JSON"),
-    ('{"text": "caf\udce9"}', r"line 2: not UTF-8 text \(invalid continuation byte\)"),  # a Latin-1 é
-])
-def test_a_jsonl_record_that_is_not_text_is_named_and_nothing_half_made_is_left(tmp_path, line, message):
-    corpus = tmp_path / "docs.jsonl"
-    corpus.write_bytes(('{"text": "fine"}\n' + line + "\n").encode("utf-8", "surrogateescape"))
-    with pytest.raises(UsageError, match=re.escape(str(corpus)) + ", " + message):
-        prepare.prepare(tmp_path / "out", corpus, tokenizer="char")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
-
-
-def test_a_jsonl_file_may_open_with_a_byte_order_mark(tmp_path):
-    corpus = tmp_path / "docs.jsonl"
-    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCUMENTS), encoding="utf-8-sig")
-    assert [text for text, _ in prepare.pieces(corpus)] == DOCUMENTS
-
-
-def test_parquet_problems_are_named(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.table({"body": ["a"]}), tmp_path / "a.parquet")
-    with pytest.raises(UsageError, match=r"a.parquet has no column 'text' \(it has body\): set config.text_key"):
-        prepare.prepare(tmp_path / "out", tmp_path / "a.parquet")
-    pq.write_table(pa.table({"text": ["a", None]}), tmp_path / "b.parquet")
-    with pytest.raises(UsageError, match=r"b.parquet, row 2: 'text' is NoneType, not a string"):
-        prepare.prepare(tmp_path / "out", tmp_path / "b.parquet")
-    write(tmp_path / "c.parquet", "not parquet")
-    with pytest.raises(UsageError, match=r"c.parquet is not a readable parquet file"):
-        prepare.prepare(tmp_path / "out", tmp_path / "c.parquet")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match=r"corpus folder .*empty holds no .txt, .jsonl, .parquet files"):
-        prepare.prepare(tmp_path / "out", tmp_path / "empty")
-
-
-def test_a_parquet_file_damaged_in_its_second_row_group_is_named_with_the_rows_read(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.table({"text": [f"document {i}" for i in range(200)]}), tmp_path / "d.parquet",
-                   row_group_size=100)
-    chunk = pq.ParquetFile(tmp_path / "d.parquet").metadata.row_group(1).column(0)
-    start = chunk.dictionary_page_offset or chunk.data_page_offset
-    damaged = bytearray((tmp_path / "d.parquet").read_bytes())
-    damaged[start:start + chunk.total_compressed_size] = bytes(chunk.total_compressed_size)
-    (tmp_path / "d.parquet").write_bytes(damaged)
-    with pytest.raises(UsageError, match=r"d.parquet: the rows after row \d+ cannot be read \(.*\): the file is "
-                                         r"damaged; download or copy it again$") as error:
-        prepare.prepare(tmp_path / "out", tmp_path / "d.parquet")
-    assert "\n" not in str(error.value)
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
-
-
 def test_a_preparation_that_fails_half_way_leaves_nothing_that_passes_as_complete(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare, "PIECE_BYTES", 64)
+    monkeypatch.setattr(sources, "PIECE_BYTES", 64)
     corpus = write_corpus(tmp_path, "jsonl", DOCUMENTS * 20)
     prepare.prepare(tmp_path / "out", corpus)
     with open(corpus, "a") as f:  # the corpus grows, with a bad record many tasks in
@@ -265,35 +174,6 @@ def test_hugging_face_datasets_saved_to_disk_are_read_record_by_record(tmp_path)
         prepare.prepare(tmp_path / "out", tmp_path / "saved", tokenizer="gpt2", text_key="n")
     with pytest.raises(UsageError, match=r"saved, record 1: no 'text' field"):
         prepare.prepare(tmp_path / "out", tmp_path / "saved", tokenizer="gpt2")
-
-
-def test_a_damaged_saved_dataset_and_a_hub_stream_that_breaks_off_are_one_line(tmp_path, monkeypatch):
-    datasets = pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
-    datasets.Dataset.from_dict({"text": DOCUMENTS * 100}).save_to_disk(tmp_path / "saved")
-    for arrow in (tmp_path / "saved").glob("*.arrow"):
-        arrow.write_bytes(arrow.read_bytes()[:arrow.stat().st_size // 2])
-    with pytest.raises(UsageError, match=r"could not open the dataset .*saved \(OSError: "):
-        prepare.prepare(tmp_path / "out", tmp_path / "saved")
-
-    def stream(*args, **kwargs):
-        yield from ({"text": d} for d in DOCUMENTS)
-        raise ConnectionError("the server\nwent away")
-
-    monkeypatch.setattr(datasets, "load_dataset", stream)
-    with pytest.raises(UsageError, match=r"^reading the dataset hf:some/corpus broke off after record 3 "
-                                         r"\(ConnectionError: the server went away\): run the preparation again$"):
-        prepare.prepare(tmp_path / "out", "hf:some/corpus")
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
-
-
-def test_a_hub_dataset_that_cannot_be_opened_is_one_line(tmp_path):
-    pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
-    gpt2_tokenizer()  # load_dataset loads it before it opens the dataset
-    with pytest.raises(UsageError, match=r"could not open the dataset hf:nobody/no-such-dataset \("):
-        data.load_dataset(tmp_path, "hub", "hf:nobody/no-such-dataset", block_size=8, tokenizer="gpt2")
-    for nameless in ("hf:", "hf::en"):
-        with pytest.raises(UsageError, match=f"config.input_file={nameless} names no dataset: give hf:NAME or"):
-            data.load_dataset(tmp_path, "hub", nameless, block_size=8, tokenizer="gpt2")
 
 
 @pytest.mark.parametrize("num_proc", [1, 2])

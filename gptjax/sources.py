@@ -1,0 +1,231 @@
+"""Where a corpus's text comes from, read as a stream of documents in pieces of a few MB.
+
+The corpus: a text file, a .jsonl file ({"text": ...} per line; `text_key` names the field), a
+.parquet file (its `text_key` column; needs pyarrow), a folder of such files (its shards, in name
+order), a folder written by Hugging Face datasets' save_to_disk, or hf:NAME[:SUBSET], a Hub
+dataset's train split, streamed (both need datasets). A long text is cut at a line break or space
+that no GPT-2 token spans. A record, row or file that cannot be read is a one-line error naming it.
+Which text a dataset is prepared from (input_file, data_dir/<dataset>/input.txt, or tinyshakespeare,
+downloaded): find_corpus.
+"""
+
+import codecs
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from gptjax.errors import UsageError
+
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+DOWNLOADABLE = ("shakespeare_char", "shakespeare")  # both start from tinyshakespeare
+SUFFIXES = (".txt", ".jsonl", ".parquet")
+HUB = "hf:"  # input_file=hf:NAME[:SUBSET]: the train split of a Hugging Face Hub dataset, streamed
+PIECE_BYTES = 1 << 22  # how much of a long text a piece holds (and prepare a worker's task): about 4 MiB
+
+Piece = tuple[str, bool]  # text, and whether a document ends with it
+
+
+def write_atomically(path: Path, payload: bytes) -> None:
+    """An interrupted run leaves the old file or none, never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+
+
+def _saved_dataset(path: Path) -> bool:
+    """A folder that Hugging Face datasets' save_to_disk wrote."""
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def files(corpus: Path | str) -> list[Path]:
+    """The files a corpus is read from: none for a hub dataset, all of a saved dataset's."""
+    if isinstance(corpus, str):
+        return []
+    if not corpus.is_dir():
+        return [corpus]
+    if _saved_dataset(corpus):
+        return sorted(p for p in corpus.rglob("*") if p.is_file())
+    shards = sorted(p for p in corpus.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    if not shards:
+        raise UsageError(f"corpus folder {corpus} holds no {', '.join(SUFFIXES)} files")
+    return shards
+
+
+def _cut_point(text: str) -> int:
+    """Where to end a piece of a long text: just before its last line break, else its last space,
+    that stands alone between two characters that are not whitespace (GPT-2's BPE starts a token
+    there whether the text is cut or not, so the cut changes no token); 0 if there is none."""
+    for separator in "\n ":
+        i = len(text) - 1
+        while (i := text.rfind(separator, 0, i)) > 0:
+            if not (text[i - 1].isspace() or text[i + 1].isspace()):
+                return i
+    return 0
+
+
+def _text_file(path: Path) -> Iterator[Piece]:
+    """A text file as one document, in pieces of about PIECE_BYTES."""
+    decoder = codecs.getincrementaldecoder("utf-8")()  # a block may end inside a character
+    with open(path, "rb") as f:
+        pending = ""
+        try:
+            while block := f.read(PIECE_BYTES):
+                pending += decoder.decode(block)
+                if cut := _cut_point(pending):
+                    yield pending[:cut], False
+                    pending = pending[cut:]
+            yield pending + decoder.decode(b"", final=True), True
+        except UnicodeDecodeError as e:
+            raise UsageError(f"corpus {path} is not UTF-8 text ({e.reason})") from None
+
+
+def _one_line(error: Exception) -> str:
+    """An error's message on one line (pyarrow's and datasets' span several)."""
+    return " ".join(str(error).split())
+
+
+def _text_of(record, source: Path | str, where: str, text_key: str) -> str:
+    """record[text_key], the one check of every record-based corpus: a one-line error naming the
+    source and where in it when the record has no such field or it is not a string."""
+    if not isinstance(record, dict) or text_key not in record:
+        raise UsageError(f"{source}, {where}: no {text_key!r} field (config.text_key names it)")
+    if not isinstance(text := record[text_key], str):
+        raise UsageError(f"{source}, {where}: {text_key!r} is {type(text).__name__}, not a string: every record of "
+                         f"a corpus needs its text as a string under {text_key!r} (config.text_key)")
+    return text
+
+
+def _jsonl(path: Path, text_key: str) -> Iterator[Piece]:
+    with open(path, "rb") as f:  # bytes, decoded line by line: an error names its line
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:  # utf-8-sig: a byte-order mark (Windows tools write one) opens the first line only
+                record = json.loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
+            except UnicodeDecodeError as e:
+                raise UsageError(f"{path}, line {number}: not UTF-8 text ({e.reason})") from None
+            except json.JSONDecodeError:
+                raise UsageError(f"{path}, line {number}: not JSON: every line of a .jsonl corpus must be an "
+                                 f"object with a {text_key!r} string") from None
+            yield _text_of(record, path, f"line {number}", text_key), True
+
+
+def _parquet(path: Path, text_key: str) -> Iterator[Piece]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UsageError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow's errors have no common base class
+        raise UsageError(f"{path} is not a readable parquet file ({_one_line(e)})") from None
+    if text_key not in table.schema_arrow.names:
+        raise UsageError(f"{path} has no column {text_key!r} (it has {', '.join(table.schema_arrow.names)}): "
+                         "set config.text_key")
+    row = 0
+    try:  # a damaged page only shows when its rows are read
+        for batch in table.iter_batches(columns=[text_key], batch_size=1024):
+            for record in batch.to_pylist():
+                row += 1
+                yield _text_of(record, path, f"row {row}", text_key), True
+    except UsageError:
+        raise
+    except Exception as e:
+        raise UsageError(f"{path}: the rows after row {row:,} cannot be read ({_one_line(e)}): the file is "
+                         "damaged; download or copy it again") from None
+
+
+def _hf_dataset(source: Path | str, text_key: str) -> Iterator[Piece]:
+    try:
+        import datasets
+    except ImportError:
+        raise UsageError(f"reading {source} needs Hugging Face datasets: pip install datasets") from None
+    try:  # no network, no such dataset, a damaged file: datasets raises many kinds
+        if isinstance(source, Path):
+            rows = datasets.load_from_disk(str(source))
+            if isinstance(rows, datasets.DatasetDict):
+                rows = rows["train"] if "train" in rows else next(iter(rows.values()))
+        else:
+            name, _, subset = source.removeprefix(HUB).partition(":")
+            rows = datasets.load_dataset(name, subset or None, split="train", streaming=True)
+    except Exception as e:
+        raise UsageError(f"could not open the dataset {source} ({type(e).__name__}: {_one_line(e)})") from None
+    number = 0
+    try:  # a stream from the hub can break off: the preparation then starts over when run again
+        for number, record in enumerate(rows, start=1):
+            yield _text_of(record, source, f"record {number}", text_key), True
+    except UsageError:
+        raise
+    except Exception as e:
+        raise UsageError(f"reading the dataset {source} broke off after record {number:,} ({type(e).__name__}: "
+                         f"{_one_line(e)}): run the preparation again") from None
+
+
+def pieces(corpus: Path | str, text_key: str = "text") -> Iterator[Piece]:
+    """Every document of the corpus, as pieces of text in order."""
+    if isinstance(corpus, str) or _saved_dataset(corpus):
+        yield from _hf_dataset(corpus, text_key)
+        return
+    for path in files(corpus):
+        if path.suffix == ".jsonl":
+            yield from _jsonl(path, text_key)
+        elif path.suffix == ".parquet":
+            yield from _parquet(path, text_key)
+        else:
+            yield from _text_file(path)
+
+def download(url: str, dest: Path, what: str, where: str, sha256: str | None = None) -> None:
+    """Fetch url to dest (written atomically), refusing a payload whose sha256 is not `sha256`
+    when one is given; `where` says how to do without a network."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            payload = response.read()
+    except (urllib.error.URLError, OSError) as e:
+        raise UsageError(f"could not download {what} ({e}): {where}") from None
+    if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
+        raise UsageError(f"the downloaded {what} has the wrong sha256: {where}")
+    write_atomically(dest, payload)
+
+
+def download_shakespeare(dest: Path) -> None:
+    """Fetch tinyshakespeare to dest, refusing anything whose sha256 is not the known one."""
+    where = f"put tinyshakespeare's input.txt (karpathy/char-rnn) at {dest} or pass --config.input_file=PATH"
+    download(SHAKESPEARE_URL, dest, "the Shakespeare corpus", where, SHAKESPEARE_SHA256)
+
+
+def source_id(source: str | Path) -> str:
+    """How meta.json names a corpus: a hub dataset by hf:NAME, a file or folder by its absolute path."""
+    return str(source) if str(source).startswith(HUB) else str(Path(source).resolve())
+
+def find_corpus(dataset_dir: Path, dataset: str, input_file: str = "", prepared: bool = False) -> Path | str | None:
+    """The text to prepare: input_file; else dataset_dir/input.txt; else, for the Shakespeare
+    datasets, a download. None when the dataset is `prepared` and no text is at hand."""
+    if input_file.startswith(HUB):
+        if not input_file.removeprefix(HUB).partition(":")[0]:
+            raise UsageError(f"config.input_file={input_file} names no dataset: give {HUB}NAME or {HUB}NAME:SUBSET "
+                             f"(e.g. {HUB}Skylion007/openwebtext)")
+        return input_file
+    if input_file:
+        path = Path(input_file)
+        if not path.exists():
+            raise UsageError(f"config.input_file {path.absolute()} does not exist")
+        return path
+    local = dataset_dir / "input.txt"
+    if local.is_file():
+        return local
+    if prepared:
+        return None
+    if dataset in DOWNLOADABLE:
+        download_shakespeare(local)
+        return local
+    raise UsageError(
+        f"no text for dataset {dataset!r}: put a UTF-8 text file at {local}, or pass --config.input_file=PATH "
+        f"(a text or .jsonl file, a folder of shards) or --config.input_file={HUB}NAME (a Hugging Face Hub dataset, "
+        "with the data extra)"
+    )

@@ -1,0 +1,131 @@
+"""sources.py: every kind of corpus read as a stream of document pieces, and every way reading
+one can fail named in one line (the errors are checked through prepare.prepare, as a user meets
+them)."""
+
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+from conftest import DOCUMENTS, gpt2_tokenizer
+
+from gptjax import data, prepare, sources
+from gptjax.errors import UsageError
+
+
+def test_any_text_is_cut_into_pieces_that_tokenize_as_the_whole(tmp_path, monkeypatch):
+    gpt2 = gpt2_tokenizer()
+    monkeypatch.setattr(sources, "PIECE_BYTES", 16)
+    atoms = ["word", "Mot", "中文", "é", "42", ".", "'s", "'", " ", "  ", "\n", "\n\n", "\r\n", "\t", "\u3000",
+             "\xa0", "\u0301", " \n", "\n "]  # every kind of neighbour a line break or a space can have
+    rng = random.Random(0)
+    for _ in range(300):
+        text = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 60)))
+        corpus = tmp_path / "in.txt"
+        corpus.write_text(text, encoding="utf-8", newline="")
+        pieces = [piece for piece, _ in sources._text_file(corpus)]
+        assert "".join(pieces) == text
+        np.testing.assert_array_equal(np.concatenate([gpt2.encode(piece) for piece in pieces]), gpt2.encode(text))
+
+
+@pytest.mark.parametrize("text", ["中文的句子\n" * 40, "one long line of words " * 40])
+def test_a_text_of_other_scripts_or_of_one_line_is_still_cut(tmp_path, monkeypatch, text):
+    monkeypatch.setattr(sources, "PIECE_BYTES", 64)  # memory stays bounded: no piece holds the whole text
+    (tmp_path / "in.txt").write_text(text, encoding="utf-8")
+    pieces = [piece for piece, _ in sources._text_file(tmp_path / "in.txt")]
+    assert "".join(pieces) == text and len(pieces) > 5 and max(map(len, pieces)) < 200
+
+
+def test_a_text_that_is_not_utf8_is_named_even_far_in(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "PIECE_BYTES", 64)
+    corpus = tmp_path / "latin1.txt"
+    corpus.write_bytes(b"a line\n" * 100 + "café\n".encode("latin-1"))
+    with pytest.raises(UsageError, match=f"corpus {re.escape(str(corpus))} is not UTF-8 text"):
+        prepare.prepare(tmp_path / "out", corpus)
+    assert not list((tmp_path / "out").glob("*.bin*"))
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"text": 1}', r"line 2: 'text' is int, not a string"),
+    ('{"body": "x"}', r"line 2: no 'text' field \(config.text_key names it\)"),
+    ("not json", r"line 2: not JSON"),
+    ('{"text": "caf\udce9"}', r"line 2: not UTF-8 text \(invalid continuation byte\)"),  # a Latin-1 é
+])
+def test_a_jsonl_record_that_is_not_text_is_named_and_nothing_half_made_is_left(tmp_path, line, message):
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_bytes(('{"text": "fine"}\n' + line + "\n").encode("utf-8", "surrogateescape"))
+    with pytest.raises(UsageError, match=re.escape(str(corpus)) + ", " + message):
+        prepare.prepare(tmp_path / "out", corpus, tokenizer="char")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+def test_a_jsonl_file_may_open_with_a_byte_order_mark(tmp_path):
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCUMENTS), encoding="utf-8-sig")
+    assert [text for text, _ in sources.pieces(corpus)] == DOCUMENTS
+
+
+def test_parquet_problems_are_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": ["a"]}), tmp_path / "a.parquet")
+    with pytest.raises(UsageError, match=r"a.parquet has no column 'text' \(it has body\): set config.text_key"):
+        prepare.prepare(tmp_path / "out", tmp_path / "a.parquet")
+    pq.write_table(pa.table({"text": ["a", None]}), tmp_path / "b.parquet")
+    with pytest.raises(UsageError, match=r"b.parquet, row 2: 'text' is NoneType, not a string"):
+        prepare.prepare(tmp_path / "out", tmp_path / "b.parquet")
+    (tmp_path / "c.parquet").write_text("not parquet")
+    with pytest.raises(UsageError, match=r"c.parquet is not a readable parquet file"):
+        prepare.prepare(tmp_path / "out", tmp_path / "c.parquet")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match=r"corpus folder .*empty holds no .txt, .jsonl, .parquet files"):
+        prepare.prepare(tmp_path / "out", tmp_path / "empty")
+
+
+def test_a_parquet_file_damaged_in_its_second_row_group_is_named_with_the_rows_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [f"document {i}" for i in range(200)]}), tmp_path / "d.parquet",
+                   row_group_size=100)
+    chunk = pq.ParquetFile(tmp_path / "d.parquet").metadata.row_group(1).column(0)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    damaged = bytearray((tmp_path / "d.parquet").read_bytes())
+    damaged[start:start + chunk.total_compressed_size] = bytes(chunk.total_compressed_size)
+    (tmp_path / "d.parquet").write_bytes(damaged)
+    with pytest.raises(UsageError, match=r"d.parquet: the rows after row \d+ cannot be read \(.*\): the file is "
+                                         r"damaged; download or copy it again$") as error:
+        prepare.prepare(tmp_path / "out", tmp_path / "d.parquet")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_damaged_saved_dataset_and_a_hub_stream_that_breaks_off_are_one_line(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
+    datasets.Dataset.from_dict({"text": DOCUMENTS * 100}).save_to_disk(tmp_path / "saved")
+    for arrow in (tmp_path / "saved").glob("*.arrow"):
+        arrow.write_bytes(arrow.read_bytes()[:arrow.stat().st_size // 2])
+    with pytest.raises(UsageError, match=r"could not open the dataset .*saved \(OSError: "):
+        prepare.prepare(tmp_path / "out", tmp_path / "saved")
+
+    def stream(*args, **kwargs):
+        yield from ({"text": d} for d in DOCUMENTS)
+        raise ConnectionError("the server\nwent away")
+
+    monkeypatch.setattr(datasets, "load_dataset", stream)
+    with pytest.raises(UsageError, match=r"^reading the dataset hf:some/corpus broke off after record 3 "
+                                         r"\(ConnectionError: the server went away\): run the preparation again$"):
+        prepare.prepare(tmp_path / "out", "hf:some/corpus")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_hub_dataset_that_cannot_be_opened_is_one_line(tmp_path):
+    pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
+    gpt2_tokenizer()  # load_dataset loads it before it opens the dataset
+    with pytest.raises(UsageError, match=r"could not open the dataset hf:nobody/no-such-dataset \("):
+        data.load_dataset(tmp_path, "hub", "hf:nobody/no-such-dataset", block_size=8, tokenizer="gpt2")
+    for nameless in ("hf:", "hf::en"):
+        with pytest.raises(UsageError, match=f"config.input_file={nameless} names no dataset: give hf:NAME or"):
+            data.load_dataset(tmp_path, "hub", nameless, block_size=8, tokenizer="gpt2")
