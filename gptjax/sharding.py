@@ -46,7 +46,8 @@ def make_mesh(data: int = -1, fsdp: int = 1) -> Mesh:
     """A (data, fsdp) mesh over every device of every process; data=-1 takes the rest."""
     n = jax.device_count()
     if fsdp < 1 or n % fsdp:
-        raise UsageError(f"config.mesh.fsdp={fsdp} must divide the {n} devices")
+        raise UsageError(f"config.mesh.fsdp={fsdp} must be a divisor of the {n} device{'s' * (n != 1)} "
+                         "(only mesh.data takes -1, the devices fsdp leaves)")
     if data == -1:
         data = n // fsdp
     if data * fsdp != n:

@@ -12,12 +12,24 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import pytest
 from conftest import REPO, program_env, run_program, tiny_run_args
 
-from gptjax import checkpoint, loop
+from gptjax import checkpoint, loop, sharding
+from gptjax.errors import UsageError
 
 EIGHT_DEVICES = {"XLA_FLAGS": f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=8"}
+
+def test_a_mesh_that_does_not_fit_the_devices_is_one_line():
+    n = jax.device_count()
+    for data, fsdp, message in ((-1, n + 1, f"config.mesh.fsdp={n + 1} must be a divisor of the {n} device"),
+                                (-1, -1, r"config.mesh.fsdp=-1 must be a divisor .* \(only mesh.data takes -1"),
+                                (n + 1, 1, f"config.mesh.data={n + 1} x mesh.fsdp=1 must equal the {n} devices")):
+        with pytest.raises(UsageError, match=message):
+            sharding.make_mesh(data, fsdp)
+    assert dict(sharding.make_mesh(-1, 1).shape) == {"data": n, "fsdp": 1}
+
 
 SHARDED_STEP = textwrap.dedent("""
     import jax, numpy as np, optax
