@@ -41,7 +41,8 @@ def find_file(file: str, data_dir: str) -> Path:
     if file:
         path = Path(file).absolute()
         if not path.is_file():
-            raise UsageError(f"config.hellaswag_file {path} does not exist")
+            raise UsageError(f"config.hellaswag_file {path} {'is a folder' if path.is_dir() else 'does not exist'}: "
+                             "give the path of HellaSwag's hellaswag_val.jsonl")
         return path
     path = Path(data_dir).absolute() / "hellaswag" / "hellaswag_val.jsonl"
     if not path.is_file():
@@ -64,13 +65,16 @@ def read_examples(path: Path, limit: int = 0) -> list[Example]:
                 record = json.loads(line.decode("utf-8"))
                 example = Example(record["ctx"], tuple(record["endings"]), record["label"])
                 valid = (isinstance(example.context, str) and len(example.endings) == N_ENDINGS
-                         and all(isinstance(e, str) for e in example.endings) and example.label in range(N_ENDINGS))
+                         and all(isinstance(e, str) for e in example.endings) and type(example.label) is int
+                         and example.label in range(N_ENDINGS))
             except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
                 valid = False
             if not valid:
                 raise UsageError(f"{path}, line {number}: not a HellaSwag example (a JSON object with a string "
                                  f'"ctx", a list of {N_ENDINGS} string "endings" and an integer "label" 0-3)')
             examples.append(example)
+    if not examples:
+        raise UsageError(f"{path} holds no HellaSwag example: give rowanz/hellaswag's hellaswag_val.jsonl")
     return examples
 
 

@@ -37,12 +37,18 @@ def test_examples_are_read_from_hellaswags_jsonl_and_a_bad_line_is_named(tmp_pat
     first = path.read_text().splitlines()[0]
     for bad in ('{"ctx": "x", "endings": ["a", "b", "c"], "label": 0}', '{"ctx": "x", "endings": ["a", "b", "c", 4], '
                 '"label": 0}', '{"ctx": "x", "endings": ["a", "b", "c", "d"], "label": 4}', "not json",
+                '{"ctx": "x", "endings": ["a", "b", "c", "d"], "label": true}',
                 '{"ctx": "caf\udce9", "endings": ["a", "b", "c", "d"], "label": 0}'):  # a Latin-1 é: not UTF-8
         path.write_bytes((first + "\n" + bad + "\n").encode("utf-8", "surrogateescape"))
         with pytest.raises(UsageError, match=rf"{path}, line 2: not a HellaSwag example"):
             hellaswag.read_examples(path)
-    with pytest.raises(UsageError, match="config.hellaswag_file .*missing.jsonl does not exist"):
+    with pytest.raises(UsageError, match="config.hellaswag_file .*missing.jsonl does not exist: give the path of"):
         hellaswag.find_file(str(tmp_path / "missing.jsonl"), str(tmp_path))
+    with pytest.raises(UsageError, match=f"config.hellaswag_file {tmp_path} is a folder: give the path of"):
+        hellaswag.find_file(str(tmp_path), str(tmp_path))
+    path.write_text("\n")
+    with pytest.raises(UsageError, match=f"{path} holds no HellaSwag example"):
+        hellaswag.read_examples(path)
 
 
 @pytest.fixture(scope="module")
