@@ -24,6 +24,7 @@ SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/da
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 DOWNLOADABLE = ("shakespeare_char", "shakespeare")  # both start from tinyshakespeare
 SUFFIXES = (".txt", ".jsonl", ".parquet")
+PACKED_SUFFIXES = (".gz", ".xz", ".zst", ".bz2", ".zip", ".tar", ".tgz")  # how corpora are often shipped
 HUB = "hf:"  # input_file=hf:NAME[:SUBSET]: the train split of a Hugging Face Hub dataset, streamed
 PIECE_BYTES = 1 << 22  # how much of a long text a piece holds (and prepare a worker's task): about 4 MiB
 
@@ -48,6 +49,9 @@ def files(corpus: Path | str) -> list[Path]:
     if isinstance(corpus, str):
         return []
     if not corpus.is_dir():
+        if corpus.suffix in PACKED_SUFFIXES:  # a tar's headers could pass as text: refused, not read
+            raise UsageError(f"corpus {corpus} is a {corpus.suffix} archive or compressed file: unpack it and pass "
+                             "the text, .jsonl or .parquet file, or the folder of them, inside")
         return [corpus]
     if _saved_dataset(corpus):
         return sorted(p for p in corpus.rglob("*") if p.is_file())

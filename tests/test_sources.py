@@ -46,6 +46,18 @@ def test_a_text_that_is_not_utf8_is_named_even_far_in(tmp_path, monkeypatch):
     assert not list((tmp_path / "out").glob("*.bin*"))
 
 
+
+@pytest.mark.parametrize("name", ["docs.jsonl.gz", "owt.tar"])
+def test_a_packed_corpus_is_refused_before_it_is_read_as_text(tmp_path, name):
+    import tarfile
+
+    (tmp_path / "doc.txt").write_text("a document that a tar file holds uncompressed\n" * 10)
+    with tarfile.open(tmp_path / name, "w:gz" if name.endswith(".gz") else "w") as archive:
+        archive.add(tmp_path / "doc.txt", arcname="doc.txt")  # a tar's text is valid UTF-8, headers and all
+    with pytest.raises(UsageError, match=rf"corpus .*{name} is a \.(gz|tar) archive or compressed file: unpack it"):
+        prepare.prepare(tmp_path / "out", tmp_path / name)
+
+
 @pytest.mark.parametrize("line, message", [
     ('{"text": 1}', r"line 2: 'text' is int, not a string"),
     ('{"body": "x"}', r"line 2: no 'text' field \(config.text_key names it\)"),
