@@ -97,8 +97,13 @@ def _encode(task: list[Piece], tokenizer: Tokenizer | None = None) -> tuple[np.n
     """A task's tokens (<|endoftext|> after each document with the gpt2 tokenizer), the offsets
     where its documents end (int64), and its size in bytes."""
     tokenizer = _worker_tokenizer if tokenizer is None else tokenizer
-    parts, ends, n = [], [], 0
+    parts, ends, n, n_bytes = [], [], 0, 0
     for text, closes_document in task:
+        try:
+            n_bytes += len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            text = _without_lone_surrogates(text)
+            n_bytes += len(text.encode("utf-8"))
         ids = tokenizer.encode(text)
         if closes_document and isinstance(tokenizer, GPT2Tokenizer):
             ids = np.append(ids, tokenizer.eot).astype(tokenizer.dtype)
@@ -107,7 +112,7 @@ def _encode(task: list[Piece], tokenizer: Tokenizer | None = None) -> tuple[np.n
         if closes_document:
             ends.append(n)
     tokens = np.concatenate(parts) if parts else np.zeros(0, tokenizer.dtype)
-    return tokens, np.array(ends, np.int64), sum(len(text.encode("utf-8")) for text, _ in task)
+    return tokens, np.array(ends, np.int64), n_bytes
 
 
 def _encoded(tasks: Iterator[list[Piece]], tokenizer: Tokenizer, num_proc: int) -> Iterator[tuple]:
@@ -145,6 +150,12 @@ def _progress(enabled: bool):
                                "{task.fields[mb]:,.0f} MB at {task.fields[rate]:,.1f} MB/s"), TimeElapsedColumn())
 
 
+def _without_lone_surrogates(text: str) -> str:
+    """text with U+FFFD for each lone surrogate, as tiktoken encodes it: half a UTF-16 pair, no
+    character and not writable as UTF-8, which a .jsonl record can hold as an escape ("\\ud83d")."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _tokenizer(kind: str, corpus: Path | str, text_key: str) -> Tokenizer:
     """GPT-2's BPE, or a vocabulary of the corpus's characters (one pass over the text)."""
     if kind != "char":
@@ -152,7 +163,7 @@ def _tokenizer(kind: str, corpus: Path | str, text_key: str) -> Tokenizer:
     chars = set()
     for text, _ in sources.pieces(corpus, text_key):
         chars.update(text)
-    return CharVocab("".join(sorted(chars)))
+    return CharVocab.from_text("".join(_without_lone_surrogates(c) for c in chars))
 
 
 def _train_tokens(document_ends: Path, n_documents: int, n_tokens: int, val_fraction: float) -> int:

@@ -90,6 +90,21 @@ def test_a_long_text_cut_into_pieces_on_two_workers_tokenizes_as_a_whole(tmp_pat
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_lone_surrogate_in_a_jsonl_record_is_written_as_the_replacement_character_as_tiktoken_does(tmp_path):
+    gpt2 = gpt2_tokenizer()
+    corpus = tmp_path / "docs.jsonl"  # half a pair, two halves the wrong way round, a pair JSON joins into one
+    corpus.write_text('{"text": "half \\ud83d a pair"}\n{"text": "\\ude00\\ud83d, a whole \\ud83d\\ude00"}\n')
+    texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
+    assert texts[1][-1] == "\U0001F600"
+    tokens = {}
+    for tokenizer in ("char", "gpt2"):
+        encoder = prepare.prepare(tmp_path / tokenizer, corpus, tokenizer)
+        tokens[tokenizer] = np.concatenate(tokens_of(tmp_path / tokenizer, encoder.dtype))
+        if tokenizer == "char":
+            assert encoder.decode(tokens["char"]) == "half \ufffd a pair\ufffd\ufffd, a whole \U0001F600"
+    assert tokens["gpt2"].tolist() == [t for text in texts for t in [*gpt2.encode(text), gpt2.eot]]  # tiktoken's
+
+
 def test_a_preparation_that_fails_half_way_leaves_nothing_that_passes_as_complete(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "PIECE_BYTES", 64)
     corpus = write_corpus(tmp_path, "jsonl", DOCUMENTS * 20)
