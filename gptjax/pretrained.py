@@ -58,6 +58,10 @@ def _build(cfg: GPTConfig, tensors: dict[str, np.ndarray], source: str, on_host:
 
 def config_from_hf(hf: dict, **overrides) -> GPTConfig:
     """The GPTConfig of a Hugging Face GPT-2 config.json."""
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise UsageError(f"model_type {hf['model_type']!r} is not GPT-2, the one architecture gptjax loads")
+    if missing := [key for key in ("n_positions", "vocab_size", "n_layer", "n_head", "n_embd") if key not in hf]:
+        raise UsageError(f"no {', '.join(missing)}: not a GPT-2 config")
     activation = hf.get("activation_function", "gelu_new")
     if activation not in (*_APPROXIMATE_GELUS, "gelu"):
         raise UsageError(f"activation_function {activation!r} is not a GELU gptjax implements")
@@ -65,17 +69,25 @@ def config_from_hf(hf: dict, **overrides) -> GPTConfig:
         raise UsageError(f"layer_norm_epsilon {hf['layer_norm_epsilon']} is not GPT-2's 1e-5")
     if not hf.get("tie_word_embeddings", True):
         raise UsageError("the checkpoint's output head is not tied to wte, which GPT-2 (and gptjax) require")
-    return GPTConfig(
-        block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
-        n_head=hf["n_head"], n_embd=hf["n_embd"], bias=True,
-        gelu_approximate=activation in _APPROXIMATE_GELUS, **overrides,
-    )
+    try:
+        return GPTConfig(
+            block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
+            n_head=hf["n_head"], n_embd=hf["n_embd"], bias=True,
+            gelu_approximate=activation in _APPROXIMATE_GELUS, **overrides,
+        )
+    except ValueError as e:  # GPTConfig's own checks of the shape
+        raise UsageError(str(e)) from None
 
 
 def _read_tensors(directory: Path) -> dict[str, np.ndarray]:
     if (directory / "model.safetensors").exists():
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
-        tensors = load_file(directory / "model.safetensors")
+        try:
+            tensors = load_file(directory / "model.safetensors")
+        except SafetensorError as e:
+            raise UsageError(f"{directory / 'model.safetensors'} cannot be read ({e}): it is cut short or damaged; "
+                             "download or copy it again") from None
     elif (directory / "pytorch_model.bin").exists():
         try:
             import torch
@@ -123,7 +135,13 @@ def pretrained_config(name_or_path: str, **overrides) -> GPTConfig:
 
 
 def _config_of(directory: Path, **overrides) -> GPTConfig:
-    return config_from_hf(json.loads((directory / "config.json").read_text()), **overrides)
+    path = directory.absolute() / "config.json"
+    try:
+        return config_from_hf(json.loads(path.read_text()), **overrides)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path} is not JSON ({e})") from None
+    except UsageError as e:
+        raise UsageError(f"{path}: {e}") from None
 
 
 def from_pretrained(name_or_path: str, *, on_host: bool = False, **overrides) -> GPT:

@@ -78,6 +78,24 @@ def test_unknown_names_and_directories_are_refused(tmp_path):
         gptjax.from_pretrained(str(tmp_path))
 
 
+def test_a_model_directory_whose_config_or_weights_are_not_gpt2s_is_one_line(tmp_path):
+    gptjax.export_hf(gptjax.GPT(tiny_config(bias=True), rngs=nnx.Rngs(0)), tmp_path)
+    config, weights = (tmp_path / "config.json").read_text(), (tmp_path / "model.safetensors").read_bytes()
+    without_positions = {k: v for k, v in json.loads(config).items() if k != "n_positions"}
+    for config_text, weight_bytes, message in (
+        ("{not json", weights, "config.json is not JSON"),
+        (json.dumps({"model_type": "llama", "hidden_size": 32}), weights, "model_type 'llama' is not GPT-2"),
+        (json.dumps(without_positions), weights, "config.json: no n_positions: not a GPT-2 config"),
+        (json.dumps({**json.loads(config), "n_head": 5}), weights, r"config.json: GPTConfig.n_embd=\d+ must be "
+                                                                    "divisible by n_head=5"),
+        (config, weights[:1000], r"model.safetensors cannot be read \(.*\): it is cut short or damaged"),
+    ):
+        (tmp_path / "config.json").write_text(config_text)
+        (tmp_path / "model.safetensors").write_bytes(weight_bytes)
+        with pytest.raises(UsageError, match=message):
+            gptjax.from_pretrained(str(tmp_path))
+
+
 def test_crop_block_size_keeps_the_function_on_short_inputs(tmp_path):
     hf_model().save_pretrained(tmp_path)
     model = gptjax.from_pretrained(str(tmp_path))
