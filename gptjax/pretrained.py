@@ -96,7 +96,11 @@ def _read_tensors(directory: Path) -> dict[str, np.ndarray]:
                 f"{directory} has only pytorch_model.bin, which needs torch to read: install torch, "
                 "or save the model as model.safetensors"
             ) from None
-        state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several kinds for a file cut short
+            raise UsageError(f"{directory / 'pytorch_model.bin'} cannot be read ({type(e).__name__}): it is cut short "
+                             "or damaged; download or copy it again") from None
         tensors = {k: v.float().numpy() for k, v in state.items()}
     else:
         raise UsageError(f"{directory} has neither model.safetensors nor pytorch_model.bin")

@@ -23,6 +23,13 @@ def hf_model(activation="gelu_new", **overrides):
     return transformers.GPT2LMHeadModel(cfg).eval()
 
 
+def save_as_bin(model, directory) -> None:
+    """config.json and pytorch_model.bin, the format transformers 4 wrote by default (transformers
+    5 writes only model.safetensors, whatever save_pretrained is asked)."""
+    model.config.save_pretrained(directory)
+    torch.save(model.state_dict(), directory / "pytorch_model.bin")
+
+
 def hf_logits_and_loss(model, idx):
     with torch.no_grad():
         out = model(torch.tensor(np.asarray(idx)), labels=torch.tensor(np.asarray(idx)))
@@ -30,10 +37,14 @@ def hf_logits_and_loss(model, idx):
 
 
 @pytest.mark.parametrize("activation", ["gelu_new", "gelu"])
-@pytest.mark.parametrize("serialization", ["safetensors", "pytorch_model.bin"])
-def test_hf_checkpoint_loads_with_equal_logits_and_loss(tmp_path, activation, serialization):
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_hf_checkpoint_loads_with_equal_logits_and_loss(tmp_path, activation, weights):
     reference = hf_model(activation)
-    reference.save_pretrained(tmp_path, safe_serialization=serialization == "safetensors")
+    if weights == "model.safetensors":
+        reference.save_pretrained(tmp_path)
+    else:
+        save_as_bin(reference, tmp_path)
+    assert [p.name for p in tmp_path.iterdir() if p.suffix in (".bin", ".safetensors")] == [weights]
     model = gptjax.from_pretrained(str(tmp_path))
     assert model.cfg.gelu_approximate == (activation == "gelu_new") and model.cfg.bias
     for seed, T in ((0, 32), (1, 7), (2, 1)):
@@ -94,6 +105,12 @@ def test_a_model_directory_whose_config_or_weights_are_not_gpt2s_is_one_line(tmp
         (tmp_path / "model.safetensors").write_bytes(weight_bytes)
         with pytest.raises(UsageError, match=message):
             gptjax.from_pretrained(str(tmp_path))
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / "config.json").write_text(config)
+    save_as_bin(hf_model(), tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes((tmp_path / "pytorch_model.bin").read_bytes()[:1000])
+    with pytest.raises(UsageError, match=r"pytorch_model.bin cannot be read \(\w+\): it is cut short or damaged"):
+        gptjax.from_pretrained(str(tmp_path))
 
 
 def test_crop_block_size_keeps_the_function_on_short_inputs(tmp_path):
