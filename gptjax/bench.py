@@ -206,7 +206,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--sample", action="store_true", help="also time generation")
     parser.add_argument("--max_new_tokens", type=int, default=500, help="tokens per generation (--sample)")
     parser.add_argument("--profile", metavar="DIR", type=Path, help="trace one more train step into DIR")
-    parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
+    parser.add_argument("--json", metavar="FILE", type=Path, help="also write the results to FILE as JSON")
     args, config_args = parser.parse_known_args(argv[1:])
     return args, [argv[0], *config_args]
 
@@ -219,6 +219,13 @@ def _row(name: str, value) -> str:
     return f"{name:38s} {value!s:>14s}"
 
 
+def _make_folder(folder: Path, option: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{option}: cannot create the folder {folder} ({e.strerror})") from None
+
+
 def main(argv: list[str]) -> None:
     args, config_argv = parse_args(argv)
     try:
@@ -228,10 +235,11 @@ def main(argv: list[str]) -> None:
         if args.profile:
             # XLA's CPU backend writes its ops into a trace only when asked (accelerators always do)
             environment.add_xla_flags({"--xla_cpu_enable_xprof_traceme": "true"})
-            try:
-                args.profile.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise UsageError(f"--profile {args.profile}: cannot create that folder ({e.strerror})") from None
+            _make_folder(args.profile, f"--profile {args.profile}")
+        if args.json:  # refused now, not after the measurements
+            if args.json.is_dir():
+                raise UsageError(f"--json {args.json} is a folder: give the path of a file to write")
+            _make_folder(args.json.parent, f"--json {args.json}")
         sharding.initialize_distributed()
         config = from_command_line(config_argv)
         results = training(config, args.steps, args.profile)

@@ -14,7 +14,7 @@ TINY = ["--config", str(REPO / "configs/char.py"), "--config.n_layer=1", "--conf
 
 def test_bench_measures_the_configs_model_and_step_and_profiles_it(tmp_path):
     # a subprocess: XLA's CPU backend records its ops for --profile only with a flag read when JAX starts
-    out = tmp_path / "bench.json"
+    out = tmp_path / "results" / "bench.json"  # its folder is made
     result = run_program(["bench.py", *TINY, "--config.gradient_accumulation_steps=2", "--steps=2", "--sample",
                           "--max_new_tokens=20", f"--profile={tmp_path / 'profile'}", f"--json={out}"])
     assert result.returncode == 0, result.stderr
@@ -41,7 +41,9 @@ def test_bench_measures_the_configs_model_and_step_and_profiles_it(tmp_path):
 def test_bench_refuses_bad_options_in_one_line(tmp_path):
     assert "--steps" in cli_error("bench.py", *TINY, "--steps=0")
     (tmp_path / "a_file").touch()
-    assert "cannot create that folder" in cli_error("bench.py", *TINY, f"--profile={tmp_path / 'a_file/trace'}")
+    assert "cannot create the folder" in cli_error("bench.py", *TINY, f"--profile={tmp_path / 'a_file/trace'}")
+    assert "cannot create the folder" in cli_error("bench.py", *TINY, f"--json={tmp_path / 'a_file/b.json'}")
+    assert f"--json {tmp_path} is a folder" in cli_error("bench.py", *TINY, f"--json={tmp_path}")
     assert "unknown config key 'n_layers'" in cli_error("bench.py", "--config", str(REPO / "configs/char.py"),
                                                         "--config.n_layers=2")
 
