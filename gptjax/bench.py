@@ -200,7 +200,7 @@ def sampling(config: ml_collections.ConfigDict, max_new_tokens: int, batch_size:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0],
                                      usage=__doc__.splitlines()[2].strip())
     parser.add_argument("--steps", type=int, default=10, help="timed iterations after two warm-up ones")
     parser.add_argument("--sample", action="store_true", help="also time generation")

@@ -163,7 +163,7 @@ def parse_choice(value: str | None, count: int, default: list[int], what: str) -
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The options of argv (argv[0] is the program's name)."""
-    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0])
     add_model_options(parser, "look inside")
     parser.add_argument("--text", required=True, help="the text to run through the model, or FILE:path")
     parser.add_argument("--length", type=int, default=None,

@@ -69,7 +69,7 @@ def plot(out_dirs: list[Path], output: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dirs", nargs="+", type=Path, help="training runs' out_dir")
     parser.add_argument("--output", type=Path, help="the PNG to write (default: the first OUT_DIR/loss.png)")
     args = parser.parse_args(argv[1:])

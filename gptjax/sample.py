@@ -42,7 +42,7 @@ def add_model_options(parser: argparse.ArgumentParser, purpose: str) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The options of argv (argv[0] is the program's name)."""
-    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0])
     add_model_options(parser, "sample from")
     parser.add_argument("--start", default="\n", help="the prompt, or FILE:path to read it from a file")
     parser.add_argument("--num_samples", type=int, default=10)
