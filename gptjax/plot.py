@@ -34,8 +34,12 @@ def read_records(out_dir: Path) -> list[dict]:
     return rows
 
 
-def plot(out_dirs: list[Path], output: Path) -> None:
-    """Loss (log scale: early and late losses differ by an order of magnitude) above learning rate."""
+def plot(out_dirs: list[Path], output: Path) -> Path:
+    """Loss (log scale: early and late losses differ by an order of magnitude) above learning rate,
+    into output (a PNG where its name has no suffix: matplotlib's default); returns its path."""
+    if output.is_dir():
+        raise UsageError(f"{output} is a folder: give the path of the image to write")
+    output = output if output.suffix else output.with_suffix(".png")
     plt = pyplot()
     import matplotlib.ticker
 
@@ -64,8 +68,14 @@ def plot(out_dirs: list[Path], output: Path) -> None:
     lr_axes.set_xlabel("iteration")
     lr_axes.grid(True, alpha=0.3)
     figure.tight_layout()
-    figure.savefig(output)
-    plt.close(figure)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(output)
+    except (OSError, ValueError) as e:  # a folder that cannot be made or written; a format matplotlib lacks
+        raise UsageError(f"could not write {output} ({e})") from None
+    finally:
+        plt.close(figure)
+    return output
 
 
 def main(argv: list[str]) -> None:
@@ -75,10 +85,10 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv[1:])
     output = args.output or args.out_dirs[0] / "loss.png"
     try:
-        plot(args.out_dirs, output)
+        written = plot(args.out_dirs, output)
     except UsageError as e:
         sys.exit(f"{Path(argv[0]).name}: error: {e}")
-    print(f"wrote {output.absolute()}")
+    print(f"wrote {written.absolute()}")
 
 
 if __name__ == "__main__":

@@ -134,6 +134,15 @@ def test_plot_draws_the_runs_losses_into_a_png(recorded_run, tmp_path):
     assert 0.02 < drawn.mean() < 0.5  # axes, lines and a legend: neither blank nor filled
     with pytest.raises(UsageError, match="has no metrics.jsonl: pass the out_dir of a training run"):
         plot.plot([tmp_path / "nothing"], tmp_path / "x.png")
+    out = run_dir / "out"
+    assert plot.plot([out], tmp_path / "new" / "loss") == tmp_path / "new" / "loss.png"  # the folder is made
+    assert (tmp_path / "new" / "loss.png").read_bytes().startswith(b"\x89PNG")
+    (tmp_path / "a_file").touch()
+    for output, message in ((tmp_path, "is a folder: give the path of the image to write"),
+                            (tmp_path / "a_file" / "x.png", r"could not write .*a_file/x.png \(.*a_file"),
+                            (tmp_path / "x.txt", r"could not write .*x.txt \(Format 'txt' is not supported")):
+        with pytest.raises(UsageError, match=message):
+            plot.plot([out], output)
 
 
 def test_a_row_cut_short_by_a_kill_is_plotted_around_and_set_aside_on_resume(tmp_path):
