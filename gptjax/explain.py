@@ -211,7 +211,10 @@ def explain(args: argparse.Namespace) -> Path:
     name = Path(args.out_dir).name if args.init_from == "resume" else Path(args.init_from).name
     output = Path(args.output_dir or (Path(args.out_dir) / "explain" if args.init_from == "resume"
                                       else f"explain-{name}"))
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--output_dir {output}: cannot create that folder ({e.strerror})") from None
     figure, note = render.attention_figure(weights_LxHxTxT, render.token_labels(pieces), layers, heads,
                                            f"{name}: attention weights, {len(ids)} tokens")
     figure.savefig(output / "attention.png")
