@@ -132,7 +132,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if config.tokenizer not in TOKENIZERS:
         raise UsageError(f"config.tokenizer must be one of {TOKENIZERS}, got {config.tokenizer!r}")
+    for key in ("out_dir", "data_dir", "tensorboard_dir"):
+        if config[key] and (file := _file_in_the_way(Path(config[key]))):
+            raise UsageError(f"config.{key}={config[key]} cannot be a folder: {file} is a file; choose another {key}")
     model_config(config, vocab_size=1)  # the model keys, checked by GPTConfig
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The file at folder, or at the nearest of its parents that exists, if that is not a folder."""
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
 
 
 def _all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

@@ -49,6 +49,9 @@ def test_overrides_apply_with_their_types():
     (["--config.lr_schedule=linear"], r"config.lr_schedule must be one of \('cosine', 'wsd'\)"),
     (["--config.cooldown_frac=2.0"], r"config.cooldown_frac must be in \[0, 1\], got 2.0"),
     (["--config.position_encoding=alibi"], r"config.position_encoding must be one of"),
+    (["--config.out_dir=README.md/run"], r"config.out_dir=README.md/run cannot be a folder: README.md is a file; "
+                                         "choose another out_dir"),
+    (["--config.data_dir=pyproject.toml"], r"config.data_dir=pyproject.toml cannot be a folder: pyproject.toml is a"),
 ])
 def test_bad_overrides_are_refused_naming_the_key(argv, message):
     with pytest.raises(UsageError, match=message) as error:
