@@ -80,7 +80,7 @@ def main():
         size = sum(len(d.encode("utf-8")) for d in documents) * (copy + 1) / 1e6
         n_documents = len(documents) * (copy + 1) if args.layout == "jsonl" else 1
         print(f"corpus: {corpus.stat().st_size / 1e6:,.0f} MB on disk ({args.layout}), {size:,.0f} MB of text, "
-              f"{n_documents:,} documents; {os.cpu_count()} CPUs")
+              f"{n_documents:,} documents; {prepare.usable_cpus()} CPUs")
         for run, procs in enumerate(args.procs):  # a folder each: a prepared one would be found up to date
             with PeakMemory() as memory:
                 start = time.perf_counter()

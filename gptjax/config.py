@@ -54,7 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.rebuild_data = False  # prepare data_dir/dataset again from the text, whatever it was prepared from
     c.val_fraction = 0.1  # the last 10% of the tokens (or of the documents, from 100 on) become val.bin
     c.text_key = "text"  # the field of .jsonl records and the column of .parquet files that holds the text
-    c.num_proc = 0  # processes that tokenize when preparing data (0: one per CPU)
+    c.num_proc = 0  # processes that tokenize when preparing data (0: one per usable CPU)
     c.gradient_accumulation_steps = 1  # micro-batches per update (nanoGPT's default is 40)
     c.batch_size = 12
     c.block_size = 1024

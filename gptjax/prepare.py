@@ -156,6 +156,12 @@ def _without_lone_surrogates(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: fewer than the machine's under a job scheduler (SLURM) or
+    taskset, where one worker per machine CPU would crowd them."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _tokenizer(kind: str, corpus: Path | str, text_key: str) -> Tokenizer:
     """GPT-2's BPE, or a vocabulary of the corpus's characters (one pass over the text)."""
     if kind != "char":
@@ -181,7 +187,7 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
             num_proc: int = 0) -> Tokenizer:
     """Tokenize corpus into dataset_dir/{train,val}.bin and meta.json unless they are up to date;
     returns the tokenizer. `announce` gets one line saying what was prepared, if anything.
-    num_proc: worker processes (0: one per CPU)."""
+    num_proc: worker processes (0: one per usable CPU)."""
     if not 0 < val_fraction < 1:
         raise UsageError(f"config.val_fraction must be between 0 and 1, got {val_fraction}")
     if num_proc < 0:
@@ -204,7 +210,7 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
     try:
         with open(everything, "wb") as out, open(document_ends, "wb") as ends_out:
             tasks = _tasks(sources.pieces(corpus, text_key))
-            for tokens, ends, size in _encoded(tasks, encoder, num_proc or os.cpu_count()):
+            for tokens, ends, size in _encoded(tasks, encoder, num_proc or usable_cpus()):
                 out.write(tokens.tobytes())
                 ends_out.write((n_tokens + ends).tobytes())
                 n_tokens, n_bytes, n_documents = n_tokens + len(tokens), n_bytes + size, n_documents + len(ends)

@@ -191,6 +191,15 @@ def test_hugging_face_datasets_saved_to_disk_are_read_record_by_record(tmp_path)
         prepare.prepare(tmp_path / "out", tmp_path / "saved", tokenizer="gpt2")
 
 
+def test_num_proc_0_starts_a_worker_per_cpu_this_process_may_use(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)  # as under taskset -c 3
+    monkeypatch.setattr(prepare, "_encoded", lambda tasks, tokenizer, num_proc: asked.append(num_proc) or iter(()))
+    with pytest.raises(UsageError, match="is empty"):  # no tokens came back: nothing else to check
+        prepare.prepare(tmp_path / "out", write(tmp_path / "in.txt", "some text"), num_proc=0)
+    assert asked == [1]
+
+
 @pytest.mark.parametrize("num_proc", [1, 2])
 def test_tasks_are_read_as_they_are_encoded_never_all_at_once(num_proc):
     pulled = []
