@@ -4,7 +4,8 @@ The corpus: a text file, a .jsonl file ({"text": ...} per line; `text_key` names
 .parquet file (its `text_key` column; needs pyarrow), a folder of such files (its shards, in name
 order), a folder written by Hugging Face datasets' save_to_disk, or hf:NAME[:SUBSET], a Hub
 dataset's train split, streamed (both need datasets). A long text is cut at a line break or space
-that no GPT-2 token spans. A record, row or file that cannot be read is a one-line error naming it.
+that no GPT-2 token spans. A record, row or file that cannot be read, and a packed corpus (.gz,
+.tar, ...), are one-line errors naming it.
 Which text a dataset is prepared from (input_file, data_dir/<dataset>/input.txt, or tinyshakespeare,
 downloaded): find_corpus.
 """
@@ -184,6 +185,7 @@ def pieces(corpus: Path | str, text_key: str = "text") -> Iterator[Piece]:
         else:
             yield from _text_file(path)
 
+
 def download(url: str, dest: Path, what: str, where: str, sha256: str | None = None) -> None:
     """Fetch url to dest (written atomically), refusing a payload whose sha256 is not `sha256`
     when one is given; `where` says how to do without a network."""
@@ -206,6 +208,7 @@ def download_shakespeare(dest: Path) -> None:
 def source_id(source: str | Path) -> str:
     """How meta.json names a corpus: a hub dataset by hf:NAME, a file or folder by its absolute path."""
     return str(source) if str(source).startswith(HUB) else str(Path(source).resolve())
+
 
 def find_corpus(dataset_dir: Path, dataset: str, input_file: str = "", prepared: bool = False) -> Path | str | None:
     """The text to prepare: input_file; else dataset_dir/input.txt; else, for the Shakespeare
