@@ -152,7 +152,6 @@ class Writer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
     def _attempt(self, write: Callable[[], Any]) -> None:
         try:
             write()

@@ -196,7 +196,6 @@ class CausalSelfAttention(nnx.Module):
         y_BxTxC = y_BxTxHxD.reshape(B, T, C)  # re-assemble the heads
         return self.resid_dropout(self.c_proj(y_BxTxC), rngs=rngs), kv_cache
 
-
     def qkv(self, x_BxTxC: jax.Array, pos: jax.Array | int = 0) -> jax.Array:
         """Each head's query, key and value of tokens at positions pos..pos+T-1, (B, T, 3, H, D),
         with qk_norm and RoPE applied where the config asks for them."""

@@ -29,7 +29,6 @@ def test_windows_pair_each_token_with_its_successor():
     np.testing.assert_array_equal(y, x + 1)
 
 
-
 def write(path: pathlib.Path, text: str) -> pathlib.Path:
     path.write_text(text, encoding="utf-8")
     return path

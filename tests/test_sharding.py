@@ -21,6 +21,7 @@ from gptjax.errors import UsageError
 
 EIGHT_DEVICES = {"XLA_FLAGS": f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=8"}
 
+
 def test_a_mesh_that_does_not_fit_the_devices_is_one_line():
     n = jax.device_count()
     for data, fsdp, message in ((-1, n + 1, f"config.mesh.fsdp={n + 1} must be a divisor of the {n} device"),

@@ -46,7 +46,6 @@ def test_a_text_that_is_not_utf8_is_named_even_far_in(tmp_path, monkeypatch):
     assert not list((tmp_path / "out").glob("*.bin*"))
 
 
-
 @pytest.mark.parametrize("name", ["docs.jsonl.gz", "owt.tar"])
 def test_a_packed_corpus_is_refused_before_it_is_read_as_text(tmp_path, name):
     import tarfile

@@ -97,7 +97,6 @@ def test_eval_only_evaluates_once_and_trains_nothing(tmp_path):
     assert "step 4: train loss" in result.stdout and "iter 4:" not in result.stdout
 
 
-
 def test_a_run_with_every_new_architecture_and_optimizer_choice_trains_and_resumes_as_it_was(tmp_path):
     fast = dict(position_encoding="rope", norm="rmsnorm", qk_norm=True, mlp_activation="relu2",
                 tie_embeddings=False, logit_softcap=15.0, zero_init_proj=True, optimizer="muon", muon_lr=0.05,
