@@ -182,7 +182,7 @@ def explain(args: argparse.Namespace) -> Path:
     plt = render.pyplot()  # before the slow work: a missing matplotlib is a one-line error at once
     model, vocab = load(args.init_from, Path(args.out_dir), args.dtype, args.checkpoint)
     cfg = model.cfg
-    text = read_prompt(args.text)
+    text = read_prompt(args.text, "--text")
     if not text:
         raise UsageError("the text is empty: pass --text with at least two characters")
     ids = encode(vocab, text, "text")

@@ -73,14 +73,18 @@ def encode(vocab: Tokenizer, text: str, what: str) -> np.ndarray:
         raise UsageError(f"the {what} has {e}; use characters the model was trained on") from None
 
 
-def read_prompt(start: str) -> str:
-    """The prompt text: start itself, or the contents of the file that FILE:path names."""
+def read_prompt(start: str, option: str = "--start") -> str:
+    """The prompt text: start itself, or the contents of the UTF-8 file that FILE:path names
+    (`option`: the command-line option that gave it, for the errors)."""
     if not start.startswith("FILE:"):
         return start
     path = Path(start[len("FILE:"):])
     if not path.is_file():
-        raise UsageError(f"--start={start}: {path.absolute()} does not exist or is not a file")
-    return path.read_text(encoding="utf-8")
+        raise UsageError(f"{option}={start}: {path.absolute()} does not exist or is not a file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{option}={start}: {path.absolute()} is not UTF-8 text ({e.reason})") from None
 
 
 def main(argv: list[str]) -> None:
