@@ -154,13 +154,16 @@ def _hf_dataset(source: Path | str, text_key: str) -> Iterator[Piece]:
     try:  # no network, no such dataset, a damaged file: datasets raises many kinds
         if isinstance(source, Path):
             rows = datasets.load_from_disk(str(source))
-            if isinstance(rows, datasets.DatasetDict):
-                rows = rows["train"] if "train" in rows else next(iter(rows.values()))
         else:
             name, _, subset = source.removeprefix(HUB).partition(":")
             rows = datasets.load_dataset(name, subset or None, split="train", streaming=True)
     except Exception as e:
         raise UsageError(f"could not open the dataset {source} ({type(e).__name__}: {_one_line(e)})") from None
+    if isinstance(rows, datasets.DatasetDict):  # save_to_disk of several splits: train, or the only one
+        if "train" not in rows and len(rows) != 1:
+            raise UsageError(f"the dataset {source} has no train split, and several others ({', '.join(rows)}): save "
+                             "the one to train on by itself (its save_to_disk)")
+        rows = rows["train"] if "train" in rows else next(iter(rows.values()))
     number = 0
     try:  # a stream from the hub can break off: the preparation then starts over when run again
         for number, record in enumerate(rows, start=1):

@@ -113,6 +113,17 @@ def test_a_parquet_file_damaged_in_its_second_row_group_is_named_with_the_rows_r
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
+def test_a_saved_dataset_dict_gives_its_train_split_or_its_only_one_and_never_guesses(tmp_path):
+    datasets = pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
+    split = {name: datasets.Dataset.from_dict({"text": [name, name]}) for name in ("train", "validation", "test")}
+    for kept, expected in ((("validation", "train"), ["train", "train"]), (("test",), ["test", "test"])):
+        datasets.DatasetDict({name: split[name] for name in kept}).save_to_disk(tmp_path / kept[0])
+        assert [text for text, _ in sources.pieces(tmp_path / kept[0])] == expected
+    datasets.DatasetDict({name: split[name] for name in ("validation", "test")}).save_to_disk(tmp_path / "two")
+    with pytest.raises(UsageError, match=r"two has no train split, and several others \(validation, test\)"):
+        list(sources.pieces(tmp_path / "two"))
+
+
 def test_a_damaged_saved_dataset_and_a_hub_stream_that_breaks_off_are_one_line(tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
     datasets.Dataset.from_dict({"text": DOCUMENTS * 100}).save_to_disk(tmp_path / "saved")
