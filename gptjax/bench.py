@@ -40,7 +40,7 @@ from flax import nnx
 
 from gptjax import flops, optim, sharding
 from gptjax.config import from_command_line, model_config
-from gptjax.errors import UsageError
+from gptjax.errors import UsageError, make_folder
 from gptjax.generation import generate, generate_uncached
 from gptjax.model import GPT, GPTConfig
 from gptjax.step import TrainState, eval_step, train_step
@@ -219,13 +219,6 @@ def _row(name: str, value) -> str:
     return f"{name:38s} {value!s:>14s}"
 
 
-def _make_folder(folder: Path, option: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{option}: cannot create the folder {folder} ({e.strerror})") from None
-
-
 def main(argv: list[str]) -> None:
     args, config_argv = parse_args(argv)
     try:
@@ -235,11 +228,11 @@ def main(argv: list[str]) -> None:
         if args.profile:
             # XLA's CPU backend writes its ops into a trace only when asked (accelerators always do)
             environment.add_xla_flags({"--xla_cpu_enable_xprof_traceme": "true"})
-            _make_folder(args.profile, f"--profile {args.profile}")
+            make_folder(args.profile, f"--profile {args.profile}")
         if args.json:  # refused now, not after the measurements
             if args.json.is_dir():
                 raise UsageError(f"--json {args.json} is a folder: give the path of a file to write")
-            _make_folder(args.json.parent, f"--json {args.json}")
+            make_folder(args.json.parent, f"--json {args.json}")
         sharding.initialize_distributed()
         config = from_command_line(config_argv)
         results = training(config, args.steps, args.profile)

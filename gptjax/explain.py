@@ -27,7 +27,7 @@ from flax import nnx
 from numpy.typing import ArrayLike
 
 from gptjax import attention, render
-from gptjax.errors import UsageError
+from gptjax.errors import UsageError, make_folder
 from gptjax.model import GPT, CausalSelfAttention
 from gptjax.sample import add_model_options, encode, load, read_prompt
 from gptjax.step import token_losses
@@ -211,10 +211,7 @@ def explain(args: argparse.Namespace) -> Path:
     name = Path(args.out_dir).name if args.init_from == "resume" else Path(args.init_from).name
     output = Path(args.output_dir or (Path(args.out_dir) / "explain" if args.init_from == "resume"
                                       else f"explain-{name}"))
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--output_dir {output}: cannot create that folder ({e.strerror})") from None
+    make_folder(output, "--output_dir")
     figure, note = render.attention_figure(weights_LxHxTxT, render.token_labels(pieces), layers, heads,
                                            f"{name}: attention weights, {len(ids)} tokens")
     figure.savefig(output / "attention.png")
