@@ -3,11 +3,11 @@
     python -m gptjax.prepare --config gpt2 --config.input_file=owt/ [--config.num_proc=8]
     python prepare.py --config configs/gpt2.py ...                   # the same, from a clone
 
-train.py does the same on first use. The corpus (a text file, .jsonl or .parquet shards, a
-Hugging Face dataset) is read as a stream of documents in pieces of a few MB (gptjax/sources.py),
-tokenized by `num_proc` worker processes, and appended to disk, as are the offsets where documents
-end: memory stays bounded whatever the corpus size. With the gpt2 tokenizer, <|endoftext|> follows
-each document. The last `val_fraction` of the tokens become
+train.py does the same on first use. The corpus (a text file, .jsonl or .parquet shards, plain or
+compressed, a Hugging Face dataset) is read as a stream of documents in pieces of a few MB
+(gptjax/sources.py), tokenized by `num_proc` worker processes, and appended to disk, as are the
+offsets where documents end: memory stays bounded whatever the corpus size. With the gpt2
+tokenizer, <|endoftext|> follows each document. The last `val_fraction` of the tokens become
 val.bin: the last documents when the corpus has MIN_DOCUMENTS or more, else the last tokens
 (nanoGPT's 90/10 split of Shakespeare). meta.json is written last, so a preparation that stops half
 way is never taken for a complete one; the next run starts it over. Whether the prepared data

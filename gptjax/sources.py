@@ -1,31 +1,42 @@
 """Where a corpus's text comes from, read as a stream of documents in pieces of a few MB.
 
-The corpus: a text file, a .jsonl file ({"text": ...} per line; `text_key` names the field), a
-.parquet file (its `text_key` column; needs pyarrow), a folder of such files (its shards, in name
-order), a folder written by Hugging Face datasets' save_to_disk, or hf:NAME[:SUBSET], a Hub
-dataset's train split, streamed (both need datasets). A long text is cut at a line break or space
-that no GPT-2 token spans. A record, row or file that cannot be read, and a packed corpus (.gz,
-.tar, ...), are one-line errors naming it.
+The corpus: a text file, a .jsonl or .json file ({"text": ...} per line; `text_key` names the
+field), each of them also compressed as .gz, .bz2 or .xz (decompressed as it is read), a .parquet
+file (its `text_key` column; needs pyarrow), a folder of such files (its shards, in name order;
+other files, such as a README, are left out), a folder written by Hugging Face datasets'
+save_to_disk, or hf:NAME[:SUBSET], a Hub dataset's train split, streamed (both need datasets). A
+long text is cut at a line break or space that no GPT-2 token spans. A record, row or file that
+cannot be read, and an archive or compression not read here (.tar, .zip, .zst, ...), are one-line
+errors naming it: left out of a folder, it would silently be missing from the corpus.
 Which text a dataset is prepared from (input_file, data_dir/<dataset>/input.txt, or tinyshakespeare,
 downloaded): find_corpus.
 """
 
+import bz2
 import codecs
+import gzip
 import hashlib
 import json
+import lzma
 import os
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from gptjax.errors import UsageError
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 DOWNLOADABLE = ("shakespeare_char", "shakespeare")  # both start from tinyshakespeare
-SUFFIXES = (".txt", ".jsonl", ".parquet")
-PACKED_SUFFIXES = (".gz", ".xz", ".zst", ".bz2", ".zip", ".tar", ".tgz")  # how corpora are often shipped
+SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")  # a .json shard is JSON Lines, as C4's and Dolma's
+RECORD_SUFFIXES = (".jsonl", ".json")
+# the compressions Python reads by itself; how else corpora are often shipped is refused
+COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+PACKED_SUFFIXES = (*COMPRESSIONS, ".zst", ".zip", ".tar", ".tgz", ".7z", ".rar")
+DAMAGED_DATA = (EOFError, OSError, zlib.error, lzma.LZMAError)  # what a damaged compressed file raises
 HUB = "hf:"  # input_file=hf:NAME[:SUBSET]: the train split of a Hugging Face Hub dataset, streamed
 PIECE_BYTES = 1 << 22  # how much of a long text a piece holds (and prepare a worker's task): about 4 MiB
 
@@ -45,21 +56,41 @@ def _saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
+def _kind(path: Path) -> str:
+    """What a file holds, whether compressed or not: ".jsonl" for docs.jsonl.gz and docs.jsonl alike."""
+    return Path(path.stem).suffix if path.suffix in COMPRESSIONS else path.suffix
+
+
+def _refuse_packed(path: Path) -> None:
+    """An archive (a tar's headers could pass as text) or a compression not read here: refused, not read."""
+    read_here = path.suffix in COMPRESSIONS and _kind(path) in (".txt", *RECORD_SUFFIXES)
+    if path.suffix in PACKED_SUFFIXES and not read_here:
+        raise UsageError(f"corpus {path} is an archive or a compressed file that gptjax does not read: unpack it and "
+                         f"pass the files inside, or their folder (.txt, .jsonl and .json files are read compressed as "
+                         f"{', '.join(COMPRESSIONS)} too)")
+
+
 def files(corpus: Path | str) -> list[Path]:
     """The files a corpus is read from: none for a hub dataset, all of a saved dataset's."""
     if isinstance(corpus, str):
         return []
     if not corpus.is_dir():
-        if corpus.suffix in PACKED_SUFFIXES:  # a tar's headers could pass as text: refused, not read
-            raise UsageError(f"corpus {corpus} is a {corpus.suffix} archive or compressed file: unpack it and pass "
-                             "the text, .jsonl or .parquet file, or the folder of them, inside")
+        _refuse_packed(corpus)
         return [corpus]
     if _saved_dataset(corpus):
         return sorted(p for p in corpus.rglob("*") if p.is_file())
-    shards = sorted(p for p in corpus.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    shards = sorted(p for p in corpus.iterdir() if p.suffix in (*SUFFIXES, *PACKED_SUFFIXES) and p.is_file())
+    for shard in shards:
+        _refuse_packed(shard)
     if not shards:
-        raise UsageError(f"corpus folder {corpus} holds no {', '.join(SUFFIXES)} files")
+        raise UsageError(f"corpus folder {corpus} holds no {', '.join(SUFFIXES)} files (nor such files compressed as "
+                         f"{', '.join(COMPRESSIONS)})")
     return shards
+
+
+def _open(path: Path) -> BinaryIO:
+    """path's bytes, decompressed as they are read when it is compressed."""
+    return COMPRESSIONS.get(path.suffix, open)(path, "rb")
 
 
 def _cut_point(text: str) -> int:
@@ -77,7 +108,7 @@ def _cut_point(text: str) -> int:
 def _text_file(path: Path) -> Iterator[Piece]:
     """A text file as one document, in pieces of about PIECE_BYTES."""
     decoder = codecs.getincrementaldecoder("utf-8")()  # a block may end inside a character
-    with open(path, "rb") as f:
+    with _open(path) as f:
         pending = ""
         try:
             while block := f.read(PIECE_BYTES):
@@ -98,7 +129,10 @@ def _one_line(error: Exception) -> str:
 def _text_of(record, source: Path | str, where: str, text_key: str) -> str:
     """record[text_key], the one check of every record-based corpus: a one-line error naming the
     source and where in it when the record has no such field or it is not a string."""
-    if not isinstance(record, dict) or text_key not in record:
+    if not isinstance(record, dict):  # a .json file that is one array, say
+        raise UsageError(f"{source}, {where}: a JSON {type(record).__name__}, not an object: a .jsonl or .json corpus "
+                         f"is JSON Lines, an object with a {text_key!r} string on each line")
+    if text_key not in record:
         raise UsageError(f"{source}, {where}: no {text_key!r} field (config.text_key names it)")
     if not isinstance(text := record[text_key], str):
         raise UsageError(f"{source}, {where}: {text_key!r} is {type(text).__name__}, not a string: every record of "
@@ -107,7 +141,7 @@ def _text_of(record, source: Path | str, where: str, text_key: str) -> str:
 
 
 def _jsonl(path: Path, text_key: str) -> Iterator[Piece]:
-    with open(path, "rb") as f:  # bytes, decoded line by line: an error names its line
+    with _open(path) as f:  # bytes, decoded line by line: an error names its line
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -116,8 +150,8 @@ def _jsonl(path: Path, text_key: str) -> Iterator[Piece]:
             except UnicodeDecodeError as e:
                 raise UsageError(f"{path}, line {number}: not UTF-8 text ({e.reason})") from None
             except json.JSONDecodeError:
-                raise UsageError(f"{path}, line {number}: not JSON: every line of a .jsonl corpus must be an "
-                                 f"object with a {text_key!r} string") from None
+                raise UsageError(f"{path}, line {number}: not JSON: a .jsonl or .json corpus is JSON Lines, an "
+                                 f"object with a {text_key!r} string on each line") from None
             yield _text_of(record, path, f"line {number}", text_key), True
 
 
@@ -181,12 +215,34 @@ def pieces(corpus: Path | str, text_key: str = "text") -> Iterator[Piece]:
         yield from _hf_dataset(corpus, text_key)
         return
     for path in files(corpus):
-        if path.suffix == ".jsonl":
-            yield from _jsonl(path, text_key)
+        if _kind(path) in RECORD_SUFFIXES:
+            read = _jsonl(path, text_key)
         elif path.suffix == ".parquet":
-            yield from _parquet(path, text_key)
+            read = _parquet(path, text_key)
         else:
-            yield from _text_file(path)
+            read = _text_file(path)
+        if path.suffix not in COMPRESSIONS:
+            yield from read
+            continue
+        try:
+            yield from read
+        except DAMAGED_DATA as e:
+            raise _damaged(path, e) from None
+        except UsageError:  # gzip finds damage at a member's end: garbled records may show it first
+            try:
+                with _open(path) as f:
+                    while f.read(PIECE_BYTES):
+                        pass
+            except DAMAGED_DATA as e:
+                raise _damaged(path, e) from None
+            raise
+
+
+def _damaged(path: Path, error: Exception) -> Exception:
+    if isinstance(error, OSError) and error.errno is not None:  # the disk or a permission, not the data
+        return error
+    return UsageError(f"{path} cannot be read to its end ({type(error).__name__}: {_one_line(error)}): the file is "
+                      "damaged or cut short; download or copy it again")
 
 
 def download(url: str, dest: Path, what: str, where: str, sha256: str | None = None) -> None:

@@ -46,21 +46,76 @@ def test_a_text_that_is_not_utf8_is_named_even_far_in(tmp_path, monkeypatch):
     assert not list((tmp_path / "out").glob("*.bin*"))
 
 
-@pytest.mark.parametrize("name", ["docs.jsonl.gz", "owt.tar"])
-def test_a_packed_corpus_is_refused_before_it_is_read_as_text(tmp_path, name):
+@pytest.mark.parametrize("compression", [".gz", ".bz2", ".xz"])
+def test_compressed_shards_read_as_the_text_inside_them(tmp_path, monkeypatch, compression):
+    import bz2
+    import gzip
+    import lzma
+
+    monkeypatch.setattr(sources, "PIECE_BYTES", 16)  # a compressed text is cut into pieces as a plain one
+    write = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[compression]
+    records = "".join(json.dumps({"text": d}) + "\n" for d in DOCUMENTS)
+    text = "A text long enough to be cut into several pieces of a few words.\n" * 3
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    plain.mkdir(), packed.mkdir()
+    for name, content in (("0.jsonl", records), ("1.json", records), ("2.txt", text)):
+        (plain / name).write_text(content, encoding="utf-8")
+        with write(packed / (name + compression), "wt", encoding="utf-8") as f:
+            f.write(content[:40])  # in two members or streams, as `cat a.gz b.gz` makes one
+        with write(packed / (name + compression), "at", encoding="utf-8") as f:
+            f.write(content[40:])
+    (packed / "README.md").write_text("not a shard: left out, as in any folder\n")
+    assert list(sources.pieces(packed)) == list(sources.pieces(plain))
+    assert len(list(sources.pieces(packed / ("2.txt" + compression)))) > 3
+    assert [text for text, _ in sources.pieces(packed / ("1.json" + compression))] == DOCUMENTS
+
+
+@pytest.mark.parametrize("compression", [".gz", ".bz2", ".xz"])
+@pytest.mark.parametrize("damage", ["cut short", "overwritten"])
+def test_a_damaged_compressed_shard_is_named_and_nothing_half_made_is_left(tmp_path, compression, damage):
+    import bz2
+    import gzip
+    import lzma
+
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[compression]
+    documents = [f"document {i} of a corpus shipped compressed" for i in range(300)]
+    payload = compress("".join(json.dumps({"text": d}) + "\n" for d in documents).encode())
+    middle = len(payload) // 2
+    shard = tmp_path / ("docs.jsonl" + compression)
+    shard.write_bytes(payload[:middle] if damage == "cut short" else
+                      payload[:middle] + bytes(64) + payload[middle + 64:])
+    with pytest.raises(UsageError, match=f"^{re.escape(str(shard))} cannot be read to its end "
+                                         r"\(\w+: .*\): the file is damaged or cut short; download or copy it "
+                                         "again$") as error:
+        prepare.prepare(tmp_path / "out", shard, tokenizer="char")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("name", ["owt.tar", "owt.tar.gz", "owt.tgz", "docs.jsonl.zst", "docs.zip", "a.parquet.gz"])
+def test_an_archive_or_a_compression_not_read_is_refused_alone_or_in_a_folder(tmp_path, name):
     import tarfile
 
     (tmp_path / "doc.txt").write_text("a document that a tar file holds uncompressed\n" * 10)
-    with tarfile.open(tmp_path / name, "w:gz" if name.endswith(".gz") else "w") as archive:
+    with tarfile.open(tmp_path / name, "w:gz" if name.endswith("gz") else "w") as archive:
         archive.add(tmp_path / "doc.txt", arcname="doc.txt")  # a tar's text is valid UTF-8, headers and all
-    with pytest.raises(UsageError, match=rf"corpus .*{name} is a \.(gz|tar) archive or compressed file: unpack it"):
+    with pytest.raises(UsageError, match=rf"^corpus .*{re.escape(name)} is an archive or a compressed file that "
+                                         r"gptjax does not read: unpack it .*compressed as \.gz, \.bz2, \.xz too\)$"):
         prepare.prepare(tmp_path / "out", tmp_path / name)
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (tmp_path / "doc.txt").rename(folder / "doc.txt")
+    (tmp_path / name).rename(folder / name)  # would be left out of the corpus without a word
+    with pytest.raises(UsageError, match=rf"^corpus .*shards/{re.escape(name)} is an archive or a compressed file "
+                                         "that gptjax does not read"):
+        prepare.prepare(tmp_path / "out", folder)
 
 
 @pytest.mark.parametrize("line, message", [
     ('{"text": 1}', r"line 2: 'text' is int, not a string"),
     ('{"body": "x"}', r"line 2: no 'text' field \(config.text_key names it\)"),
-    ("not json", r"line 2: not JSON"),
+    ("not json", r"line 2: not JSON: a .jsonl or .json corpus is JSON Lines"),
+    ('[{"text": "x"}]', r"line 2: a JSON list, not an object: a .jsonl or .json corpus is JSON Lines"),
     ('{"text": "caf\udce9"}', r"line 2: not UTF-8 text \(invalid continuation byte\)"),  # a Latin-1 é
 ])
 def test_a_jsonl_record_that_is_not_text_is_named_and_nothing_half_made_is_left(tmp_path, line, message):
@@ -91,7 +146,7 @@ def test_parquet_problems_are_named(tmp_path):
     with pytest.raises(UsageError, match=r"c.parquet is not a readable parquet file"):
         prepare.prepare(tmp_path / "out", tmp_path / "c.parquet")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match=r"corpus folder .*empty holds no .txt, .jsonl, .parquet files"):
+    with pytest.raises(UsageError, match=r"corpus folder .*empty holds no .txt, .jsonl, .json, .parquet files"):
         prepare.prepare(tmp_path / "out", tmp_path / "empty")
 
 
