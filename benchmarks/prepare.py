@@ -1,15 +1,18 @@
 """Time data preparation with GPT-2's BPE on a generated corpus, and its peak memory.
 
-    python benchmarks/prepare.py SHAKESPEARE_INPUT_TXT [--mb 200] [--procs 1 2 ...] [--layout jsonl]
+    python benchmarks/prepare.py SHAKESPEARE_INPUT_TXT [--mb 200] [--procs 1 2 ...] [--layout jsonl|jsonl.gz|txt]
                                  [--document-chars 4000]
 
 Writes a corpus of --mb MB (the Shakespeare text repeated, as .jsonl documents of --document-chars
-characters or one .txt), prepares it with num_proc = each of --procs, and prints MB/s and the peak
-resident memory summed over the main process and its workers (sampled every 50 ms from /proc),
-then tiktoken's own encode_ordinary_batch on the same documents for comparison.
+characters, the same compressed by gzip, or one .txt), prepares it with num_proc = each of --procs,
+and prints MB/s and the peak resident memory summed over the main process and its workers (sampled
+every 50 ms from /proc), then tiktoken's own encode_ordinary_batch on the same documents for
+comparison.
 """
 
 import argparse
+import functools
+import gzip
 import json
 import os
 import tempfile
@@ -63,7 +66,7 @@ def main():
     parser.add_argument("shakespeare", type=Path)
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--layout", choices=("jsonl", "txt"), default="jsonl")
+    parser.add_argument("--layout", choices=("jsonl", "jsonl.gz", "txt"), default="jsonl")
     parser.add_argument("--document-chars", type=int, default=4000)
     args = parser.parse_args()
 
@@ -71,14 +74,16 @@ def main():
     documents = [text[i:i + args.document_chars] for i in range(0, len(text), args.document_chars)]
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / f"corpus.{args.layout}"
-        with open(corpus, "w", encoding="utf-8") as f:
+        # gzip's own default level, not Python's 9: as corpora are most often compressed
+        opener = functools.partial(gzip.open, compresslevel=6) if args.layout.endswith(".gz") else open
+        with opener(corpus, "wt", encoding="utf-8") as f:
             for copy in range(args.mb * 10**6 // len(text.encode("utf-8")) + 1):
-                if args.layout == "jsonl":
+                if args.layout.startswith("jsonl"):
                     f.writelines(json.dumps({"text": f"{copy} {d}"}) + "\n" for d in documents)
                 else:
                     f.write(text)
         size = sum(len(d.encode("utf-8")) for d in documents) * (copy + 1) / 1e6
-        n_documents = len(documents) * (copy + 1) if args.layout == "jsonl" else 1
+        n_documents = len(documents) * (copy + 1) if args.layout.startswith("jsonl") else 1
         print(f"corpus: {corpus.stat().st_size / 1e6:,.0f} MB on disk ({args.layout}), {size:,.0f} MB of text, "
               f"{n_documents:,} documents; {prepare.usable_cpus()} CPUs")
         for run, procs in enumerate(args.procs):  # a folder each: a prepared one would be found up to date
