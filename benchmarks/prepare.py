@@ -1,12 +1,12 @@
 """Time data preparation with GPT-2's BPE on a generated corpus, and its peak memory.
 
-    python benchmarks/prepare.py SHAKESPEARE_INPUT_TXT [--mb 200] [--procs 1 2 ...] [--layout jsonl|jsonl.gz|txt]
-                                 [--document-chars 4000]
+    python benchmarks/prepare.py SHAKESPEARE_INPUT_TXT [--mb 200] [--procs 1 2 ...]
+                                 [--layout jsonl|jsonl.gz|jsonl.zst|txt] [--document-chars 4000]
 
 Writes a corpus of --mb MB (the Shakespeare text repeated, as .jsonl documents of --document-chars
-characters, the same compressed by gzip, or one .txt), prepares it with num_proc = each of --procs,
-and prints MB/s and the peak resident memory summed over the main process and its workers (sampled
-every 50 ms from /proc), then tiktoken's own encode_ordinary_batch on the same documents for
+characters, the same compressed by gzip or zstd, or one .txt), prepares it with num_proc = each of
+--procs, and prints MB/s and the peak resident memory summed over the main process and its workers
+(sampled every 50 ms from /proc), then tiktoken's own encode_ordinary_batch on the same documents for
 comparison.
 """
 
@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from gptjax import prepare
+from gptjax import prepare, sources
 
 
 def _rss_mib(pid: int) -> float:
@@ -66,7 +66,7 @@ def main():
     parser.add_argument("shakespeare", type=Path)
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--layout", choices=("jsonl", "jsonl.gz", "txt"), default="jsonl")
+    parser.add_argument("--layout", choices=("jsonl", "jsonl.gz", "jsonl.zst", "txt"), default="jsonl")
     parser.add_argument("--document-chars", type=int, default=4000)
     args = parser.parse_args()
 
@@ -74,8 +74,9 @@ def main():
     documents = [text[i:i + args.document_chars] for i in range(0, len(text), args.document_chars)]
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / f"corpus.{args.layout}"
-        # gzip's own default level, not Python's 9: as corpora are most often compressed
-        opener = functools.partial(gzip.open, compresslevel=6) if args.layout.endswith(".gz") else open
+        # the command-line tools' default levels (gzip 6, not Python's 9; zstd 3): as corpora are most often compressed
+        opener = {"jsonl.gz": functools.partial(gzip.open, compresslevel=6),
+                  "jsonl.zst": getattr(sources.zstd, "open", None)}.get(args.layout, open)
         with opener(corpus, "wt", encoding="utf-8") as f:
             for copy in range(args.mb * 10**6 // len(text.encode("utf-8")) + 1):
                 if args.layout.startswith("jsonl"):

@@ -1,13 +1,14 @@
 """Where a corpus's text comes from, read as a stream of documents in pieces of a few MB.
 
 The corpus: a text file, a .jsonl or .json file ({"text": ...} per line; `text_key` names the
-field), each of them also compressed as .gz, .bz2 or .xz (decompressed as it is read), a .parquet
-file (its `text_key` column; needs pyarrow), a folder of such files (its shards, in name order;
-other files, such as a README, are left out), a folder written by Hugging Face datasets'
-save_to_disk, or hf:NAME[:SUBSET], a Hub dataset's train split, streamed (both need datasets). A
-long text is cut at a line break or space that no GPT-2 token spans. A record, row or file that
-cannot be read, and an archive or compression not read here (.tar, .zip, .zst, ...), are one-line
-errors naming it: left out of a folder, it would silently be missing from the corpus.
+field), each of them also compressed as .gz, .bz2, .xz or .zst (decompressed as it is read; .zst
+needs Python 3.14 or backports.zstd), a .parquet file (its `text_key` column; needs pyarrow), a
+folder of such files (its shards, in name order; other files, such as a README, are left out), a
+folder written by Hugging Face datasets' save_to_disk, or hf:NAME[:SUBSET], a Hub dataset's train
+split, streamed (both need datasets). A long text is cut at a line break or space that no GPT-2
+token spans. A record, row or file that cannot be read, and an archive or compression not read
+here (.tar, .zip, .7z, ...), are one-line errors naming it: left out of a folder, it would silently
+be missing from the corpus.
 Which text a dataset is prepared from (input_file, data_dir/<dataset>/input.txt, or tinyshakespeare,
 downloaded): find_corpus.
 """
@@ -19,6 +20,7 @@ import hashlib
 import json
 import lzma
 import os
+import sys
 import urllib.error
 import urllib.request
 import zlib
@@ -28,15 +30,25 @@ from typing import BinaryIO
 
 from gptjax.errors import UsageError
 
+try:  # Python 3.14's zstd module, or its backport (the data extra) before it
+    if sys.version_info >= (3, 14):
+        from compression import zstd
+    else:
+        from backports import zstd
+except ImportError:
+    zstd = None
+
+
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 DOWNLOADABLE = ("shakespeare_char", "shakespeare")  # both start from tinyshakespeare
 SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")  # a .json shard is JSON Lines, as C4's and Dolma's
 RECORD_SUFFIXES = (".jsonl", ".json")
-# the compressions Python reads by itself; how else corpora are often shipped is refused
-COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-PACKED_SUFFIXES = (*COMPRESSIONS, ".zst", ".zip", ".tar", ".tgz", ".7z", ".rar")
-DAMAGED_DATA = (EOFError, OSError, zlib.error, lzma.LZMAError)  # what a damaged compressed file raises
+# the compressions read as a corpus streams in; how else corpora are often shipped is refused
+COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open} | ({".zst": zstd.open} if zstd else {})
+PACKED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".tar", ".tgz", ".7z", ".rar")
+# what a damaged compressed file raises
+DAMAGED_DATA = (EOFError, OSError, zlib.error, lzma.LZMAError, *([zstd.ZstdError] if zstd else []))
 HUB = "hf:"  # input_file=hf:NAME[:SUBSET]: the train split of a Hugging Face Hub dataset, streamed
 PIECE_BYTES = 1 << 22  # how much of a long text a piece holds (and prepare a worker's task): about 4 MiB
 
@@ -63,6 +75,9 @@ def _kind(path: Path) -> str:
 
 def _refuse_packed(path: Path) -> None:
     """An archive (a tar's headers could pass as text) or a compression not read here: refused, not read."""
+    if path.suffix == ".zst" and zstd is None:
+        raise UsageError(f"reading {path} needs backports.zstd (Python 3.14 has it built in): pip install "
+                         "backports.zstd, or decompress it first (zstd -d)")
     read_here = path.suffix in COMPRESSIONS and _kind(path) in (".txt", *RECORD_SUFFIXES)
     if path.suffix in PACKED_SUFFIXES and not read_here:
         raise UsageError(f"corpus {path} is an archive or a compressed file that gptjax does not read: unpack it and "

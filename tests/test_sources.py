@@ -2,7 +2,10 @@
 one can fail named in one line (the errors are checked through prepare.prepare, as a user meets
 them)."""
 
+import bz2
+import gzip
 import json
+import lzma
 import random
 import re
 
@@ -12,6 +15,8 @@ from conftest import DOCUMENTS, gpt2_tokenizer
 
 from gptjax import data, prepare, sources
 from gptjax.errors import UsageError
+
+COMPRESSORS = {".gz": gzip, ".bz2": bz2, ".xz": lzma, ".zst": sources.zstd}  # zstd: the data extra's backport
 
 
 def test_any_text_is_cut_into_pieces_that_tokenize_as_the_whole(tmp_path, monkeypatch):
@@ -46,14 +51,10 @@ def test_a_text_that_is_not_utf8_is_named_even_far_in(tmp_path, monkeypatch):
     assert not list((tmp_path / "out").glob("*.bin*"))
 
 
-@pytest.mark.parametrize("compression", [".gz", ".bz2", ".xz"])
+@pytest.mark.parametrize("compression", COMPRESSORS)
 def test_compressed_shards_read_as_the_text_inside_them(tmp_path, monkeypatch, compression):
-    import bz2
-    import gzip
-    import lzma
-
     monkeypatch.setattr(sources, "PIECE_BYTES", 16)  # a compressed text is cut into pieces as a plain one
-    write = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[compression]
+    write = COMPRESSORS[compression].open
     records = "".join(json.dumps({"text": d}) + "\n" for d in DOCUMENTS)
     text = "A text long enough to be cut into several pieces of a few words.\n" * 3
     plain, packed = tmp_path / "plain", tmp_path / "packed"
@@ -70,14 +71,10 @@ def test_compressed_shards_read_as_the_text_inside_them(tmp_path, monkeypatch, c
     assert [text for text, _ in sources.pieces(packed / ("1.json" + compression))] == DOCUMENTS
 
 
-@pytest.mark.parametrize("compression", [".gz", ".bz2", ".xz"])
+@pytest.mark.parametrize("compression", COMPRESSORS)
 @pytest.mark.parametrize("damage", ["cut short", "overwritten"])
 def test_a_damaged_compressed_shard_is_named_and_nothing_half_made_is_left(tmp_path, compression, damage):
-    import bz2
-    import gzip
-    import lzma
-
-    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[compression]
+    compress = COMPRESSORS[compression].compress
     documents = [f"document {i} of a corpus shipped compressed" for i in range(300)]
     payload = compress("".join(json.dumps({"text": d}) + "\n" for d in documents).encode())
     middle = len(payload) // 2
@@ -92,7 +89,7 @@ def test_a_damaged_compressed_shard_is_named_and_nothing_half_made_is_left(tmp_p
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-@pytest.mark.parametrize("name", ["owt.tar", "owt.tar.gz", "owt.tgz", "docs.jsonl.zst", "docs.zip", "a.parquet.gz"])
+@pytest.mark.parametrize("name", ["owt.tar", "owt.tar.gz", "owt.tgz", "owt.tar.zst", "docs.zip", "a.parquet.gz"])
 def test_an_archive_or_a_compression_not_read_is_refused_alone_or_in_a_folder(tmp_path, name):
     import tarfile
 
@@ -100,7 +97,8 @@ def test_an_archive_or_a_compression_not_read_is_refused_alone_or_in_a_folder(tm
     with tarfile.open(tmp_path / name, "w:gz" if name.endswith("gz") else "w") as archive:
         archive.add(tmp_path / "doc.txt", arcname="doc.txt")  # a tar's text is valid UTF-8, headers and all
     with pytest.raises(UsageError, match=rf"^corpus .*{re.escape(name)} is an archive or a compressed file that "
-                                         r"gptjax does not read: unpack it .*compressed as \.gz, \.bz2, \.xz too\)$"):
+                                         r"gptjax does not read: unpack it .*compressed as \.gz, \.bz2, \.xz, "
+                                         r"\.zst too\)$"):
         prepare.prepare(tmp_path / "out", tmp_path / name)
     folder = tmp_path / "shards"
     folder.mkdir()
@@ -109,6 +107,16 @@ def test_an_archive_or_a_compression_not_read_is_refused_alone_or_in_a_folder(tm
     with pytest.raises(UsageError, match=rf"^corpus .*shards/{re.escape(name)} is an archive or a compressed file "
                                          "that gptjax does not read"):
         prepare.prepare(tmp_path / "out", folder)
+
+
+def test_a_zst_shard_without_a_zstd_module_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "zstd", None)  # Python before 3.14 without backports.zstd
+    monkeypatch.delitem(sources.COMPRESSIONS, ".zst")
+    (tmp_path / "0.jsonl").write_text('{"text": "read first, were the .zst shard readable"}\n')
+    (tmp_path / "1.jsonl.zst").write_bytes(b"")
+    with pytest.raises(UsageError, match=r"^reading .*1\.jsonl\.zst needs backports\.zstd \(Python 3\.14 has it built "
+                                         r"in\): pip install backports\.zstd, or decompress it first \(zstd -d\)$"):
+        sources.files(tmp_path)
 
 
 @pytest.mark.parametrize("line, message", [
