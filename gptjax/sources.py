@@ -75,7 +75,7 @@ def _kind(path: Path) -> str:
 
 def _refuse_packed(path: Path) -> None:
     """An archive (a tar's headers could pass as text) or a compression not read here: refused, not read."""
-    if path.suffix == ".zst" and zstd is None:
+    if path.suffix == ".zst" and zstd is None and Path(path.stem).suffix in (".txt", *RECORD_SUFFIXES):
         raise UsageError(f"reading {path} needs backports.zstd (Python 3.14 has it built in): pip install "
                          "backports.zstd, or decompress it first (zstd -d)")
     read_here = path.suffix in COMPRESSIONS and _kind(path) in (".txt", *RECORD_SUFFIXES)

@@ -117,6 +117,9 @@ def test_a_zst_shard_without_a_zstd_module_is_refused_before_any_work(tmp_path, 
     with pytest.raises(UsageError, match=r"^reading .*1\.jsonl\.zst needs backports\.zstd \(Python 3\.14 has it built "
                                          r"in\): pip install backports\.zstd, or decompress it first \(zstd -d\)$"):
         sources.files(tmp_path)
+    (tmp_path / "1.jsonl.zst").rename(tmp_path / "1.tar.zst")  # no module would make it readable
+    with pytest.raises(UsageError, match=r"1\.tar\.zst is an archive or a compressed file that gptjax does not read"):
+        sources.files(tmp_path)
 
 
 @pytest.mark.parametrize("line, message", [
