@@ -98,8 +98,11 @@ def files(corpus: Path | str) -> list[Path]:
     for shard in shards:
         _refuse_packed(shard)
     if not shards:
+        subfolders = sorted(p.name for p in corpus.iterdir() if p.is_dir() and not p.name.startswith("."))
+        named = ", ".join(subfolders[:3]) + ", ..." * (len(subfolders) > 3)
+        inside = f"; its subfolders ({named}) are not read: pass the one that holds the shards" if subfolders else ""
         raise UsageError(f"corpus folder {corpus} holds no {', '.join(SUFFIXES)} files (nor such files compressed as "
-                         f"{', '.join(COMPRESSIONS)})")
+                         f"{', '.join(COMPRESSIONS)}){inside}")
     return shards
 
 

@@ -157,7 +157,14 @@ def test_parquet_problems_are_named(tmp_path):
     with pytest.raises(UsageError, match=r"c.parquet is not a readable parquet file"):
         prepare.prepare(tmp_path / "out", tmp_path / "c.parquet")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match=r"corpus folder .*empty holds no .txt, .jsonl, .json, .parquet files"):
+    with pytest.raises(UsageError, match=r"corpus folder .*empty holds no .txt, .jsonl, .json, .parquet files "
+                                         r"\(nor such files compressed as \.gz, \.bz2, \.xz, \.zst\)$"):
+        prepare.prepare(tmp_path / "out", tmp_path / "empty")
+    for name in ("en", "realnewslike", ".cache"):  # C4's layout: a variant a folder; shards are not looked for inside
+        (tmp_path / "empty" / name).mkdir()
+    (tmp_path / "empty" / "en" / "c4-train.00000-of-01024.json.gz").write_bytes(b"")
+    with pytest.raises(UsageError, match=r"\.zst\); its subfolders \(en, realnewslike\) are not read: pass the one "
+                                         "that holds the shards$"):
         prepare.prepare(tmp_path / "out", tmp_path / "empty")
 
 
