@@ -11,7 +11,7 @@ _MODULE_OF = {
     "GPT": "model", "GPTConfig": "model", "CharVocab": "tokenizers", "GPT2Tokenizer": "tokenizers",
     "input_target_windows": "data", "cross_entropy": "step", "TrainState": "step", "train_step": "step",
     "eval_step": "step", "adamw": "optim", "lr_schedule": "optim", "generate": "generation",
-    "generate_uncached": "generation", "default_config": "config", "UsageError": "errors",
+    "generate_uncached": "generation", "default_config": "config", "UsageError": "errors", "Interrupted": "errors",
     "from_pretrained": "pretrained", "export_hf": "pretrained", "crop_block_size": "pretrained",
     "checkpoint": None, "explain": None,  # the modules themselves
 }

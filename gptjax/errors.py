@@ -1,11 +1,16 @@
-"""The one exception type for bad input from the user, and the check of an output folder that
-the programs share."""
+"""The exceptions the programs print as one-line errors (bad input from the user, and work that
+stopped part way), and the check of an output folder that they share."""
 
 from pathlib import Path
 
 
 class UsageError(ValueError):
     """Bad input from the user: the message says what was wrong and what to do, in one line."""
+
+
+class Interrupted(UsageError):
+    """Work stopped part way (Ctrl-C, a signal, a stream that broke off): what it did is kept, and
+    running it again continues it."""
 
 
 def make_folder(folder: Path, option: str) -> None:

@@ -159,6 +159,10 @@ class StopRequest:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now, without saving
         self.signal = signal.SIGINT if signum == signal.SIGINT else self.signal or signum
 
+    def reason(self) -> str | None:
+        """Why the program was asked to stop ("SIGTERM received"), or None."""
+        return None if self.signal is None else f"{signal.Signals(self.signal).name} received"
+
     def __enter__(self) -> "StopRequest":
         self._previous = {signum: signal.signal(signum, self.request) for signum in self.SIGNALS}
         return self
@@ -202,14 +206,17 @@ def _set_records_aside(path: Path, it: int) -> Path | None:
     return aside
 
 
-def _load_data(config: ml_collections.ConfigDict, main_process: bool) -> tuple[Tokenizer, dict]:
+def _load_data(config: ml_collections.ConfigDict, main_process: bool,
+               stop: StopRequest | None) -> tuple[Tokenizer, dict]:
     """The dataset's tokenizer and its {"train", "val"} tokens, prepared on first use. The first
     process prepares the data; the others read it once it is there (on a shared disk; a host with
-    its own disk prepares its own copy then, with no one else writing it)."""
+    its own disk prepares its own copy then, with no one else writing it). A signal stops the
+    preparation, keeping its work for the next run."""
     load = functools.partial(
         data.load_dataset, config.data_dir, config.dataset, config.input_file, config.block_size, config.tokenizer,
         rebuild=config.rebuild_data, announce=functools.partial(print, flush=True) if main_process else None,
-        val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc)
+        val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc,
+        stopped=stop.reason if stop is not None else None)
     tokenizer, splits = load() if main_process else (None, None)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("gptjax: the dataset is prepared")
@@ -249,7 +256,7 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
     warn = functools.partial(print, file=sys.stderr, flush=True) if main_process else lambda _: None
     config, source_cfg = start.resolve_model_keys(config, given)
     hellaswag_examples = _hellaswag_examples(config)
-    tokenizer, splits = _load_data(config, main_process)
+    tokenizer, splits = _load_data(config, main_process, stop)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     if config.batch_size % mesh.size:
         raise UsageError(f"config.batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "
@@ -374,7 +381,7 @@ class _Run:
         if self.it != self.saved_iter:
             why = "checkpoint_minutes"
             if stopping:
-                why = f"{signal.Signals(stop.signal).name} received" if signalled else "another process was signalled"
+                why = stop.reason() if signalled else "another process was signalled"
             self.save(why)
         if stopping:
             self.report.message(f"stopped at iteration {self.it} on request")

@@ -10,8 +10,9 @@ offsets where documents end: memory stays bounded whatever the corpus size. With
 tokenizer, <|endoftext|> follows each document. The last `val_fraction` of the tokens become
 val.bin: the last documents when the corpus has MIN_DOCUMENTS or more, else the last tokens
 (nanoGPT's 90/10 split of Shakespeare). meta.json is written last, so a preparation that stops half
-way is never taken for a complete one; the next run starts it over. Whether the prepared data
-still matches the text a run names: prepare_dataset.
+way is never taken for a complete one. One stopped by Ctrl-C, a signal, a kill or a broken stream
+keeps what it tokenized and how far it got (SO_FAR), and the next run of the same corpus
+continues it. Whether the prepared data still matches the text a run names: prepare_dataset.
 
 This module imports no JAX: its workers start in a fraction of a second.
 """
@@ -23,6 +24,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from gptjax import sources
-from gptjax.errors import UsageError
+from gptjax.errors import Interrupted, UsageError
 from gptjax.sources import Piece, write_atomically
 from gptjax.tokenizers import CharVocab, GPT2Tokenizer, Tokenizer, from_description
 
@@ -41,6 +43,8 @@ SPLITS = ("train", "val")
 MIN_DOCUMENTS = 100  # from this many documents on, val.bin takes whole documents
 CONTENT_HASH_LIMIT = 1 << 30  # corpora up to 1 GiB are fingerprinted by content, larger by size and mtime
 FORMAT = 2  # meta.json's "format": data prepared by another format is prepared again
+SO_FAR = "prepared_so_far.json"  # how far a preparation got, which the next run continues from when it stops
+KEEP_SECONDS = 30  # how often that is written: a kill loses at most this much work
 
 
 def read_meta(dataset_dir: Path) -> dict | None:
@@ -90,6 +94,8 @@ _worker_tokenizer: Tokenizer | None = None
 
 def _start_worker(description: dict) -> None:
     global _worker_tokenizer
+    for signum in (signal.SIGINT, signal.SIGTERM):  # sent to the whole process group: the main process decides
+        signal.signal(signum, signal.SIG_IGN)
     _worker_tokenizer = from_description(description)
 
 
@@ -172,6 +178,31 @@ def _tokenizer(kind: str, corpus: Path | str, text_key: str) -> Tokenizer:
     return CharVocab.from_text("".join(_without_lone_surrogates(c) for c in chars))
 
 
+def _work_kept(dataset_dir: Path, fingerprint: str, itemsize: int) -> collections.Counter:
+    """How far an interrupted preparation of the same corpus got (tasks, tokens, documents and
+    bytes of text done), its files cut back to that point; zeros when there is none to continue."""
+    try:
+        kept = json.loads((dataset_dir / SO_FAR).read_text())
+        sizes = {"all.bin.tmp": kept["tokens"] * itemsize, "document_ends.tmp": kept["documents"] * 8}
+        if (kept.pop("fingerprint"), kept.pop("piece_bytes")) == (fingerprint, sources.PIECE_BYTES) and all(
+                (dataset_dir / name).stat().st_size >= size for name, size in sizes.items()):
+            for name, size in sizes.items():
+                os.truncate(dataset_dir / name, size)  # past that point: written after the record, or half
+            return collections.Counter(kept)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not one this code wrote
+        pass
+    return collections.Counter(tasks=0, tokens=0, documents=0, bytes=0)
+
+
+def _keep_work(dataset_dir: Path, fingerprint: str, done: collections.Counter, *files) -> None:
+    """Record how far the preparation got, once what it wrote (the open `files`) is on disk."""
+    for f in files:
+        f.flush()
+        os.fsync(f.fileno())
+    record = {"fingerprint": fingerprint, "piece_bytes": sources.PIECE_BYTES, **done}
+    write_atomically(dataset_dir / SO_FAR, json.dumps(record).encode())
+
+
 def _train_tokens(document_ends: Path, n_documents: int, n_tokens: int, val_fraction: float) -> int:
     """How many tokens train.bin takes: all but the last val_fraction of the documents when there
     are MIN_DOCUMENTS or more (train keeps one at least), else all but the last val_fraction of
@@ -184,10 +215,12 @@ def _train_tokens(document_ends: Path, n_documents: int, n_tokens: int, val_frac
 
 def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
             announce: Callable[[str], None] | None = None, *, val_fraction: float = 0.1, text_key: str = "text",
-            num_proc: int = 0) -> Tokenizer:
+            num_proc: int = 0, stopped: Callable[[], str | None] | None = None) -> Tokenizer:
     """Tokenize corpus into dataset_dir/{train,val}.bin and meta.json unless they are up to date;
     returns the tokenizer. `announce` gets one line saying what was prepared, if anything.
-    num_proc: worker processes (0: one per usable CPU)."""
+    num_proc: worker processes (0: one per usable CPU). stopped: why to stop now (a signal the
+    program received), or None. A preparation stopped by it, Ctrl-C or a broken stream raises
+    Interrupted and keeps its work: the next call with the same corpus continues it."""
     if not 0 < val_fraction < 1:
         raise UsageError(f"config.val_fraction must be between 0 and 1, got {val_fraction}")
     if num_proc < 0:
@@ -198,41 +231,65 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
         return from_description(meta["tokenizer"])
     dataset_dir.mkdir(parents=True, exist_ok=True)
     (dataset_dir / "meta.json").unlink(missing_ok=True)  # no meta.json: nothing here is complete any more
-    encoder = _tokenizer(tokenizer, corpus, text_key)
-    started, n_bytes, n_tokens, n_documents = time.perf_counter(), 0, 0, 0
     # Where each document ends goes to a file, not a list: a list's memory grows with the documents,
     # 8 million in OpenWebText, more in FineWeb-Edu's larger samples (docs/performance.md).
     everything, document_ends = dataset_dir / "all.bin.tmp", dataset_dir / "document_ends.tmp"
-    progress = _progress(announce is not None)
+    done, progress = collections.Counter(), _progress(announce is not None)
     if progress is not None:
         progress.start()
         bar = progress.add_task("prepare", documents=0, tokens=0, mb=0.0, rate=0.0)
     try:
-        with open(everything, "wb") as out, open(document_ends, "wb") as ends_out:
-            tasks = _tasks(sources.pieces(corpus, text_key))
+        encoder = _tokenizer(tokenizer, corpus, text_key)
+        itemsize = np.dtype(encoder.dtype).itemsize
+        done = _work_kept(dataset_dir, fingerprint, itemsize)
+        if done["tasks"] and announce is not None:
+            announce(f"continuing the preparation of {dataset_dir} where it stopped, after {done['bytes'] / 1e6:,.0f} "
+                     f"MB of text ({done['tokens']:,} tokens); reading up to there again first")
+        started, bytes_before = time.perf_counter(), done["bytes"]
+        mode = "ab" if done["tasks"] else "wb"
+        with open(everything, mode) as out, open(document_ends, mode) as ends_out:
+            tasks = itertools.islice(_tasks(sources.pieces(corpus, text_key)), done["tasks"], None)
+            kept = time.monotonic()
             for tokens, ends, size in _encoded(tasks, encoder, num_proc or usable_cpus()):
                 out.write(tokens.tobytes())
-                ends_out.write((n_tokens + ends).tobytes())
-                n_tokens, n_bytes, n_documents = n_tokens + len(tokens), n_bytes + size, n_documents + len(ends)
+                ends_out.write((done["tokens"] + ends).tobytes())
+                done.update(tasks=1, tokens=len(tokens), documents=len(ends), bytes=size)
                 if progress is not None:
-                    progress.update(bar, documents=n_documents, tokens=n_tokens, mb=n_bytes / 1e6,
-                                    rate=n_bytes / 1e6 / (time.perf_counter() - started))
+                    progress.update(bar, documents=done["documents"], tokens=done["tokens"], mb=done["bytes"] / 1e6,
+                                    rate=(done["bytes"] - bytes_before) / 1e6 / (time.perf_counter() - started))
+                if stopped is not None and (why := stopped()):
+                    raise Interrupted(why)
+                if time.monotonic() - kept >= KEEP_SECONDS:
+                    _keep_work(dataset_dir, fingerprint, done, out, ends_out)
+                    kept = time.monotonic()
+        n_tokens, n_documents = done["tokens"], done["documents"]
         if n_tokens == 0:
             raise UsageError(f"corpus {corpus} is empty: give a text with some content")
         n_train = _train_tokens(document_ends, n_documents, n_tokens, val_fraction)
-        _split(everything, n_train * np.dtype(encoder.dtype).itemsize, dataset_dir)
+        _split(everything, n_train * itemsize, dataset_dir)
     except BaseException as e:
-        # a bad record, Ctrl-C or a full disk: no half-written file is left behind to take space
-        everything.unlink(missing_ok=True)
         (dataset_dir / "val.bin.tmp").unlink(missing_ok=True)
+        interrupted = isinstance(e, KeyboardInterrupt | Interrupted)
+        why = (str(e) or "Ctrl-C") + f": the preparation of {dataset_dir} stopped"
+        if interrupted and done["tasks"]:  # kept, for the next run to continue
+            _keep_work(dataset_dir, fingerprint, done)
+            raise Interrupted(f"{why} after {done['bytes'] / 1e6:,.0f} MB of text, which are kept: run it again to "
+                              "continue from there") from None
+        # a bad record or a full disk: no half-written file is left behind to take space
+        for path in (everything, document_ends, dataset_dir / SO_FAR):
+            path.unlink(missing_ok=True)
+        if interrupted:
+            raise Interrupted(f"{why} before any text was tokenized: run it again") from None
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UsageError(f"the disk of {dataset_dir} is full ({n_tokens:,} tokens were written): free some "
-                             "space, or pass --config.data_dir=DIR on a larger disk") from None
+            raise UsageError(f"the disk of {dataset_dir} is full ({done['tokens']:,} tokens were written): free "
+                             "some space, or pass --config.data_dir=DIR on a larger disk") from None
         raise
     finally:
-        document_ends.unlink(missing_ok=True)
         if progress is not None:
             progress.stop()
+    document_ends.unlink()
+    (dataset_dir / SO_FAR).unlink(missing_ok=True)
+    n_bytes = done["bytes"] - bytes_before
     seconds = max(time.perf_counter() - started, 1e-9)
     meta = {"format": FORMAT, "tokenizer": encoder.describe(), "dtype": np.dtype(encoder.dtype).name,
             "source": sources.source_id(corpus), "source_fingerprint": fingerprint,
@@ -299,12 +356,17 @@ def prepare_dataset(data_dir: str, dataset: str, input_file: str, tokenizer: str
     return encoder, meta
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise Interrupted(f"{signal.Signals(signum).name} received")
+
+
 def main(argv: list[str]) -> None:
     from gptjax.config import from_command_line
 
     if "-h" in argv or "--help" in argv:
         print(__doc__.strip())
         return
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a preemption or a scheduler: stop as on Ctrl-C
     try:
         config = from_command_line(argv)
         prepare_dataset(config.data_dir, config.dataset, config.input_file, config.tokenizer, config.rebuild_data,
@@ -312,6 +374,10 @@ def main(argv: list[str]) -> None:
                         text_key=config.text_key, num_proc=config.num_proc)
     except UsageError as e:
         sys.exit(f"{Path(argv[0]).name}: error: {e}")
+    except KeyboardInterrupt:  # before the preparation began: nothing to keep
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

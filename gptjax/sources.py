@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from gptjax.errors import UsageError
+from gptjax.errors import Interrupted, UsageError
 
 try:  # Python 3.14's zstd module, or its backport (the data extra) before it
     if sys.version_info >= (3, 14):
@@ -217,14 +217,14 @@ def _hf_dataset(source: Path | str, text_key: str) -> Iterator[Piece]:
                              "the one to train on by itself (its save_to_disk)")
         rows = rows["train"] if "train" in rows else next(iter(rows.values()))
     number = 0
-    try:  # a stream from the hub can break off: the preparation then starts over when run again
+    try:  # a stream from the hub can break off: the preparation continues from there when run again
         for number, record in enumerate(rows, start=1):
             yield _text_of(record, source, f"record {number}", text_key), True
     except UsageError:
         raise
     except Exception as e:
-        raise UsageError(f"reading the dataset {source} broke off after record {number:,} ({type(e).__name__}: "
-                         f"{_one_line(e)}): run the preparation again") from None
+        raise Interrupted(f"reading the dataset {source} broke off after record {number:,} ({type(e).__name__}: "
+                          f"{_one_line(e)})") from None
 
 
 def pieces(corpus: Path | str, text_key: str = "text") -> Iterator[Piece]:

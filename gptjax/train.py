@@ -4,7 +4,8 @@
     python train.py --config configs/char.py [--config.KEY=VALUE ...]   # a recipe file (from a clone)
 
 SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 finish the current step, save a checkpoint and exit (SIGINT
-with status 130, the others 0); a second Ctrl-C stops at once.
+with status 130, the others 0); a second Ctrl-C stops at once. During data preparation they stop
+it, keeping its work for the next run to continue.
 
 Recipes: char, char_cpu, gpt2, eval_gpt2[:MODEL], finetune_shakespeare (configs/). Every key, its
 meaning and its default: docs/config.md.

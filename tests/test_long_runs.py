@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import REPO, program_env, tiny_run_args
 
-from gptjax import checkpoint, loop
+from gptjax import checkpoint, data, loop, prepare, sources
 from gptjax import sample as sample_program
 from gptjax import train as train_program
 from gptjax.config import from_command_line
@@ -116,6 +116,30 @@ def test_ctrl_c_saves_and_exits_130_and_a_second_one_aborts(tmp_path):
     stop.request(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         stop.request(signal.SIGINT)
+
+
+def test_a_signal_while_train_py_prepares_its_data_stops_it_and_the_next_run_continues_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "PIECE_BYTES", 64)  # the tiny corpus in hundreds of tasks
+    encode, tasks = prepare._encode, []
+
+    def encode_then_signal(task, tokenizer=None):
+        tasks.append(task)
+        if len(tasks) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler preempting the job
+        return encode(task, tokenizer)
+
+    monkeypatch.setattr(prepare, "_encode", encode_then_signal)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit, match=rf"^train.py: error: SIGTERM received: the preparation of "
+                                         rf"{tmp_path}/data/tiny stopped after 0 MB of text, which are kept: run it "
+                                         "again to continue from there$"):
+        train_program.main(["train.py", *tiny_run_args(tmp_path, num_proc=1)])
+    assert signal.getsignal(signal.SIGTERM) is before and len(tasks) == 5  # stopped at once, handlers put back
+    lines = []
+    data.load_dataset(tmp_path / "data", "tiny", str(tmp_path / "corpus.txt"), 16, announce=lines.append,
+                      num_proc=1)
+    assert lines[0].startswith(f"continuing the preparation of {tmp_path}/data/tiny where it stopped")
+    assert len(tasks) == len(list(prepare._tasks(sources.pieces(tmp_path / "corpus.txt"))))  # each task once
 
 
 def test_resume_skips_an_unreadable_newest_checkpoint_and_sets_its_records_aside(saved_run, tmp_path, capsys):

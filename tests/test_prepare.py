@@ -1,16 +1,22 @@
 """prepare.py: any corpus -> train.bin / val.bin, streamed, in pieces, on worker processes. The
 GPT-2 cases use GPT-2's real BPE (the tiktoken cache conftest points at)."""
 
+import itertools
 import json
+import multiprocessing
 import os
 import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
-from conftest import DOCUMENTS, gpt2_tokenizer, shakespeare
+from conftest import DOCUMENTS, gpt2_tokenizer, program_env, shakespeare
 
 from gptjax import data, prepare, sources
-from gptjax.errors import UsageError
+from gptjax.errors import Interrupted, UsageError
 from gptjax.tokenizers import CharVocab
 
 
@@ -116,6 +122,136 @@ def test_a_preparation_that_fails_half_way_leaves_nothing_that_passes_as_complet
     assert not (tmp_path / "out" / "meta.json").exists() and not list((tmp_path / "out").glob("*.tmp"))
     with pytest.raises(UsageError, match="has meta.json|no text|prepare"):  # the old data is not used either
         data.load_dataset(tmp_path, "out", "", block_size=8)
+
+
+def files_of(dataset_dir: pathlib.Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(dataset_dir.iterdir())}
+
+
+@pytest.mark.parametrize("how", ["a signal", "Ctrl-C"])
+def test_an_interrupted_preparation_continues_where_it_stopped_and_makes_the_same_files(tmp_path, monkeypatch, how):
+    monkeypatch.setattr(sources, "PIECE_BYTES", 64)
+    documents = [f"document {i}: {DOCUMENTS[i % 3]}" for i in range(400)]
+    corpus = write_corpus(tmp_path, "jsonl", documents)
+    prepare.prepare(tmp_path / "whole", corpus, "gpt2", val_fraction=0.05, num_proc=1)
+    encoded, encode, interrupted = [], prepare._encode, []
+
+    def counting_encode(task, tokenizer=None):
+        encoded.append(task)
+        if how == "Ctrl-C" and len(encoded) == 30 and not interrupted:
+            interrupted.append(task)
+            raise KeyboardInterrupt  # while the 30th task is encoded: 29 are done
+        return encode(task, tokenizer)
+
+    monkeypatch.setattr(prepare, "_encode", counting_encode)
+    stopped = (lambda: "SIGTERM received" if len(encoded) >= 30 else None) if how == "a signal" else None
+    with pytest.raises(Interrupted, match=rf"^{'SIGTERM received' if how == 'a signal' else 'Ctrl-C'}: the "
+                                          rf"preparation of {tmp_path}/out stopped after 0 MB of text, which are "
+                                          "kept: run it again to continue from there$"):
+        prepare.prepare(tmp_path / "out", corpus, "gpt2", val_fraction=0.05, num_proc=1, stopped=stopped)
+    assert not (tmp_path / "out" / "meta.json").exists()
+    with open(tmp_path / "out" / "all.bin.tmp", "ab") as f:
+        f.write(b"\x01")  # half a token, as a kill during a write leaves it: cut off, not trusted
+    n_done, lines = 29 if how == "Ctrl-C" else 30, []
+    encoded.clear()
+    prepare.prepare(tmp_path / "out", corpus, "gpt2", lines.append, val_fraction=0.05, num_proc=1)
+    assert lines[0].startswith(f"continuing the preparation of {tmp_path}/out where it stopped, after 0 MB of text")
+    assert encoded and len(encoded) == len(list(prepare._tasks(sources.pieces(corpus)))) - n_done
+    assert files_of(tmp_path / "out") == files_of(tmp_path / "whole")  # and no .tmp or record left
+
+
+# prepare.py with its record of how far it got written after every task, and small tasks: many of them
+PREPARE_KEEPING_ALL = ("import sys; from gptjax import prepare, sources; prepare.KEEP_SECONDS = 0; "
+                       "sources.PIECE_BYTES = 1 << 15; prepare.main(['prepare.py', *sys.argv[1:]])")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_prepare_py_stopped_by_a_signal_to_its_process_group_is_continued_by_the_next_run(tmp_path, monkeypatch,
+                                                                                          signum):
+    text = shakespeare().read_text(encoding="utf-8")
+    corpus = write_corpus(tmp_path, "jsonl", [text[i:i + 4000] for i in range(0, len(text), 4000)] * 2)
+    monkeypatch.setattr(sources, "PIECE_BYTES", 1 << 15)
+    prepare.prepare(tmp_path / "whole", corpus, "gpt2", val_fraction=0.01, num_proc=2)
+    out = tmp_path / "data" / "owt"
+    command = [sys.executable, "-c", PREPARE_KEEPING_ALL, "--config", "gpt2", f"--config.input_file={corpus}",
+               f"--config.data_dir={tmp_path / 'data'}", "--config.dataset=owt", "--config.val_fraction=0.01",
+               "--config.num_proc=2"]
+    run = subprocess.Popen(command, env=program_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)  # its own process group, as a terminal's or a job's
+    deadline = time.monotonic() + 60
+    while json.loads(read_or(out / prepare.SO_FAR, "{}")).get("tasks", 0) < 2:
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.005)
+    os.killpg(run.pid, signum)  # the workers get it too
+    _, stderr = run.communicate(timeout=60)
+    assert not (out / "meta.json").exists()  # stopped part way
+    if signum == signal.SIGKILL:
+        assert run.returncode == -signal.SIGKILL
+    else:
+        why = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM received"
+        assert run.returncode == 1 and stderr.splitlines()[-1:] == [
+            f"prepare.py: error: {why}: the preparation of {out} stopped after "
+            f"{json.loads((out / prepare.SO_FAR).read_text())['bytes'] / 1e6:,.0f} MB of text, which are kept: run it "
+            "again to continue from there"]
+    lines = []
+    prepare.prepare(out, corpus, "gpt2", lines.append, val_fraction=0.01, num_proc=2)
+    assert lines[0].startswith(f"continuing the preparation of {out} where it stopped")
+    assert files_of(out) == files_of(tmp_path / "whole")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads which signals a process ignores in /proc")
+def test_tokenizing_workers_outlive_the_signals_that_reach_their_process_group(tmp_path, monkeypatch):
+    # A terminal's Ctrl-C and a scheduler's SIGTERM reach every process of the group. The main
+    # process decides: train.py saves at its next step, prepare.py keeps the work done; a worker
+    # that died of it would end the preparation as a crash.
+    monkeypatch.setattr(sources, "PIECE_BYTES", 1 << 12)
+    tokenizer = gpt2_tokenizer()
+    tasks = list(prepare._tasks(sources.pieces(write(tmp_path / "in.txt", shakespeare().read_text()[:200_000]))))
+    results = prepare._encoded(iter(tasks), tokenizer, 2)
+    first = next(results)
+    workers = multiprocessing.active_children()
+    deadline = time.monotonic() + 30
+    while not all({signal.SIGINT, signal.SIGTERM} <= ignored_signals(w.pid) for w in workers):
+        assert time.monotonic() < deadline  # a worker is spawned and set up after it is listed
+        time.sleep(0.01)
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGINT)
+        os.kill(worker.pid, signal.SIGTERM)
+    got = [first, *results]
+    assert len(workers) == 2 and len(got) == len(tasks)
+    for (tokens, ends, size), task in zip(got, tasks, strict=True):
+        want = prepare._encode(task, tokenizer)
+        assert np.array_equal(tokens, want[0]) and np.array_equal(ends, want[1]) and size == want[2]
+
+
+def ignored_signals(pid: int) -> set[int]:
+    """The signals process pid ignores, from the SigIgn mask (hexadecimal; bit n-1: signal n) in /proc."""
+    status = read_or(pathlib.Path(f"/proc/{pid}/status"), "SigIgn: 0")
+    mask = int(status.split("SigIgn:")[1].split()[0], 16)
+    return {signum for signum in range(1, 65) if mask >> (signum - 1) & 1}
+
+
+def read_or(path: pathlib.Path, default: str) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return default
+
+
+def test_work_kept_from_another_corpus_is_not_continued(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "PIECE_BYTES", 64)
+    corpus = write(tmp_path / "in.txt", "many words, many lines\n" * 200)
+    results = itertools.count(1)
+    with pytest.raises(Interrupted, match="SIGTERM received"):
+        prepare.prepare(tmp_path / "out", corpus, stopped=lambda: "SIGTERM received" if next(results) > 3 else None)
+    assert (tmp_path / "out" / prepare.SO_FAR).is_file()
+    write(corpus, "other words, other lines\n" * 200)  # edited between the runs: prepared from its start
+    lines = []
+    prepare.prepare(tmp_path / "out", corpus, announce=lines.append)
+    prepare.prepare(tmp_path / "fresh", corpus)
+    assert not any(line.startswith("continuing") for line in lines)
+    assert files_of(tmp_path / "out")["train.bin"] == files_of(tmp_path / "fresh")["train.bin"]
+    assert prepare.SO_FAR not in files_of(tmp_path / "out")
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full, a device that is always full")

@@ -14,7 +14,7 @@ import pytest
 from conftest import DOCUMENTS, gpt2_tokenizer
 
 from gptjax import data, prepare, sources
-from gptjax.errors import UsageError
+from gptjax.errors import Interrupted, UsageError
 
 COMPRESSORS = {".gz": gzip, ".bz2": bz2, ".xz": lzma, ".zst": sources.zstd}  # zstd: the data extra's backport
 
@@ -210,9 +210,10 @@ def test_a_damaged_saved_dataset_and_a_hub_stream_that_breaks_off_are_one_line(t
         raise ConnectionError("the server\nwent away")
 
     monkeypatch.setattr(datasets, "load_dataset", stream)
-    with pytest.raises(UsageError, match=r"^reading the dataset hf:some/corpus broke off after record 3 "
-                                         r"\(ConnectionError: the server went away\): run the preparation again$"):
-        prepare.prepare(tmp_path / "out", "hf:some/corpus")
+    with pytest.raises(Interrupted, match=r"^reading the dataset hf:some/corpus broke off after record 3 "
+                                          r"\(ConnectionError: the server went away\): the preparation of .*out "
+                                          "stopped before any text was tokenized: run it again$"):
+        prepare.prepare(tmp_path / "out", "hf:some/corpus")  # the char tokenizer's pass over the text broke off
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
