@@ -191,6 +191,7 @@ def _work_kept(dataset_dir: Path, fingerprint: str, itemsize: int) -> collection
             return collections.Counter(kept)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not one this code wrote
         pass
+    (dataset_dir / SO_FAR).unlink(missing_ok=True)  # of another corpus, or of files since rewritten: never trusted
     return collections.Counter(tasks=0, tokens=0, documents=0, bytes=0)
 
 

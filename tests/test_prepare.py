@@ -246,10 +246,12 @@ def test_work_kept_from_another_corpus_is_not_continued(tmp_path, monkeypatch):
         prepare.prepare(tmp_path / "out", corpus, stopped=lambda: "SIGTERM received" if next(results) > 3 else None)
     assert (tmp_path / "out" / prepare.SO_FAR).is_file()
     write(corpus, "other words, other lines\n" * 200)  # edited between the runs: prepared from its start
-    lines = []
-    prepare.prepare(tmp_path / "out", corpus, announce=lines.append)
+    lines, record_seen = [], []
+    prepare.prepare(tmp_path / "out", corpus, announce=lines.append,
+                    stopped=lambda: record_seen.append((tmp_path / "out" / prepare.SO_FAR).exists()))
     prepare.prepare(tmp_path / "fresh", corpus)
     assert not any(line.startswith("continuing") for line in lines)
+    assert record_seen[0] is False  # the old record is dropped as the run starts: a kill then cannot revive it
     assert files_of(tmp_path / "out")["train.bin"] == files_of(tmp_path / "fresh")["train.bin"]
     assert prepare.SO_FAR not in files_of(tmp_path / "out")
 
