@@ -44,6 +44,7 @@ SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2d
 DOWNLOADABLE = ("shakespeare_char", "shakespeare")  # both start from tinyshakespeare
 SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")  # a .json shard is JSON Lines, as C4's and Dolma's
 RECORD_SUFFIXES = (".jsonl", ".json")
+READ_COMPRESSED = (".txt", *RECORD_SUFFIXES)  # what a compressed file may hold: docs.jsonl.gz, not owt.tar.gz
 # the compressions read as a corpus streams in; how else corpora are often shipped is refused
 COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open} | ({".zst": zstd.open} if zstd else {})
 PACKED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".tar", ".tgz", ".7z", ".rar")
@@ -75,11 +76,11 @@ def _kind(path: Path) -> str:
 
 def _refuse_packed(path: Path) -> None:
     """An archive (a tar's headers could pass as text) or a compression not read here: refused, not read."""
-    if path.suffix == ".zst" and zstd is None and Path(path.stem).suffix in (".txt", *RECORD_SUFFIXES):
+    holds_text = Path(path.stem).suffix in READ_COMPRESSED
+    if path.suffix == ".zst" and zstd is None and holds_text:
         raise UsageError(f"reading {path} needs backports.zstd (Python 3.14 has it built in): pip install "
                          "backports.zstd, or decompress it first (zstd -d)")
-    read_here = path.suffix in COMPRESSIONS and _kind(path) in (".txt", *RECORD_SUFFIXES)
-    if path.suffix in PACKED_SUFFIXES and not read_here:
+    if path.suffix in PACKED_SUFFIXES and not (path.suffix in COMPRESSIONS and holds_text):
         raise UsageError(f"corpus {path} is an archive or a compressed file that gptjax does not read: unpack it and "
                          f"pass the files inside, or their folder (.txt, .jsonl and .json files are read compressed as "
                          f"{', '.join(COMPRESSIONS)} too)")
