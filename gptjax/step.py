@@ -18,12 +18,39 @@ DROPOUT_RNG = "rbg"
 
 def token_losses(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
     """Each position's next-token cross-entropy in nats, (B, T), float32; 0 where the target is
-    -1 (ignored)."""
+    -1 (ignored). Computed in float32 whatever the logits' dtype.
+
+    Its gradient is written out (custom_vjp): softmax minus the target's one-hot, recomputed from
+    the logits and their log-sum-exp. Autodiff kept a float32 (B, T, V) array of exp(logits) for
+    the backward pass besides the logits, the largest arrays of a GPT-2 step (docs/performance.md).
+    """
+    return _token_losses(logits_BxTxV, targets_BxT)
+
+
+@jax.custom_vjp
+def _token_losses(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
+    return _token_losses_forward(logits_BxTxV, targets_BxT)[0]
+
+
+def _token_losses_forward(logits_BxTxV, targets_BxT):
     valid_BxT = targets_BxT != -1
-    losses_BxT = optax.softmax_cross_entropy_with_integer_labels(
-        logits_BxTxV.astype(jnp.float32), jnp.where(valid_BxT, targets_BxT, 0)
-    )
-    return losses_BxT * valid_BxT
+    target_BxT = jnp.where(valid_BxT, targets_BxT, 0)
+    logits_BxTxV32 = logits_BxTxV.astype(jnp.float32)
+    log_normalizer_BxT = jax.nn.logsumexp(logits_BxTxV32, axis=-1)
+    target_logit_BxT = jnp.take_along_axis(logits_BxTxV32, target_BxT[..., None], axis=-1)[..., 0]
+    losses_BxT = (log_normalizer_BxT - target_logit_BxT) * valid_BxT
+    return losses_BxT, (logits_BxTxV, log_normalizer_BxT, target_BxT, valid_BxT)
+
+
+def _token_losses_backward(residuals, dlosses_BxT):
+    logits_BxTxV, log_normalizer_BxT, target_BxT, valid_BxT = residuals
+    probs_BxTxV = jnp.exp(logits_BxTxV.astype(jnp.float32) - log_normalizer_BxT[..., None])
+    is_target_BxTxV = target_BxT[..., None] == jnp.arange(logits_BxTxV.shape[-1])
+    dlogits_BxTxV = (probs_BxTxV - is_target_BxTxV) * (dlosses_BxT * valid_BxT)[..., None]
+    return dlogits_BxTxV.astype(logits_BxTxV.dtype), None  # the targets are integers: no gradient
+
+
+_token_losses.defvjp(_token_losses_forward, _token_losses_backward)
 
 
 def cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:

@@ -5,8 +5,10 @@ import optax
 import pytest
 from conftest import tiny_config
 from flax import nnx
+from jax.ad_checkpoint import print_saved_residuals
 
 import gptjax
+from gptjax.step import token_losses
 
 
 def batch(cfg, B=4, seed=0):
@@ -21,6 +23,33 @@ def test_cross_entropy_ignores_targets_of_minus_one():
     expected = -(log_probs[0, 0, 1] + log_probs[0, 2, 4] + log_probs[1, 2, 0]) / 3
     assert float(gptjax.cross_entropy(logits, targets)) == pytest.approx(float(expected), rel=1e-6)
 
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_token_losses_gradient_is_autodiffs_of_the_log_softmax(dtype):
+    logits = (4 * jax.random.normal(jax.random.key(0), (3, 5, 97))).astype(dtype)
+    targets = jax.random.randint(jax.random.key(1), (3, 5), 0, 97).at[0, 1].set(-1).at[2, 4].set(-1)
+    weights = jax.random.normal(jax.random.key(2), (3, 5))  # each position's loss counts differently
+
+    def reference(logits):
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+        picked = jnp.take_along_axis(log_probs, jnp.maximum(targets, 0)[..., None], axis=-1)[..., 0]
+        return jnp.sum(-picked * (targets != -1) * weights)
+
+    expected, expected_grad = jax.value_and_grad(reference)(logits)
+    loss, grad = jax.value_and_grad(lambda logits: jnp.sum(token_losses(logits, targets) * weights))(logits)
+    assert grad.dtype == dtype
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    np.testing.assert_allclose(np.float32(grad), np.float32(expected_grad), atol=1e-6 if dtype == jnp.float32 else 4e-3)
+    assert not np.any(np.float32(grad)[0, 1]) and not np.any(np.float32(grad)[2, 4])  # ignored: no gradient
+
+
+def test_cross_entropys_backward_keeps_no_vocabulary_sized_array_but_the_logits(capsys):
+    # autodiff of optax's loss kept exp(logits) in float32 too: twice bfloat16 logits' memory
+    logits, targets = jnp.zeros((2, 8, 50), jnp.bfloat16), jnp.zeros((2, 8), jnp.int32)
+    print_saved_residuals(gptjax.cross_entropy, logits, targets)
+    saved = [line for line in capsys.readouterr().out.splitlines() if "[2,8,50]" in line]
+    assert saved == ["bf16[2,8,50] from the argument logits_BxTxV"]
 
 def test_tiny_model_overfits_one_batch():
     cfg = tiny_config()
