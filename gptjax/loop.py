@@ -217,11 +217,21 @@ def _load_data(config: ml_collections.ConfigDict, main_process: bool,
         rebuild=config.rebuild_data, announce=functools.partial(print, flush=True) if main_process else None,
         val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc,
         stopped=stop.reason if stop is not None else None)
-    tokenizer, splits = load() if main_process else (None, None)
+    tokenizer, splits, failure = None, None, None
+    if main_process:
+        try:
+            tokenizer, splits = load()
+        except Exception as e:  # raised below, once the other processes know not to wait for the data
+            failure = e
     if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("gptjax: the dataset is prepared")
+        prepared = multihost_utils.broadcast_one_to_all(np.array(failure is None))
         if not main_process:
+            if not prepared:
+                raise UsageError("process 0 did not finish preparing the dataset (its output says why), so this "
+                                 "process stops too: start them all again")
             tokenizer, splits = load(rebuild=False)
+    if failure is not None:
+        raise failure
     return tokenizer, splits
 
 

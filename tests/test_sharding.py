@@ -142,16 +142,21 @@ def losses(out_dir: pathlib.Path) -> dict:
             for r in records}
 
 
-def run_two_processes(args: list[str], signal_second_after: str | None = None) -> str:
-    """Run train.py args as the 2 processes of one run; returns the first one's output.
-    signal_second_after: SIGTERM the second process alone once the first printed this."""
+def start_two_processes(args: list[str]) -> list[subprocess.Popen]:
+    """train.py args started as the 2 processes of one run, their output piped."""
     with socket.socket() as s:  # a free port on loopback for the coordinator
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = program_env({"PYTHONUNBUFFERED": "1", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
                        "JAX_NUM_PROCESSES": "2"})
-    processes = [subprocess.Popen([sys.executable, *args], env={**env, "JAX_PROCESS_ID": str(i)},
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    return [subprocess.Popen([sys.executable, *args], env={**env, "JAX_PROCESS_ID": str(i)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+
+def run_two_processes(args: list[str], signal_second_after: str | None = None) -> str:
+    """Run train.py args as the 2 processes of one run; returns the first one's output.
+    signal_second_after: SIGTERM the second process alone once the first printed this."""
+    processes = start_two_processes(args)
     printed = ""
     if signal_second_after:
         for line in processes[0].stdout:
@@ -163,6 +168,24 @@ def run_two_processes(args: list[str], signal_second_after: str | None = None) -
     for p, (_, err) in zip(processes, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
     return printed + outputs[0][0]
+
+
+def test_when_the_first_process_cannot_prepare_the_data_every_process_stops_in_one_line(tmp_path):
+    # The others waited for the data at a barrier the first never reached: a traceback from Gloo's
+    # 30 s timeout on CPUs, a hang where a GPU's collective has no timeout.
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text('{"text": "a record"}\n{"text": 5}\n')
+    processes = start_two_processes(tiny_train_args(tmp_path, "out", input_file=corpus))
+    try:
+        errors = [p.communicate(timeout=25)[1].strip().splitlines()[-1] for p in processes]
+    finally:
+        for p in processes:
+            p.kill()  # none left waiting when the test fails
+    assert [p.returncode for p in processes] == [1, 1]
+    assert errors[0] == f"train.py: error: {corpus}, line 2: 'text' is int, not a string: every record of a corpus " \
+                        "needs its text as a string under 'text' (config.text_key)"
+    assert errors[1] == "train.py: error: process 0 did not finish preparing the dataset (its output says why), " \
+                        "so this process stops too: start them all again"
 
 
 def test_two_processes_stop_together_on_one_sigterm_and_resume_like_one_process(tmp_path):
