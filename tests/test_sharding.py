@@ -170,22 +170,30 @@ def run_two_processes(args: list[str], signal_second_after: str | None = None) -
     return printed + outputs[0][0]
 
 
-def test_when_the_first_process_cannot_prepare_the_data_every_process_stops_in_one_line(tmp_path):
-    # The others waited for the data at a barrier the first never reached: a traceback from Gloo's
-    # 30 s timeout on CPUs, a hang where a GPU's collective has no timeout.
-    corpus = tmp_path / "bad.jsonl"
-    corpus.write_text('{"text": "a record"}\n{"text": 5}\n')
-    processes = start_two_processes(tiny_train_args(tmp_path, "out", input_file=corpus))
+@pytest.mark.parametrize("fails", ["preparing the dataset", "reading HellaSwag"])
+def test_when_the_first_process_fails_to_make_what_all_read_every_process_stops_in_one_line(tmp_path, fails):
+    # The others waited at a barrier the first never reached: a traceback from Gloo's 30 s timeout
+    # on CPUs, a hang where a GPU's collective has no timeout.
+    bad = tmp_path / "bad.jsonl"
+    if fails == "preparing the dataset":
+        bad.write_text('{"text": "a record"}\n{"text": 5}\n')
+        overrides = {"input_file": bad}
+        first_error = (f"{bad}, line 2: 'text' is int, not a string: every record of a corpus needs its text as a "
+                       "string under 'text' (config.text_key)")
+    else:
+        bad.write_text("\n")
+        overrides = {"tokenizer": "gpt2", "hellaswag_interval": 3, "hellaswag_file": bad}
+        first_error = f"{bad} holds no HellaSwag example: give rowanz/hellaswag's hellaswag_val.jsonl"
+    processes = start_two_processes(tiny_train_args(tmp_path, "out", **overrides))
     try:
         errors = [p.communicate(timeout=25)[1].strip().splitlines()[-1] for p in processes]
     finally:
         for p in processes:
             p.kill()  # none left waiting when the test fails
     assert [p.returncode for p in processes] == [1, 1]
-    assert errors[0] == f"train.py: error: {corpus}, line 2: 'text' is int, not a string: every record of a corpus " \
-                        "needs its text as a string under 'text' (config.text_key)"
-    assert errors[1] == "train.py: error: process 0 did not finish preparing the dataset (its output says why), " \
-                        "so this process stops too: start them all again"
+    assert errors == [f"train.py: error: {first_error}",
+                      f"train.py: error: process 0 did not finish {fails} (its output says why), so this process "
+                      "stops too: start them all again"]
 
 
 def test_two_processes_stop_together_on_one_sigterm_and_resume_like_one_process(tmp_path):
