@@ -17,12 +17,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from gptjax import sources
 from gptjax.errors import UsageError
 from gptjax.model import GPT
+from gptjax.step import token_losses
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 N_ENDINGS = 4
@@ -94,8 +94,7 @@ def _ending_losses(graphdef: nnx.GraphDef, params, tokens_RxN: jax.Array, mask_R
     """Summed next-token loss and token count over the masked (ending) positions of each row."""
     model = nnx.merge(graphdef, params)
     model.eval()
-    logits_RxTxV = model(tokens_RxN[:, :-1]).astype(jnp.float32)
-    losses_RxT = optax.softmax_cross_entropy_with_integer_labels(logits_RxTxV, tokens_RxN[:, 1:])
+    losses_RxT = token_losses(model(tokens_RxN[:, :-1]), tokens_RxN[:, 1:])
     mask_RxT = mask_RxN[:, 1:]
     return jnp.sum(losses_RxT * mask_RxT, axis=-1), jnp.sum(mask_RxT, axis=-1)
 
