@@ -10,7 +10,8 @@
 #    timed on uniform and on text-like tokens; the char step is timed fed as bench.py feeds it and
 #    as the training loop does (benchmarks/accelerator_check.py);
 # 2. bench.py --config gpt2 in bfloat16: tokens/s, MFU, memory, and a profile of one step
-#    (OUT_DIR/gpt2_step_trace.json.gz, a Perfetto trace; its busiest kinds of XLA op in the summary);
+#    (OUT_DIR/gpt2_step_trace.json.gz, a Perfetto trace; its busiest kinds of XLA op in the summary;
+#    OUT_DIR/gpt2_step_hlo.txt.gz, the compiled step, which says what each of those ops computes);
 # 3. the same with the update's 480 sequences in 20 micro-batches of 24 instead of 40 of 12;
 # 4. train.py --config char, all 5000 iterations: wall time and final val loss (nanoGPT reaches
 #    1.4697 in about 3 minutes on an A100), then sample.py from its checkpoint: 500 characters
@@ -89,6 +90,7 @@ rm -rf "${out:?}/profile_gpt2"
 step bench_gpt2 "$PY" bench.py "${bench[@]}" --config.dtype=bfloat16 --profile "$out/profile_gpt2" \
     --json "$out/bench_gpt2.json"
 cp "$out"/profile_gpt2/plugins/profile/*/perfetto_trace.json.gz "$out/gpt2_step_trace.json.gz" || failed+=(gpt2_step_trace)
+cp "$out/profile_gpt2/train_step.hlo.txt.gz" "$out/gpt2_step_hlo.txt.gz" || failed+=(gpt2_step_hlo)
 echo "== 3/5 bench.py ${bench_wide[*]} --config.dtype=bfloat16"
 step bench_gpt2_wide "$PY" bench.py "${bench_wide[@]}" --config.dtype=bfloat16 --json "$out/bench_gpt2_wide.json"
 train() {  # train NAME ARGS...: a whole run in OUT/NAME

@@ -8,7 +8,8 @@ Prints compile time, ms per iteration, tokens/s, model TFLOP/s, MFU (where the d
 known) and XLA's planned memory for train_step and eval_step; --sample adds generation tokens/s;
 --profile DIR traces one more train step into DIR (for xprof or TensorBoard, and a Perfetto file)
 and prints the XLA ops that took the most time in it (if it fails, the measurements are printed
-and written all the same, and the program ends with the profiler's error).
+and written all the same, and the program ends with the profiler's error); DIR/train_step.hlo.txt.gz
+is the compiled step's optimised HLO, which names what each traced op computes.
 Random weights and random tokens; the model, optimizer, batch shape, dtype, attention path and
 mesh are the config's, so a number here is what training with the same config runs at. (Text, which
 repeats a few tokens thousands of times a batch, once ran a GPU step 4x slower than random tokens:
@@ -168,6 +169,10 @@ def training(config: ml_collections.ConfigDict, steps: int, profile_dir: Path | 
     if stats and "peak_bytes_in_use" in stats:
         results["device_peak_memory_mib"] = stats["peak_bytes_in_use"] / 2**20
     if profile_dir is not None:
+        # the program the trace's ops belong to (they carry its instruction names), to read them by
+        hlo = profile_dir / "train_step.hlo.txt.gz"
+        hlo.write_bytes(gzip.compress(compiled_train.as_text().encode()))
+        results["train_step_hlo"] = str(hlo)
         try:
             results.update(profile(one_step, profile_dir))
         except Exception as e:  # a profiler this machine lacks, a trace laid out otherwise: the numbers above stand

@@ -36,6 +36,9 @@ def test_bench_measures_the_configs_model_and_step_and_profiles_it(tmp_path):
     assert 1 <= len(ops) <= 8 and all(ms > 0 for ms in ops.values())
     assert any(op.startswith("dot") for op in ops)  # the matrix products are among the busiest
     assert sum(ops.values()) <= results["profile_ops_ms"]
+    # beside it, the compiled step's optimised HLO, where the traced ops' names are defined
+    hlo = gzip.decompress(Path(results["train_step_hlo"]).read_bytes()).decode()
+    assert hlo.startswith("HloModule jit_train_step") and f"%{max(ops, key=ops.get)}" in hlo
 
 
 def test_bench_refuses_bad_options_in_one_line(tmp_path):
