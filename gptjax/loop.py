@@ -52,7 +52,7 @@ def _nonfinite_streak(streak: jax.Array, nonfinite: jax.Array) -> jax.Array:
 def _main_process_first(main_process: bool, what: str, first: Callable[[], Any], then: Callable[[], Any]) -> Any:
     """first() on the main process while the others wait, then then() on the others (which read
     what it wrote, on a shared disk). When first() fails, every other process stops too, in one
-    line, rather than waiting for it at a barrier (with no timeout, on a GPU)."""
+    line, rather than waiting at a barrier it never reaches (until a timeout, then a traceback)."""
     result, failure = None, None
     if main_process:
         try:

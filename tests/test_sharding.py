@@ -172,8 +172,8 @@ def run_two_processes(args: list[str], signal_second_after: str | None = None) -
 
 @pytest.mark.parametrize("fails", ["preparing the dataset", "reading HellaSwag"])
 def test_when_the_first_process_fails_to_make_what_all_read_every_process_stops_in_one_line(tmp_path, fails):
-    # The others waited at a barrier the first never reached: a traceback from Gloo's 30 s timeout
-    # on CPUs, a hang where a GPU's collective has no timeout.
+    # The others waited at a barrier the first never reached, until a traceback from Gloo's 30 s
+    # timeout on CPUs (on GPUs, until the distributed runtime's timeouts).
     bad = tmp_path / "bad.jsonl"
     if fails == "preparing the dataset":
         bad.write_text('{"text": "a record"}\n{"text": 5}\n')
