@@ -6,12 +6,12 @@ anything, and the summary of the whole check.
 
 `checks`: (1) the two attention paths (masked, and jax.nn.dot_product_attention, cuDNN's fused
 kernel on a GPU) in bfloat16 against a float32 reference, forward and gradients, with timings, and
-Pallas's flash-attention kernel the same way, as a candidate;
-(2) a bfloat16 train step on the config's mesh (FSDP axis included) with each path, against
-float32; (3) the gradient of GPT-2's token embedding on uniform and on text-like tokens; (4) the
-char recipe's train step on random tokens (as bench.py times it) and on the text (TRAIN_BIN),
-prefetched as the training loop feeds it. Exits 1 when a check fails; one that crashes is
-recorded as its error, and the others still run.
+Pallas's flash-attention kernel the same way, as a candidate; (2) a bfloat16 train step on the
+config's mesh (FSDP axis included) with each path, against float32; (3) the gradient of GPT-2's
+token embedding on uniform and on text-like tokens; (4) the loss's gradient on GPT-2's logits,
+written out against autodiff's; (5) the char recipe's train step on random tokens (as bench.py
+times it) and on the text (TRAIN_BIN), prefetched as the training loop feeds it. Exits 1 when a
+check fails; one that crashes is recorded as its error, and the others still run.
 `summary`: one table and OUT_DIR/accelerator_check.json from the JSON files the steps wrote.
 """
 
@@ -30,13 +30,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from timing import median_seconds
 
 from gptjax import attention, data, environment, loop, optim, sharding
 from gptjax.bench import seconds_per_call
 from gptjax.config import default_config, from_command_line, model_config
 from gptjax.model import ONE_HOT_MAX_VOCAB, GPTConfig, embed_tokens
-from gptjax.step import TrainState, train_step
+from gptjax.step import TrainState, cross_entropy, train_step
 
 # Relative error allowed against the float32 reference: bfloat16 keeps 8 bits of mantissa, so a
 # correct bf16 result lands between 1e-3 and 1e-2; a wrong mask or layout lands near 1.
@@ -183,6 +184,27 @@ def embedding_gradient_check(vocab: int, width: int, tokens: int, repeats: int) 
     return results
 
 
+def loss_gradient_check(batch: int, seq: int, vocab: int, repeats: int) -> dict:
+    """Milliseconds and XLA's planned temporary memory of the loss and its gradient on bfloat16
+    logits cast to float32 (as GPT.logits hands them over): step.cross_entropy, whose gradient is
+    written out, against autodiff of optax's loss, which it replaced; and how far their gradients differ."""
+    logits = (4 * jax.random.normal(jax.random.key(0), (batch, seq, vocab), jnp.float32)).astype(jnp.bfloat16)
+    targets = jax.random.randint(jax.random.key(1), (batch, seq), 0, vocab)
+    losses = {"written_out": cross_entropy,
+              "autodiff": lambda logits, targets: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+                  logits, targets))}
+    results, gradients = {"logits_BxTxV": [batch, seq, vocab]}, {}
+    for name, loss in losses.items():
+        compiled = jax.jit(jax.value_and_grad(lambda logits, targets, loss=loss: loss(
+            logits.astype(jnp.float32), targets))).lower(logits, targets).compile()
+        gradients[name] = np.float32(compiled(logits, targets)[1])
+        results[f"{name}_ms"] = 1e3 * median_seconds(functools.partial(compiled, logits, targets), repeats)
+        analysis = compiled.memory_analysis()
+        results[f"{name}_temp_mib"] = analysis.temp_size_in_bytes / 2**20 if analysis is not None else None
+    results["max_gradient_difference"] = float(np.max(np.abs(gradients["written_out"] - gradients["autodiff"])))
+    return results
+
+
 def char_data_check(tiny: bool, text_tokens: np.ndarray) -> dict:
     """data_check for the char recipe (tiny: a toy model)."""
     small = ["--config.n_layer=2", "--config.n_head=2", "--config.n_embd=64", "--config.block_size=64",
@@ -204,7 +226,7 @@ def _guarded(check, *args) -> dict:
     return {**result, "wall_s": time.perf_counter() - start}
 
 
-TIMINGS = ("embedding_gradient", "char_step_data")  # the checks that only time
+TIMINGS = ("embedding_gradient", "loss_gradient", "char_step_data")  # the checks that only time
 CHECKS = ("attention", "train_step", *TIMINGS)
 
 
@@ -219,11 +241,11 @@ def checks(tiny: bool, text_tokens: np.ndarray) -> dict:
     if tiny:
         shape, repeats = (2, 64, 2, 32), 2
         cfg, batch, steps = GPTConfig(block_size=64, vocab_size=512, n_layer=2, n_head=2, n_embd=64), 4, 3
-        embedding = (2 * ONE_HOT_MAX_VOCAB, 64, 256, 2)
+        embedding, logits = (2 * ONE_HOT_MAX_VOCAB, 64, 256, 2), (2, 64, 512, 2)
     else:  # GPT-2 124M's attention shape and a small GPT-2-like model; GPT-2's table and micro-batch
         shape, repeats = (12, 1024, 12, 64), 20
         cfg, batch, steps = GPTConfig(block_size=1024, n_layer=4, n_head=12, n_embd=768), 8, 5
-        embedding = (GPTConfig.vocab_size, 768, 12 * 1024, 20)
+        embedding, logits = (GPTConfig.vocab_size, 768, 12 * 1024, 20), (12, 1024, GPTConfig.vocab_size, 20)
     device = jax.devices()[0]
     return {
         "device": f"{jax.device_count()} x {device.device_kind}", "backend": jax.default_backend(),
@@ -233,6 +255,7 @@ def checks(tiny: bool, text_tokens: np.ndarray) -> dict:
         "attention": _guarded(attention_check, *shape, repeats, tiny or jax.default_backend() == "gpu"),
         "train_step": _guarded(train_step_check, cfg, batch, steps),
         "embedding_gradient": _guarded(embedding_gradient_check, *embedding),
+        "loss_gradient": _guarded(loss_gradient_check, *logits),
         "char_step_data": _guarded(char_data_check, tiny, text_tokens),
     }
 
@@ -284,7 +307,7 @@ def summary(out_dir: Path) -> dict:
 
     c, b, w = report["checks"] or {}, report["bench_gpt2"] or {}, report["bench_gpt2_wide"] or {}
     a, s, e = c.get("attention", {}), c.get("train_step", {}), c.get("embedding_gradient", {})
-    feeds = c.get("char_step_data", {})
+    g, feeds = c.get("loss_gradient", {}), c.get("char_step_data", {})
     busiest = [f"{key.removeprefix('op_ms ')} {ms:.0f}" for key, ms in b.items() if key.startswith("op_ms ")][:5]
     rows = [
         ("device", c.get("device")), ("versions", " ".join(f"{k} {v}" for k, v in c.get("versions", {}).items())),
@@ -300,6 +323,9 @@ def summary(out_dir: Path) -> dict:
                                                  for name in ("masked", "fast", "pallas")))),
         ("train step bf16 vs f32 loss difference", _pair(s.get("max_relative_loss_difference"))),
         ("embedding gradient ms: uniform / text-like tokens", _pair(e.get("uniform_ms"), e.get("text_like_ms"))),
+        ("loss gradient ms: written out / autodiff", _pair(g.get("written_out_ms"), g.get("autodiff_ms"))),
+        ("loss gradient temp MiB: written out / autodiff",
+         _pair(g.get("written_out_temp_mib"), g.get("autodiff_temp_mib"))),
         ("char step ms: random tokens / text / text prefetched",
          _pair(*(feeds.get(f"{feed}_ms") for feed in ("random_tokens", "text", "text_prefetched")))),
         ("gpt2 bench: tokens/s", _pair(b.get("train_tokens_per_s"))),
