@@ -7,8 +7,8 @@
 #    agree in bfloat16 with a float32 reference, forward and gradients, with timings (and Pallas's
 #    flash-attention kernel, a candidate: timed, never failing the check); bfloat16
 #    train steps on the FSDP mesh agree with float32; GPT-2's embedding gradient (a scatter-add) is
-#    timed on uniform and on text-like tokens, and the loss's gradient on its logits; the char step is timed fed as bench.py feeds it and
-#    as the training loop does (benchmarks/accelerator_check.py);
+#    timed on uniform and on text-like tokens, and the loss's gradient on its logits; the char step
+#    is timed fed as bench.py feeds it and as the training loop does (benchmarks/accelerator_check.py);
 # 2. bench.py --config gpt2 in bfloat16: tokens/s, MFU, memory, and a profile of one step
 #    (OUT_DIR/gpt2_step_trace.json.gz, a Perfetto trace; its busiest kinds of XLA op in the summary;
 #    OUT_DIR/gpt2_step_hlo.txt.gz, the compiled step, which says what each of those ops computes);

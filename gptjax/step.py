@@ -16,6 +16,7 @@ from gptjax.model import GPT, GPTConfig
 DROPOUT_RNG = "rbg"
 
 
+@jax.custom_vjp
 def token_losses(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
     """Each position's next-token cross-entropy in nats, (B, T), float32; 0 where the target is
     -1 (ignored). Computed in float32 whatever the logits' dtype.
@@ -24,11 +25,6 @@ def token_losses(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
     the logits and their log-sum-exp. Autodiff kept a float32 (B, T, V) array of exp(logits) for
     the backward pass besides the logits, the largest arrays of a GPT-2 step (docs/performance.md).
     """
-    return _token_losses(logits_BxTxV, targets_BxT)
-
-
-@jax.custom_vjp
-def _token_losses(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
     return _token_losses_forward(logits_BxTxV, targets_BxT)[0]
 
 
@@ -50,7 +46,7 @@ def _token_losses_backward(residuals, dlosses_BxT):
     return dlogits_BxTxV.astype(logits_BxTxV.dtype), None  # the targets are integers: no gradient
 
 
-_token_losses.defvjp(_token_losses_forward, _token_losses_backward)
+token_losses.defvjp(_token_losses_forward, _token_losses_backward)
 
 
 def cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
