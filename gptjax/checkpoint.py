@@ -16,9 +16,9 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
-from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from gptjax import sharding
 from gptjax.errors import UsageError
 from gptjax.model import GPT, GPTConfig
 
@@ -277,12 +277,13 @@ def set_aside_newer(out_dir: Path, step: int) -> list[Path]:
     (kept for a look, never deleted; orbax no longer sees it), so that a run resumed from `step`
     can write those steps again. Every process calls it; the first renames. Returns the new paths."""
     moved = [_folder(out_dir) / f"{newer}{UNREADABLE}" for newer in steps(out_dir) if newer > step]
-    if jax.process_index() == 0:
+
+    def rename() -> None:
         for target in moved:
             shutil.rmtree(target, ignore_errors=True)  # an older copy set aside for the same step
             (_folder(out_dir) / target.name.removesuffix(UNREADABLE)).rename(target)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("gptjax: unreadable checkpoints set aside")
+
+    sharding.main_process_first("setting aside the unreadable checkpoints", rename, lambda: None)
     return moved
 
 

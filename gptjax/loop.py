@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,29 +48,7 @@ def _nonfinite_streak(streak: jax.Array, nonfinite: jax.Array) -> jax.Array:
     return jnp.where(nonfinite, streak + 1, 0)
 
 
-def _main_process_first(main_process: bool, what: str, first: Callable[[], Any], then: Callable[[], Any]) -> Any:
-    """first() on the main process while the others wait, then then() on the others (which read
-    what it wrote, on a shared disk). When first() fails, every other process stops too, in one
-    line, rather than waiting at a barrier it never reaches (until a timeout, then a traceback)."""
-    result, failure = None, None
-    if main_process:
-        try:
-            result = first()
-        except Exception as e:  # raised below, once the other processes know not to wait
-            failure = e
-    if jax.process_count() > 1:
-        done = multihost_utils.broadcast_one_to_all(np.array(failure is None))
-        if not main_process:
-            if not done:
-                raise UsageError(f"process 0 did not finish {what} (its output says why), so this process "
-                                 "stops too: start them all again")
-            result = then()
-    if failure is not None:
-        raise failure
-    return result
-
-
-def _hellaswag_examples(config: ml_collections.ConfigDict, main_process: bool) -> list[hellaswag.Example]:
+def _hellaswag_examples(config: ml_collections.ConfigDict) -> list[hellaswag.Example]:
     """The HellaSwag examples a run scores (none when hellaswag_interval is 0)."""
     if not config.hellaswag_interval:
         return []
@@ -86,7 +63,7 @@ def _hellaswag_examples(config: ml_collections.ConfigDict, main_process: bool) -
         return hellaswag.read_examples(hellaswag.find_file(config.hellaswag_file, config.data_dir),
                                        config.hellaswag_examples)
 
-    return _main_process_first(main_process, "reading HellaSwag", read, read)
+    return sharding.main_process_first("reading HellaSwag", read, read)
 
 
 def _train_batch(tokens, config, it: int):
@@ -244,7 +221,7 @@ def _load_data(config: ml_collections.ConfigDict, main_process: bool,
         rebuild=config.rebuild_data, announce=functools.partial(print, flush=True) if main_process else None,
         val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc,
         stopped=stop.reason if stop is not None else None)
-    return _main_process_first(main_process, "preparing the dataset", load, functools.partial(load, rebuild=False))
+    return sharding.main_process_first("preparing the dataset", load, functools.partial(load, rebuild=False))
 
 
 def _open_records(config: ml_collections.ConfigDict, it: int, vocab_size: int, main_process: bool,
@@ -277,7 +254,7 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
     main_process = jax.process_index() == 0  # the one that prints and writes files; all save checkpoints
     warn = functools.partial(print, file=sys.stderr, flush=True) if main_process else lambda _: None
     config, source_cfg = start.resolve_model_keys(config, given)
-    hellaswag_examples = _hellaswag_examples(config, main_process)
+    hellaswag_examples = _hellaswag_examples(config)
     tokenizer, splits = _load_data(config, main_process, stop)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     if config.batch_size % mesh.size:

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -40,6 +41,33 @@ def initialize_distributed() -> None:
         raise UsageError("JAX_COORDINATOR_ADDRESS is set: set JAX_NUM_PROCESSES and JAX_PROCESS_ID "
                          "(0 .. JAX_NUM_PROCESSES-1) as integers too") from None
     jax.distributed.initialize(address, num_processes=num_processes, process_id=process_id)
+
+
+def main_process_first(what: str, first: Callable[[], Any], then: Callable[[], Any]) -> Any:
+    """first() on process 0 while the others wait, then then() on the others (which read what it
+    wrote on a shared disk, or make their own copy on their own). When any process fails, every
+    other one stops too, in one line naming it, rather than waiting at the next collective for
+    one that never reaches it (until a timeout, then a traceback)."""
+    main, result, failure = jax.process_index() == 0, None, None
+    try:
+        if main:
+            result = first()
+    except Exception as e:  # raised below, once the other processes know not to wait
+        failure = e
+    if jax.process_count() > 1:
+        first_done = multihost_utils.broadcast_one_to_all(np.array(failure is None))
+        if not main and first_done:
+            try:
+                result = then()
+            except Exception as e:
+                failure = e
+        done = multihost_utils.process_allgather(np.array(failure is None))
+        if failure is None and not done.all():
+            raise UsageError(f"process {int(np.argmin(done))} did not finish {what} (its output says why), so "
+                             "this process stops too: start them all again")
+    if failure is not None:
+        raise failure
+    return result
 
 
 def make_mesh(data: int = -1, fsdp: int = 1) -> Mesh:

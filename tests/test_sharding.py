@@ -142,15 +142,17 @@ def losses(out_dir: pathlib.Path) -> dict:
             for r in records}
 
 
-def start_two_processes(args: list[str]) -> list[subprocess.Popen]:
-    """train.py args started as the 2 processes of one run, their output piped."""
+def start_two_processes(args: list[str], second_args: list[str] | None = None) -> list[subprocess.Popen]:
+    """train.py args started as the 2 processes of one run (second_args, if given, for the second),
+    their output piped."""
     with socket.socket() as s:  # a free port on loopback for the coordinator
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = program_env({"PYTHONUNBUFFERED": "1", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
                        "JAX_NUM_PROCESSES": "2"})
-    return [subprocess.Popen([sys.executable, *args], env={**env, "JAX_PROCESS_ID": str(i)},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    return [subprocess.Popen([sys.executable, *process_args], env={**env, "JAX_PROCESS_ID": str(i)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i, process_args in enumerate([args, second_args or args])]
 
 
 def run_two_processes(args: list[str], signal_second_after: str | None = None) -> str:
@@ -170,30 +172,35 @@ def run_two_processes(args: list[str], signal_second_after: str | None = None) -
     return printed + outputs[0][0]
 
 
-@pytest.mark.parametrize("fails", ["preparing the dataset", "reading HellaSwag"])
-def test_when_the_first_process_fails_to_make_what_all_read_every_process_stops_in_one_line(tmp_path, fails):
-    # The others waited at a barrier the first never reached, until a traceback from Gloo's 30 s
-    # timeout on CPUs (on GPUs, until the distributed runtime's timeouts).
+@pytest.mark.parametrize(("failing", "fails"), [(0, "preparing the dataset"), (0, "reading HellaSwag"),
+                                                (1, "preparing the dataset")])
+def test_when_one_process_fails_to_make_what_all_read_every_process_stops_in_one_line(tmp_path, failing, fails):
+    # The others waited at the next collective, which the failed process never reached, until a
+    # traceback from Gloo's 30 s timeout on CPUs (on GPUs, until the distributed runtime's timeouts).
     bad = tmp_path / "bad.jsonl"
     if fails == "preparing the dataset":
         bad.write_text('{"text": "a record"}\n{"text": 5}\n')
         overrides = {"input_file": bad}
-        first_error = (f"{bad}, line 2: 'text' is int, not a string: every record of a corpus needs its text as a "
-                       "string under 'text' (config.text_key)")
+        error = (f"{bad}, line 2: 'text' is int, not a string: every record of a corpus needs its text as a "
+                 "string under 'text' (config.text_key)")
     else:
         bad.write_text("\n")
         overrides = {"tokenizer": "gpt2", "hellaswag_interval": 3, "hellaswag_file": bad}
-        first_error = f"{bad} holds no HellaSwag example: give rowanz/hellaswag's hellaswag_val.jsonl"
-    processes = start_two_processes(tiny_train_args(tmp_path, "out", **overrides))
+        error = f"{bad} holds no HellaSwag example: give rowanz/hellaswag's hellaswag_val.jsonl"
+    if failing == 0:
+        processes = start_two_processes(tiny_train_args(tmp_path, "out", **overrides))
+    else:  # a host with its own disk, which holds another corpus: it prepares its own copy
+        processes = start_two_processes(tiny_train_args(tmp_path, "out"),
+                                        tiny_train_args(tmp_path, "out", data_dir=tmp_path / "own", **overrides))
     try:
         errors = [p.communicate(timeout=25)[1].strip().splitlines()[-1] for p in processes]
     finally:
         for p in processes:
             p.kill()  # none left waiting when the test fails
     assert [p.returncode for p in processes] == [1, 1]
-    assert errors == [f"train.py: error: {first_error}",
-                      f"train.py: error: process 0 did not finish {fails} (its output says why), so this process "
-                      "stops too: start them all again"]
+    others = (f"train.py: error: process {failing} did not finish {fails} (its output says why), so this process "
+              "stops too: start them all again")
+    assert errors[failing] == f"train.py: error: {error}" and errors[1 - failing] == others
 
 
 def test_two_processes_stop_together_on_one_sigterm_and_resume_like_one_process(tmp_path):
