@@ -69,7 +69,7 @@ class Reporter:
     """active=False (every process of a multi-host run but the first) makes it silent. `sinks`
     (WandbSink, TensorBoardSink) receive every record metrics.jsonl gets."""
 
-    def __init__(self, metrics_path: Path, start: int, total: int, active: bool = True, sinks: tuple = ()):
+    def __init__(self, metrics_path: Path, start: int, total: int, active: bool = True, sinks: tuple[Sink, ...] = ()):
         self._active = active
         self._sinks = sinks if active else ()
         # kept open for the whole run (closed by close()), so that each record is one write
