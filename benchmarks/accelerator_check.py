@@ -298,7 +298,7 @@ def _run_summary(out_dir: Path, name: str) -> dict | None:
 def summary(out_dir: Path) -> dict:
     """Everything the script's steps wrote, in one JSON file and one table."""
     report = {"wall_s": _wall_seconds(out_dir)}
-    for name in ("checks", "bench_gpt2", "bench_gpt2_wide"):
+    for name in ("checks", "bench_gpt2", "bench_gpt2_wide", "bench_gpt2_cublas"):
         path = out_dir / f"{name}.json"
         report[name] = json.loads(path.read_text()) if path.is_file() else None
     for name in ("char", "char_fast"):
@@ -306,6 +306,7 @@ def summary(out_dir: Path) -> dict:
     (out_dir / "accelerator_check.json").write_text(json.dumps(report, indent=2) + "\n")
 
     c, b, w = report["checks"] or {}, report["bench_gpt2"] or {}, report["bench_gpt2_wide"] or {}
+    cublas = report["bench_gpt2_cublas"] or {}
     a, s, e = c.get("attention", {}), c.get("train_step", {}), c.get("embedding_gradient", {})
     g, feeds = c.get("loss_gradient", {}), c.get("char_step_data", {})
     busiest = [f"{key.removeprefix('op_ms ')} {ms:.0f}" for key, ms in b.items() if key.startswith("op_ms ")][:5]
@@ -335,6 +336,7 @@ def summary(out_dir: Path) -> dict:
         ("gpt2 step profiled: busiest ops, ms", ", ".join(busiest) or b.get("profile_error", "n/a")),
         ("gpt2 bench, micro-batches 2x wider: MFU, ms/iter", _pair(w.get("mfu"), w.get("train_ms_per_iter"))),
         ("gpt2 bench, micro-batches 2x wider: peak MiB", _pair(w.get("device_peak_memory_mib"))),
+        ("gpt2 bench, cuBLAS matmuls only: MFU, ms/iter", _pair(cublas.get("mfu"), cublas.get("train_ms_per_iter"))),
     ]
     for name in ("char", "char_fast"):
         run = report[f"train_{name}"] or {}

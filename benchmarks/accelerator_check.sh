@@ -12,7 +12,8 @@
 # 2. bench.py --config gpt2 in bfloat16: tokens/s, MFU, memory, and a profile of one step
 #    (OUT_DIR/gpt2_step_trace.json.gz, a Perfetto trace; its busiest kinds of XLA op in the summary;
 #    OUT_DIR/gpt2_step_hlo.txt.gz, the compiled step, which says what each of those ops computes);
-# 3. the same with the update's 480 sequences in 20 micro-batches of 24 instead of 40 of 12;
+# 3. the same with the update's 480 sequences in 20 micro-batches of 24 instead of 40 of 12; and
+#    with every matrix product in cuBLAS (XLA's Triton GEMM fusions off, as NVIDIA's JAX images set);
 # 4. train.py --config char, all 5000 iterations: wall time and final val loss (nanoGPT reaches
 #    1.4697 in about 3 minutes on an A100), then sample.py from its checkpoint: 500 characters
 #    (--tiny: 100), past block_size, so the key/value cache is rebuilt (OUT_DIR/sample_char.log);
@@ -55,6 +56,7 @@ if [ ${#tiny[@]} -gt 0 ]; then
     small=(--config.n_layer=2 --config.n_head=2 --config.n_embd=64 --config.block_size=64 --config.batch_size=4)
     bench=(--config gpt2 "${small[@]}" --config.gradient_accumulation_steps=2 --steps 2)
     bench_wide=(--config gpt2 "${small[@]}" --config.batch_size=8 --config.gradient_accumulation_steps=1 --steps 2)
+    bench_cublas=("${bench[@]}")
     short=(--config.max_iters=20 --config.eval_interval=10 --config.eval_iters=2 --config.log_interval=5)
     char=(--config char "${small[@]}" "${short[@]}")
     char_fast=(--config char_fast "${small[@]}" "${short[@]}")
@@ -62,6 +64,7 @@ if [ ${#tiny[@]} -gt 0 ]; then
 else
     bench=(--config gpt2 --steps 10)
     bench_wide=(--config gpt2 --config.batch_size=24 --config.gradient_accumulation_steps=20 --steps 10)
+    bench_cublas=(--config gpt2 --steps 5)
     char=(--config char)
     char_fast=(--config char_fast)
     new_tokens=500
@@ -93,6 +96,9 @@ cp "$out"/profile_gpt2/plugins/profile/*/perfetto_trace.json.gz "$out/gpt2_step_
 cp "$out/profile_gpt2/train_step.hlo.txt.gz" "$out/gpt2_step_hlo.txt.gz" || failed+=(gpt2_step_hlo)
 echo "== 3/5 bench.py ${bench_wide[*]} --config.dtype=bfloat16"
 step bench_gpt2_wide "$PY" bench.py "${bench_wide[@]}" --config.dtype=bfloat16 --json "$out/bench_gpt2_wide.json"
+echo "== 3/5 bench.py ${bench_cublas[*]} --config.dtype=bfloat16, XLA's Triton GEMMs off"
+step bench_gpt2_cublas env XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_enable_triton_gemm=false" \
+    "$PY" bench.py "${bench_cublas[@]}" --config.dtype=bfloat16 --json "$out/bench_gpt2_cublas.json"
 train() {  # train NAME ARGS...: a whole run in OUT/NAME
     local name=$1; shift
     rm -rf "${out:?}/$name"
