@@ -4,9 +4,10 @@ import jax
 
 from gptjax.model import GPTConfig
 
-# Dense bfloat16 peak FLOP/s by device kind; a device not listed gets no MFU at all.
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12,
-              "TPU v5 lite": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12}
+# Dense bfloat16 peak FLOP/s by device kind, the first name the kind contains (the PCIe and NVL
+# H100s before the SXM one, "NVIDIA H100 80GB HBM3"); a device not listed gets no MFU at all.
+PEAK_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "A100": 312e12,
+              "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12}
 
 
 def peak_flops() -> float | None:

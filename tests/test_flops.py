@@ -28,7 +28,8 @@ def test_flops_per_token_matches_xlas_count_of_a_training_step():
 
 
 @pytest.mark.parametrize("kind, count, expected", [
-    ("NVIDIA H100 80GB HBM3", 8, 8 * 989e12), ("TPU v5 lite", 4, 4 * 197e12), ("cpu", 1, None),
+    ("NVIDIA H100 80GB HBM3", 8, 8 * 989e12), ("NVIDIA H100 PCIe", 1, 756e12), ("NVIDIA H200", 1, 989e12),
+    ("TPU v5 lite", 4, 4 * 197e12), ("cpu", 1, None),
 ])
 def test_peak_flops_sums_the_known_peak_of_every_device(monkeypatch, kind, count, expected):
     class Device:
