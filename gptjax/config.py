@@ -117,7 +117,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if config[key] < 1:
             raise UsageError(f"config.{key} must be >= 1, got {config[key]}")
     for key in ("max_iters", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr", "weight_decay", "grad_clip",
-                "checkpoint_interval", "checkpoint_minutes", "muon_lr", "hellaswag_interval", "hellaswag_examples"):
+                "checkpoint_interval", "checkpoint_minutes", "muon_lr", "hellaswag_interval", "hellaswag_examples",
+                "seed"):
         if config[key] < 0:
             raise UsageError(f"config.{key} must be >= 0, got {config[key]}")
     for key, choices in (("optimizer", optim.OPTIMIZERS), ("lr_schedule", optim.SCHEDULES)):
@@ -126,6 +127,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("cooldown_frac", "muon_momentum"):
         if not 0 <= config[key] <= 1:
             raise UsageError(f"config.{key} must be in [0, 1], got {config[key]}")
+    for key in ("beta1", "beta2"):  # at 1 AdamW's moment would never move from 0
+        if not 0 <= config[key] < 1:
+            raise UsageError(f"config.{key} must be in [0, 1), got {config[key]}")
     if config.init_from not in INIT_FROM and not Path(config.init_from).is_dir():
         raise UsageError(
             f"config.init_from must be one of {INIT_FROM} or a Hugging Face GPT-2 directory, got {config.init_from!r}"

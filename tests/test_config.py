@@ -48,6 +48,9 @@ def test_overrides_apply_with_their_types():
     (["--config.optimizer=sgd"], r"config.optimizer must be one of \('adamw', 'muon'\), got 'sgd'"),
     (["--config.lr_schedule=linear"], r"config.lr_schedule must be one of \('cosine', 'wsd'\)"),
     (["--config.cooldown_frac=2.0"], r"config.cooldown_frac must be in \[0, 1\], got 2.0"),
+    (["--config.beta2=1.5"], r"config.beta2 must be in \[0, 1\), got 1.5"),  # AdamW diverged silently
+    (["--config.beta1=-0.1"], r"config.beta1 must be in \[0, 1\), got -0.1"),
+    (["--config.seed=-1"], r"config.seed must be >= 0, got -1"),  # was numpy's traceback
     (["--config.position_encoding=alibi"], r"config.position_encoding must be one of"),
     (["--config.out_dir=README.md/run"], r"config.out_dir=README.md/run cannot be a folder: README.md is a file; "
                                          "choose another out_dir"),
