@@ -41,7 +41,7 @@ from flax import nnx
 
 from gptjax import flops, optim, sharding
 from gptjax.config import from_command_line, model_config
-from gptjax.errors import UsageError, make_folder
+from gptjax.errors import UsageError, make_folder, out_of_memory
 from gptjax.generation import generate, generate_uncached
 from gptjax.model import GPT, GPTConfig
 from gptjax.step import TrainState, eval_step, train_step
@@ -245,6 +245,10 @@ def main(argv: list[str]) -> None:
             results.update(sampling(config, args.max_new_tokens))
     except UsageError as e:
         sys.exit(f"{Path(argv[0]).name}: error: {e}")
+    except Exception as e:  # a device out of memory is one line too; any other error keeps its traceback
+        if (too_large := out_of_memory(e)) is None:
+            raise
+        sys.exit(f"{Path(argv[0]).name}: error: {too_large}")
     print(f"{' '.join(config_argv[1:])}: batch {config.gradient_accumulation_steps} x {config.batch_size} x "
           f"{config.block_size}, {config.dtype}, attention {config.attention}, mean of {args.steps} iterations; "
           f"{environment.describe()}")

@@ -13,6 +13,17 @@ class Interrupted(UsageError):
     running it again continues it."""
 
 
+def out_of_memory(error: Exception) -> UsageError | None:
+    """error in one line with what to do, when it says that a device ran out of memory (XLA's
+    RESOURCE_EXHAUSTED: a batch, context or model too large for it); None for any other error."""
+    said = str(error).strip().partition("\n")[0].rstrip(".")
+    if not said.startswith("RESOURCE_EXHAUSTED"):
+        return None
+    return UsageError(f"the device ran out of memory ({said}): lower --config.batch_size (a larger "
+                      "gradient_accumulation_steps keeps the tokens per update) or block_size, or pass "
+                      "--config.remat=True or --config.dtype=bfloat16, or shard with mesh.fsdp across devices")
+
+
 def make_folder(folder: Path, option: str) -> None:
     """folder and its parents made, or a UsageError naming the option that asked for it."""
     try:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from gptjax.config import command_line_keys, from_command_line
-from gptjax.errors import UsageError
+from gptjax.errors import UsageError, out_of_memory
 from gptjax.loop import StopRequest, train
 from gptjax.sharding import initialize_distributed
 
@@ -37,6 +37,10 @@ def main(argv: list[str]) -> None:
             train(from_command_line(argv), given=frozenset(command_line_keys(argv)), stop=stop)
     except UsageError as e:
         sys.exit(f"{Path(argv[0]).name}: error: {e}")
+    except Exception as e:  # a device out of memory is one line too; any other error keeps its traceback
+        if (too_large := out_of_memory(e)) is None:
+            raise
+        sys.exit(f"{Path(argv[0]).name}: error: {too_large}")
     if stop.signal == signal.SIGINT:  # saved; a shell reads 130 as "interrupted"
         sys.exit(130)
 

@@ -5,10 +5,12 @@ import pathlib
 import re
 import subprocess
 
+import jax
+import jax.numpy as jnp
 import pytest
 from conftest import CORPUS, cli_error, run_program, tiny_run_args
 
-from gptjax import loop
+from gptjax import bench, loop
 from gptjax import train as train_program
 from gptjax.config import from_command_line
 from gptjax.errors import UsageError
@@ -88,6 +90,28 @@ def test_bad_input_stops_with_one_line_and_keeps_the_checkpoint(tmp_path):
     short.write_text("x" * 100)  # val gets 10 characters
     assert "needs at least 17" in error(out="o3", input_file=short, dataset="short")
     assert "no text for dataset 'absent'" in error(out="o4", input_file="", dataset="absent")
+
+
+@pytest.mark.parametrize(("program", "module", "runs"), [("train.py", train_program, "train"),
+                                                        ("bench.py", bench, "training")])
+def test_a_device_out_of_memory_is_one_line_and_other_errors_keep_their_traceback(tmp_path, monkeypatch, program,
+                                                                                  module, runs):
+    def too_large(*args, **kwargs):  # 512 TiB, more than any machine's address space: XLA's own error
+        jax.jit(lambda: jnp.ones((2**47,), jnp.float32))()
+
+    monkeypatch.setattr(module, runs, too_large)
+    assert cli_error(program, *tiny_run_args(tmp_path)) == (
+        f"{program}: error: the device ran out of memory (RESOURCE_EXHAUSTED: Out of memory allocating "
+        f"{2**49} bytes): lower --config.batch_size (a larger gradient_accumulation_steps keeps the tokens per "
+        "update) or block_size, or pass --config.remat=True or --config.dtype=bfloat16, or shard with mesh.fsdp "
+        "across devices")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("INTERNAL: a bug, whose traceback says where")
+
+    monkeypatch.setattr(module, runs, broken)
+    with pytest.raises(RuntimeError, match="INTERNAL: a bug"):
+        module.main([program, *tiny_run_args(tmp_path)])
 
 
 def test_eval_only_evaluates_once_and_trains_nothing(tmp_path):
