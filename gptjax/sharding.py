@@ -79,7 +79,7 @@ def make_mesh(data: int = -1, fsdp: int = 1) -> Mesh:
     if data == -1:
         data = n // fsdp
     if data * fsdp != n:
-        raise UsageError(f"config.mesh.data={data} x mesh.fsdp={fsdp} must equal the {n} devices")
+        raise UsageError(f"config.mesh.data={data} x mesh.fsdp={fsdp} must equal the {n} device{'s' * (n != 1)}")
     # jax.make_mesh orders devices by the interconnect's topology. Auto axes: the shardings above
     # are constraints and XLA chooses the rest, whatever a JAX version's default axis type is.
     return jax.make_mesh((data, fsdp), AXES, axis_types=(AxisType.Auto,) * len(AXES))

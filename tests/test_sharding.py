@@ -24,9 +24,10 @@ EIGHT_DEVICES = {"XLA_FLAGS": f"{os.environ['XLA_FLAGS']} --xla_force_host_platf
 
 def test_a_mesh_that_does_not_fit_the_devices_is_one_line():
     n = jax.device_count()
-    for data, fsdp, message in ((-1, n + 1, f"config.mesh.fsdp={n + 1} must be a divisor of the {n} device"),
+    devices = f"{n} device{'s' * (n != 1)}"
+    for data, fsdp, message in ((-1, n + 1, f"config.mesh.fsdp={n + 1} must be a divisor of the {devices}"),
                                 (-1, -1, r"config.mesh.fsdp=-1 must be a divisor .* \(only mesh.data takes -1"),
-                                (n + 1, 1, f"config.mesh.data={n + 1} x mesh.fsdp=1 must equal the {n} devices")):
+                                (n + 1, 1, f"config.mesh.data={n + 1} x mesh.fsdp=1 must equal the {devices}$")):
         with pytest.raises(UsageError, match=message):
             sharding.make_mesh(data, fsdp)
     assert dict(sharding.make_mesh(-1, 1).shape) == {"data": n, "fsdp": 1}
