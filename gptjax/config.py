@@ -12,7 +12,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from gptjax import optim, prepare
+from gptjax import optim
 from gptjax.errors import UsageError
 from gptjax.model import GPTConfig
 from gptjax.tokenizers import TOKENIZERS
@@ -139,7 +139,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("out_dir", "data_dir", "tensorboard_dir"):
         if config[key] and (file := _file_in_the_way(Path(config[key]))):
             raise UsageError(f"config.{key}={config[key]} cannot be a folder: {file} is a file; choose another {key}")
-    prepare.check_options(config.val_fraction, config.num_proc)  # before a corpus is downloaded
     model_config(config, vocab_size=1)  # the model keys, checked by GPTConfig
 
 

@@ -214,14 +214,6 @@ def _train_tokens(document_ends: Path, n_documents: int, n_tokens: int, val_frac
     return int(np.fromfile(document_ends, np.int64, count=1, offset=8 * (n_documents - n_val_documents - 1))[0])
 
 
-def check_options(val_fraction: float, num_proc: int) -> None:
-    """Refuse a val_fraction or num_proc no preparation could use."""
-    if not 0 < val_fraction < 1:
-        raise UsageError(f"config.val_fraction must be between 0 and 1, got {val_fraction}")
-    if num_proc < 0:
-        raise UsageError(f"config.num_proc must be 0 (one worker per CPU) or more, got {num_proc}")
-
-
 def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
             announce: Callable[[str], None] | None = None, *, val_fraction: float = 0.1, text_key: str = "text",
             num_proc: int = 0, stopped: Callable[[], str | None] | None = None) -> Tokenizer:
@@ -230,7 +222,10 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
     num_proc: worker processes (0: one per usable CPU). stopped: why to stop now (a signal the
     program received), or None. A preparation stopped by it, Ctrl-C or a broken stream raises
     Interrupted and keeps its work: the next call with the same corpus continues it."""
-    check_options(val_fraction, num_proc)
+    if not 0 < val_fraction < 1:
+        raise UsageError(f"config.val_fraction must be between 0 and 1, got {val_fraction}")
+    if num_proc < 0:
+        raise UsageError(f"config.num_proc must be 0 (one worker per CPU) or more, got {num_proc}")
     fingerprint = _fingerprint(corpus, tokenizer, val_fraction, text_key)
     meta = read_meta(dataset_dir)
     if meta is not None and meta.get("source_fingerprint") == fingerprint and bins_complete(dataset_dir, meta):
