@@ -24,7 +24,6 @@ def test_cross_entropy_ignores_targets_of_minus_one():
     assert float(gptjax.cross_entropy(logits, targets)) == pytest.approx(float(expected), rel=1e-6)
 
 
-
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_token_losses_gradient_is_autodiffs_of_the_log_softmax(dtype):
     logits = (4 * jax.random.normal(jax.random.key(0), (3, 5, 97))).astype(dtype)
@@ -50,6 +49,7 @@ def test_cross_entropys_backward_keeps_no_vocabulary_sized_array_but_the_logits(
     print_saved_residuals(gptjax.cross_entropy, logits, targets)
     saved = [line for line in capsys.readouterr().out.splitlines() if "[2,8,50]" in line]
     assert saved == ["bf16[2,8,50] from the argument logits_BxTxV"]
+
 
 def test_tiny_model_overfits_one_batch():
     cfg = tiny_config()
