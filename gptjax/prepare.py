@@ -45,6 +45,9 @@ CONTENT_HASH_LIMIT = 1 << 30  # corpora up to 1 GiB are fingerprinted by content
 FORMAT = 2  # meta.json's "format": data prepared by another format is prepared again
 SO_FAR = "prepared_so_far.json"  # how far a preparation got, which the next run continues from when it stops
 KEEP_SECONDS = 30  # how often that is written: a kill loses at most this much work
+# what SO_FAR records: tasks, tokens, documents and bytes of text done, and where in the corpus
+# they end (sources.Reader's position; None: its beginning)
+NOTHING_DONE = {"tasks": 0, "tokens": 0, "documents": 0, "bytes": 0, "position": None}
 
 
 def read_meta(dataset_dir: Path) -> dict | None:
@@ -76,17 +79,18 @@ def _fingerprint(corpus: Path | str, tokenizer: str, val_fraction: float, text_k
     return digest.hexdigest()
 
 
-def _tasks(stream: Iterator[Piece]) -> Iterator[list[Piece]]:
-    """Consecutive pieces grouped into tasks of about sources.PIECE_BYTES."""
+def _tasks(reader: sources.Reader) -> Iterator[tuple[list[Piece], dict]]:
+    """Consecutive pieces grouped into tasks of about sources.PIECE_BYTES, each with the reader's
+    position after it."""
     task, size = [], 0
-    for piece in stream:
+    for piece in reader:
         task.append(piece)
         size += len(piece[0])
         if size >= sources.PIECE_BYTES:
-            yield task
+            yield task, reader.position()
             task, size = [], 0
     if task:
-        yield task
+        yield task, reader.position()
 
 
 _worker_tokenizer: Tokenizer | None = None
@@ -121,25 +125,28 @@ def _encode(task: list[Piece], tokenizer: Tokenizer | None = None) -> tuple[np.n
     return tokens, np.array(ends, np.int64), n_bytes
 
 
-def _encoded(tasks: Iterator[list[Piece]], tokenizer: Tokenizer, num_proc: int) -> Iterator[tuple]:
-    """_encode of each task, in order: on num_proc worker processes when there is more than one
-    task, with at most 2 * num_proc tasks in flight (bounded memory)."""
-    first = [task for _, task in zip(range(2), tasks, strict=False)]
+def _encoded(tasks: Iterator[tuple[list[Piece], dict]], tokenizer: Tokenizer, num_proc: int) -> Iterator[tuple]:
+    """For each (task, position): _encode(task)'s values and the position, in order; on num_proc
+    worker processes when there is more than one task, with at most 2 * num_proc tasks in flight
+    (bounded memory)."""
+    first = list(itertools.islice(tasks, 2))
     if len(first) < 2 or num_proc == 1:
-        for task in itertools.chain(first, tasks):  # lazily: never the whole corpus at once
-            yield _encode(task, tokenizer)
+        for task, position in itertools.chain(first, tasks):  # lazily: never the whole corpus at once
+            yield *_encode(task, tokenizer), position
         return
     # spawn, not fork: the parent may run JAX's threads, which a fork would copy half-way
     with ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=(tokenizer.describe(),)) as pool:
         try:
-            in_flight = collections.deque(pool.submit(_encode, task) for task in first)
-            for task in tasks:
+            in_flight = collections.deque()  # (a task's result to come, the position after it)
+            for task, position in itertools.chain(first, tasks):
                 if len(in_flight) >= 2 * num_proc:
-                    yield in_flight.popleft().result()
-                in_flight.append(pool.submit(_encode, task))
+                    future, done_position = in_flight.popleft()
+                    yield *future.result(), done_position
+                in_flight.append((pool.submit(_encode, task), position))
             while in_flight:
-                yield in_flight.popleft().result()
+                future, position = in_flight.popleft()
+                yield *future.result(), position
         except BrokenProcessPool:
             raise UsageError("a tokenizing worker process died: out of memory, or a script that calls prepare "
                              "with num_proc > 1 lacks `if __name__ == '__main__':` around it (spawned workers "
@@ -173,29 +180,30 @@ def _tokenizer(kind: str, corpus: Path | str, text_key: str) -> Tokenizer:
     if kind != "char":
         return GPT2Tokenizer()
     chars = set()
-    for text, _ in sources.pieces(corpus, text_key):
+    for text, _ in sources.Reader(corpus, text_key):
         chars.update(text)
     return CharVocab.from_text("".join(_without_lone_surrogates(c) for c in chars))
 
 
-def _work_kept(dataset_dir: Path, fingerprint: str, itemsize: int) -> collections.Counter:
-    """How far an interrupted preparation of the same corpus got (tasks, tokens, documents and
-    bytes of text done), its files cut back to that point; zeros when there is none to continue."""
+def _work_kept(dataset_dir: Path, fingerprint: str, itemsize: int) -> dict:
+    """How far an interrupted preparation of the same corpus got (NOTHING_DONE's keys), its files
+    cut back to that point; NOTHING_DONE when there is none to continue."""
     try:
         kept = json.loads((dataset_dir / SO_FAR).read_text())
         sizes = {"all.bin.tmp": kept["tokens"] * itemsize, "document_ends.tmp": kept["documents"] * 8}
-        if (kept.pop("fingerprint"), kept.pop("piece_bytes")) == (fingerprint, sources.PIECE_BYTES) and all(
+        same = (kept.pop("fingerprint"), kept.pop("piece_bytes")) == (fingerprint, sources.PIECE_BYTES)
+        if same and kept.keys() == NOTHING_DONE.keys() and all(
                 (dataset_dir / name).stat().st_size >= size for name, size in sizes.items()):
             for name, size in sizes.items():
                 os.truncate(dataset_dir / name, size)  # past that point: written after the record, or half
-            return collections.Counter(kept)
+            return kept
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not one this code wrote
         pass
     (dataset_dir / SO_FAR).unlink(missing_ok=True)  # of another corpus, or of files since rewritten: never trusted
-    return collections.Counter(tasks=0, tokens=0, documents=0, bytes=0)
+    return dict(NOTHING_DONE)
 
 
-def _keep_work(dataset_dir: Path, fingerprint: str, done: collections.Counter, *files) -> None:
+def _keep_work(dataset_dir: Path, fingerprint: str, done: dict, *files) -> None:
     """Record how far the preparation got, once what it wrote (the open `files`) is on disk."""
     for f in files:
         f.flush()
@@ -235,7 +243,7 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
     # Where each document ends goes to a file, not a list: a list's memory grows with the documents,
     # 8 million in OpenWebText, more in FineWeb-Edu's larger samples (docs/performance.md).
     everything, document_ends = dataset_dir / "all.bin.tmp", dataset_dir / "document_ends.tmp"
-    done, progress = collections.Counter(), _progress(announce is not None)
+    done, progress = dict(NOTHING_DONE), _progress(announce is not None)
     if progress is not None:
         progress.start()
         bar = progress.add_task("prepare", documents=0, tokens=0, mb=0.0, rate=0.0)
@@ -245,16 +253,18 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
         done = _work_kept(dataset_dir, fingerprint, itemsize)
         if done["tasks"] and announce is not None:
             announce(f"continuing the preparation of {dataset_dir} where it stopped, after {done['bytes'] / 1e6:,.0f} "
-                     f"MB of text ({done['tokens']:,} tokens); reading up to there again first")
+                     f"MB of text ({done['tokens']:,} tokens)")
         started, bytes_before = time.perf_counter(), done["bytes"]
         mode = "ab" if done["tasks"] else "wb"
         with open(everything, mode) as out, open(document_ends, mode) as ends_out:
-            tasks = itertools.islice(_tasks(sources.pieces(corpus, text_key)), done["tasks"], None)
+            tasks = _tasks(sources.Reader(corpus, text_key, start=done["position"]))
             kept = time.monotonic()
-            for tokens, ends, size in _encoded(tasks, encoder, num_proc or usable_cpus()):
+            for tokens, ends, size, position in _encoded(tasks, encoder, num_proc or usable_cpus()):
                 out.write(tokens.tobytes())
                 ends_out.write((done["tokens"] + ends).tobytes())
-                done.update(tasks=1, tokens=len(tokens), documents=len(ends), bytes=size)
+                # one assignment: a Ctrl-C or a signal's exception finds the old counts or the new, never half
+                done = {"tasks": done["tasks"] + 1, "tokens": done["tokens"] + len(tokens), "documents":
+                        done["documents"] + len(ends), "bytes": done["bytes"] + size, "position": position}
                 if progress is not None:
                     progress.update(bar, documents=done["documents"], tokens=done["tokens"], mb=done["bytes"] / 1e6,
                                     rate=(done["bytes"] - bytes_before) / 1e6 / (time.perf_counter() - started))

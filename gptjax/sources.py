@@ -1,4 +1,5 @@
-"""Where a corpus's text comes from, read as a stream of documents in pieces of a few MB.
+"""Where a corpus's text comes from, read as a stream of documents in pieces of a few MB (Reader),
+which can continue where an earlier reading of it stopped.
 
 The corpus: a text file, a .jsonl or .json file ({"text": ...} per line; `text_key` names the
 field), each of them also compressed as .gz, .bz2, .xz or .zst (decompressed as it is read; .zst
@@ -199,7 +200,9 @@ def _parquet(path: Path, text_key: str) -> Iterator[Piece]:
                          "damaged; download or copy it again") from None
 
 
-def _hf_dataset(source: Path | str, text_key: str) -> Iterator[Piece]:
+def _hf_rows(source: Path | str):
+    """A saved dataset's or a Hub dataset's train split, as a datasets.IterableDataset: its state_dict
+    says where a reading of it got to, for a later one to continue from."""
     try:
         import datasets
     except ImportError:
@@ -217,44 +220,88 @@ def _hf_dataset(source: Path | str, text_key: str) -> Iterator[Piece]:
             raise UsageError(f"the dataset {source} has no train split, and several others ({', '.join(rows)}): save "
                              "the one to train on by itself (its save_to_disk)")
         rows = rows["train"] if "train" in rows else next(iter(rows.values()))
-    number = 0
-    try:  # a stream from the hub can break off: the preparation continues from there when run again
-        for number, record in enumerate(rows, start=1):
-            yield _text_of(record, source, f"record {number}", text_key), True
-    except UsageError:
-        raise
-    except Exception as e:
-        raise Interrupted(f"reading the dataset {source} broke off after record {number:,} ({type(e).__name__}: "
-                          f"{_one_line(e)})") from None
+    return rows.to_iterable_dataset() if isinstance(rows, datasets.Dataset) else rows
 
 
-def pieces(corpus: Path | str, text_key: str = "text") -> Iterator[Piece]:
-    """Every document of the corpus, as pieces of text in order."""
-    if isinstance(corpus, str) or _saved_dataset(corpus):
-        yield from _hf_dataset(corpus, text_key)
+def _file_pieces(path: Path, text_key: str) -> Iterator[Piece]:
+    """One file of a corpus as pieces; a compressed file's damage is a one-line error naming it."""
+    if _kind(path) in RECORD_SUFFIXES:
+        read = _jsonl(path, text_key)
+    elif path.suffix == ".parquet":
+        read = _parquet(path, text_key)
+    else:
+        read = _text_file(path)
+    if path.suffix not in COMPRESSIONS:
+        yield from read
         return
-    for path in files(corpus):
-        if _kind(path) in RECORD_SUFFIXES:
-            read = _jsonl(path, text_key)
-        elif path.suffix == ".parquet":
-            read = _parquet(path, text_key)
-        else:
-            read = _text_file(path)
-        if path.suffix not in COMPRESSIONS:
-            yield from read
-            continue
+    try:
+        yield from read
+    except DAMAGED_DATA as e:
+        raise _damaged(path, e) from None
+    except UsageError:  # gzip finds damage at a member's end: garbled records may show it first
         try:
-            yield from read
+            with _open(path) as f:
+                while f.read(PIECE_BYTES):
+                    pass
         except DAMAGED_DATA as e:
             raise _damaged(path, e) from None
-        except UsageError:  # gzip finds damage at a member's end: garbled records may show it first
-            try:
-                with _open(path) as f:
-                    while f.read(PIECE_BYTES):
-                        pass
-            except DAMAGED_DATA as e:
-                raise _damaged(path, e) from None
+        raise
+
+
+class Reader:
+    """A corpus's documents as pieces of text, in order, from `start` on: the position() of an
+    earlier Reader of the same corpus (None: from its beginning).
+
+    A position is where the pieces read so far end, as JSON: a file of the corpus and how many of
+    its pieces, or a dataset's record count and its stream's state_dict (datasets'). Continuing
+    from it opens no file before that one, and a Hub stream downloads no shard it had finished.
+    """
+
+    def __init__(self, corpus: Path | str, text_key: str = "text", start: dict | None = None):
+        self.corpus, self.text_key = corpus, text_key
+        self._start = start or {}
+        self._file, self._pieces = self._start.get("file", 0), self._start.get("pieces", 0)
+        self._records = self._start.get("records", 0)
+        self._stream = None  # the dataset being read, once it is open
+
+    def position(self) -> dict:
+        if self._stream is not None:
+            return {"records": self._records, "stream": self._stream.state_dict(), "datasets": self._version}
+        return {"file": self._file, "pieces": self._pieces}
+
+    def __iter__(self) -> Iterator[Piece]:
+        if isinstance(self.corpus, str) or _saved_dataset(self.corpus):
+            yield from self._dataset()
+            return
+        first, skip = self._file, self._pieces  # the files before the one it stopped in are not opened
+        for number, path in enumerate(files(self.corpus)[first:], start=first):
+            for count, piece in enumerate(_file_pieces(path, self.text_key), start=1):
+                if count > skip:
+                    self._file, self._pieces = number, count
+                    yield piece
+            skip = 0
+
+    def _dataset(self) -> Iterator[Piece]:
+        rows, skip, number = _hf_rows(self.corpus), 0, self._records  # one line where datasets is missing
+        from datasets import __version__ as version
+
+        self._version = version
+        if "stream" in self._start and self._start.get("datasets") == self._version:
+            rows.load_state_dict(self._start["stream"])
+        else:  # a state another version of datasets wrote may not mean the same: read up to there again
+            skip, number = number, 0
+        self._stream = rows
+        try:  # a stream from the hub can break off: the preparation continues from there when run again
+            for record in rows:
+                number += 1
+                if number > skip:
+                    self._records = number
+                    yield _text_of(record, self.corpus, f"record {number}", self.text_key), True
+        except UsageError:
             raise
+        except Exception as e:
+            raise Interrupted(f"reading the dataset {self.corpus} broke off after record {number:,} "
+                              f"({type(e).__name__}: {_one_line(e)})") from None
 
 
 def _damaged(path: Path, error: Exception) -> Exception:

@@ -139,7 +139,7 @@ def test_a_signal_while_train_py_prepares_its_data_stops_it_and_the_next_run_con
     data.load_dataset(tmp_path / "data", "tiny", str(tmp_path / "corpus.txt"), 16, announce=lines.append,
                       num_proc=1)
     assert lines[0].startswith(f"continuing the preparation of {tmp_path}/data/tiny where it stopped")
-    assert len(tasks) == len(list(prepare._tasks(sources.pieces(tmp_path / "corpus.txt"))))  # each task once
+    assert len(tasks) == len(list(prepare._tasks(sources.Reader(tmp_path / "corpus.txt"))))  # each task once
 
 
 def test_resume_skips_an_unreadable_newest_checkpoint_and_sets_its_records_aside(saved_run, tmp_path, capsys):

@@ -156,8 +156,68 @@ def test_an_interrupted_preparation_continues_where_it_stopped_and_makes_the_sam
     encoded.clear()
     prepare.prepare(tmp_path / "out", corpus, "gpt2", lines.append, val_fraction=0.05, num_proc=1)
     assert lines[0].startswith(f"continuing the preparation of {tmp_path}/out where it stopped, after 0 MB of text")
-    assert encoded and len(encoded) == len(list(prepare._tasks(sources.pieces(corpus)))) - n_done
+    assert encoded and len(encoded) == len(list(prepare._tasks(sources.Reader(corpus)))) - n_done
     assert files_of(tmp_path / "out") == files_of(tmp_path / "whole")  # and no .tmp or record left
+
+
+def test_a_continued_preparation_opens_no_shard_it_had_finished(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "PIECE_BYTES", 64)
+    corpus = tmp_path / "shards"
+    corpus.mkdir()
+    for shard in range(4):
+        write(corpus / f"{shard}.jsonl", "".join(json.dumps({"text": f"shard {shard} document {i}: {DOCUMENTS[i % 3]}"})
+                                               + "\n" for i in range(30)))
+    prepare.prepare(tmp_path / "whole", corpus, "gpt2", num_proc=1)
+    results = itertools.count(1)
+    with pytest.raises(Interrupted, match="SIGTERM received"):  # in the third shard
+        prepare.prepare(tmp_path / "out", corpus, "gpt2", num_proc=1,
+                        stopped=lambda: "SIGTERM received" if next(results) == 38 else None)
+    assert json.loads((tmp_path / "out" / prepare.SO_FAR).read_text())["position"] == {"file": 2, "pieces": 16}
+    opened, open_shard = [], sources._open
+    monkeypatch.setattr(sources, "_open", lambda path: opened.append(path.name) or open_shard(path))
+    prepare.prepare(tmp_path / "out", corpus, "gpt2", num_proc=1)
+    assert opened == ["2.jsonl", "3.jsonl"]
+    assert files_of(tmp_path / "out") == files_of(tmp_path / "whole")
+
+
+@pytest.mark.parametrize("source", ["a Hub stream", "a saved dataset"])
+def test_a_continued_preparation_of_a_dataset_reads_no_record_again(tmp_path, monkeypatch, source):
+    datasets = pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
+    monkeypatch.setattr(sources, "PIECE_BYTES", 64)
+    documents = [f"record {i}: {DOCUMENTS[i % 3]}" for i in range(300)]
+    if source == "a Hub stream":  # three parquet shards streamed as load_dataset streams a Hub dataset's
+        for shard in range(3):
+            write_corpus(tmp_path, "parquet", documents[100 * shard:100 * (shard + 1)]).rename(tmp_path / f"{shard}.pq")
+        shards, load = [str(tmp_path / f"{shard}.pq") for shard in range(3)], datasets.load_dataset
+        monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: load(
+            "parquet", data_files=shards, split="train", streaming=True))
+        corpus = "hf:some/corpus"
+    else:
+        datasets.Dataset.from_dict({"text": documents}).save_to_disk(tmp_path / "saved")
+        corpus = tmp_path / "saved"
+    prepare.prepare(tmp_path / "whole", corpus, "gpt2", num_proc=1)
+    read, rows = [], sources._hf_rows
+    monkeypatch.setattr(sources, "_hf_rows", lambda source: rows(source).map(lambda r: read.append(r) or r))
+    results = itertools.count(1)
+    with pytest.raises(Interrupted, match="SIGTERM received"):
+        prepare.prepare(tmp_path / "out", corpus, "gpt2", num_proc=1,
+                        stopped=lambda: "SIGTERM received" if next(results) == 40 else None)
+    kept = json.loads((tmp_path / "out" / prepare.SO_FAR).read_text())
+    assert 100 < kept["position"]["records"] == kept["documents"] < 200
+    read.clear()
+    prepare.prepare(tmp_path / "out", corpus, "gpt2", num_proc=1)
+    assert [r["text"] for r in read] == documents[kept["documents"]:]  # datasets' state_dict: none read again
+    assert files_of(tmp_path / "out") == files_of(tmp_path / "whole")
+    # a state written by another version of datasets is not trusted: the stream is read up to there again
+    with pytest.raises(Interrupted, match="SIGTERM received"):
+        prepare.prepare(tmp_path / "again", corpus, "gpt2", num_proc=1, stopped=lambda: "SIGTERM received")
+    record = json.loads((tmp_path / "again" / prepare.SO_FAR).read_text())
+    (tmp_path / "again" / prepare.SO_FAR).write_text(json.dumps(record | {"position": record["position"] | {
+        "datasets": "0.1"}}))
+    read.clear()
+    prepare.prepare(tmp_path / "again", corpus, "gpt2", num_proc=1)
+    assert [r["text"] for r in read] == documents
+    assert files_of(tmp_path / "again") == files_of(tmp_path / "whole")
 
 
 # prepare.py with its record of how far it got written after every task, and small tasks: many of them
@@ -206,7 +266,7 @@ def test_tokenizing_workers_outlive_the_signals_that_reach_their_process_group(t
     # that died of it would end the preparation as a crash.
     monkeypatch.setattr(sources, "PIECE_BYTES", 1 << 12)
     tokenizer = gpt2_tokenizer()
-    tasks = list(prepare._tasks(sources.pieces(write(tmp_path / "in.txt", shakespeare().read_text()[:200_000]))))
+    tasks = list(prepare._tasks(sources.Reader(write(tmp_path / "in.txt", shakespeare().read_text()[:200_000]))))
     results = prepare._encoded(iter(tasks), tokenizer, 2)
     first = next(results)
     workers = multiprocessing.active_children()
@@ -219,9 +279,10 @@ def test_tokenizing_workers_outlive_the_signals_that_reach_their_process_group(t
         os.kill(worker.pid, signal.SIGTERM)
     got = [first, *results]
     assert len(workers) == 2 and len(got) == len(tasks)
-    for (tokens, ends, size), task in zip(got, tasks, strict=True):
+    for (tokens, ends, size, position), (task, task_position) in zip(got, tasks, strict=True):
         want = prepare._encode(task, tokenizer)
         assert np.array_equal(tokens, want[0]) and np.array_equal(ends, want[1]) and size == want[2]
+        assert position == task_position  # each result with where its task ends in the corpus
 
 
 def ignored_signals(pid: int) -> set[int]:
@@ -345,7 +406,7 @@ def test_tasks_are_read_as_they_are_encoded_never_all_at_once(num_proc):
     def tasks():
         for i in range(50):
             pulled.append(i)
-            yield [("word " * 10, True)]
+            yield [("word " * 10, True)], {"file": 0, "pieces": i + 1}
 
     encoded = prepare._encoded(tasks(), CharVocab("dorw "), num_proc)
     next(encoded)

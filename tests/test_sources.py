@@ -8,6 +8,7 @@ import json
 import lzma
 import random
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -66,9 +67,9 @@ def test_compressed_shards_read_as_the_text_inside_them(tmp_path, monkeypatch, c
         with write(packed / (name + compression), "at", encoding="utf-8") as f:
             f.write(content[40:])
     (packed / "README.md").write_text("not a shard: left out, as in any folder\n")
-    assert list(sources.pieces(packed)) == list(sources.pieces(plain))
-    assert len(list(sources.pieces(packed / ("2.txt" + compression)))) > 3
-    assert [text for text, _ in sources.pieces(packed / ("1.json" + compression))] == DOCUMENTS
+    assert list(sources.Reader(packed)) == list(sources.Reader(plain))
+    assert len(list(sources.Reader(packed / ("2.txt" + compression)))) > 3
+    assert [text for text, _ in sources.Reader(packed / ("1.json" + compression))] == DOCUMENTS
 
 
 @pytest.mark.parametrize("compression", COMPRESSORS)
@@ -140,7 +141,7 @@ def test_a_jsonl_record_that_is_not_text_is_named_and_nothing_half_made_is_left(
 def test_a_jsonl_file_may_open_with_a_byte_order_mark(tmp_path):
     corpus = tmp_path / "docs.jsonl"
     corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCUMENTS), encoding="utf-8-sig")
-    assert [text for text, _ in sources.pieces(corpus)] == DOCUMENTS
+    assert [text for text, _ in sources.Reader(corpus)] == DOCUMENTS
 
 
 def test_parquet_problems_are_named(tmp_path):
@@ -191,10 +192,10 @@ def test_a_saved_dataset_dict_gives_its_train_split_or_its_only_one_and_never_gu
     split = {name: datasets.Dataset.from_dict({"text": [name, name]}) for name in ("train", "validation", "test")}
     for kept, expected in ((("validation", "train"), ["train", "train"]), (("test",), ["test", "test"])):
         datasets.DatasetDict({name: split[name] for name in kept}).save_to_disk(tmp_path / kept[0])
-        assert [text for text, _ in sources.pieces(tmp_path / kept[0])] == expected
+        assert [text for text, _ in sources.Reader(tmp_path / kept[0])] == expected
     datasets.DatasetDict({name: split[name] for name in ("validation", "test")}).save_to_disk(tmp_path / "two")
     with pytest.raises(UsageError, match=r"two has no train split, and several others \(validation, test\)"):
-        list(sources.pieces(tmp_path / "two"))
+        list(sources.Reader(tmp_path / "two"))
 
 
 def test_a_damaged_saved_dataset_and_a_hub_stream_that_breaks_off_are_one_line(tmp_path, monkeypatch):
@@ -215,6 +216,17 @@ def test_a_damaged_saved_dataset_and_a_hub_stream_that_breaks_off_are_one_line(t
                                           "stopped before any text was tokenized: run it again$"):
         prepare.prepare(tmp_path / "out", "hf:some/corpus")  # the char tokenizer's pass over the text broke off
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize(("module", "corpus", "install"), [("datasets", "hf:some/corpus", "pip install datasets"),
+                                                        ("pyarrow", "docs.parquet", "pip install pyarrow")])
+def test_a_corpus_whose_reader_is_not_installed_is_one_line(tmp_path, monkeypatch, module, corpus, install):
+    if not corpus.startswith("hf:"):
+        corpus = tmp_path / corpus
+        corpus.write_text("not read")
+    monkeypatch.setitem(sys.modules, module, None)  # as where it is not installed: importing it fails
+    with pytest.raises(UsageError, match=f"^reading {corpus} needs .*: {install}$"):
+        list(sources.Reader(corpus))
 
 
 def test_a_hub_dataset_that_cannot_be_opened_is_one_line(tmp_path):
