@@ -180,6 +180,33 @@ def test_a_continued_preparation_opens_no_shard_it_had_finished(tmp_path, monkey
     assert files_of(tmp_path / "out") == files_of(tmp_path / "whole")
 
 
+def test_a_preparation_stopped_twice_anywhere_in_a_mixed_folder_makes_the_same_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "PIECE_BYTES", 16)  # tasks of a piece or two: a stop at every boundary
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    corpus = tmp_path / "mixed"
+    corpus.mkdir()
+    write(corpus / "0.txt", "many words on many lines\n" * 12)  # one document in many pieces
+    write(corpus / "1.jsonl", "".join(json.dumps({"text": f"{i} {DOCUMENTS[i % 3]}"}) + "\n" for i in range(9)))
+    write(corpus / "2.jsonl", "")  # no document at all
+    pq.write_table(pa.table({"text": [f"row {i} {DOCUMENTS[i % 3]}" for i in range(7)]}), corpus / "3.parquet")
+    write(corpus / "4.txt", "short")
+    prepare.prepare(tmp_path / "whole", corpus, "gpt2", num_proc=1)
+    n_tasks = sum(1 for _ in prepare._tasks(sources.Reader(corpus)))
+    for first_stop in range(1, n_tasks + 1):
+        out = tmp_path / f"stopped_after_{first_stop}"
+        # then again two tasks into the continued run, where two are left
+        for stop in (first_stop, 2) if n_tasks - first_stop >= 2 else (first_stop,):
+            results = itertools.count(1)
+            with pytest.raises(Interrupted, match="^stop: "):
+                prepare.prepare(out, corpus, "gpt2", num_proc=1,
+                                stopped=lambda stop=stop, results=results: "stop" if next(results) == stop else None)
+        prepare.prepare(out, corpus, "gpt2", num_proc=1)
+        assert files_of(out) == files_of(tmp_path / "whole"), f"stopped after task {first_stop}"
+    assert n_tasks > 25
+
+
 @pytest.mark.parametrize("source", ["a Hub stream", "a saved dataset"])
 def test_a_continued_preparation_of_a_dataset_reads_no_record_again(tmp_path, monkeypatch, source):
     datasets = pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
