@@ -295,6 +295,12 @@ def _run_summary(out_dir: Path, name: str) -> dict | None:
     }
 
 
+def _setting(bench: dict, key: str) -> str:
+    """--config.KEY's value in a bench.py run's argv (its JSON; the last one given wins), "?" where it is not there."""
+    given = [arg.split("=", 1)[1] for arg in bench.get("argv", []) if arg.startswith(f"--config.{key}=")]
+    return given[-1] if given else "?"
+
+
 def summary(out_dir: Path) -> dict:
     """Everything the script's steps wrote, in one JSON file and one table."""
     report = {"wall_s": _wall_seconds(out_dir)}
@@ -334,8 +340,9 @@ def summary(out_dir: Path) -> dict:
         ("gpt2 bench: ms/iter, peak MiB", _pair(b.get("train_ms_per_iter"), b.get("device_peak_memory_mib"))),
         ("gpt2 step profiled: ms in XLA ops", _pair(b.get("profile_ops_ms"))),
         ("gpt2 step profiled: busiest ops, ms", ", ".join(busiest) or b.get("profile_error", "n/a")),
-        ("gpt2 bench, micro-batches 2x wider: MFU, ms/iter", _pair(w.get("mfu"), w.get("train_ms_per_iter"))),
-        ("gpt2 bench, micro-batches 2x wider: peak MiB", _pair(w.get("device_peak_memory_mib"))),
+        (f"gpt2 bench, micro-batches of {_setting(w, 'batch_size')}: MFU, ms/iter",
+         _pair(w.get("mfu"), w.get("train_ms_per_iter"))),
+        (f"gpt2 bench, micro-batches of {_setting(w, 'batch_size')}: peak MiB", _pair(w.get("device_peak_memory_mib"))),
         ("gpt2 bench, cuBLAS matmuls only: MFU, ms/iter", _pair(cublas.get("mfu"), cublas.get("train_ms_per_iter"))),
     ]
     for name in ("char", "char_fast"):

@@ -12,7 +12,7 @@
 # 2. bench.py --config gpt2 in bfloat16: tokens/s, MFU, memory, and a profile of one step
 #    (OUT_DIR/gpt2_step_trace.json.gz, a Perfetto trace; its busiest kinds of XLA op in the summary;
 #    OUT_DIR/gpt2_step_hlo.txt.gz, the compiled step, which says what each of those ops computes);
-# 3. the same with the update's 480 sequences in 20 micro-batches of 24 instead of 40 of 12; and
+# 3. the same with the update's 480 sequences in 10 micro-batches of 48 instead of 40 of 12; and
 #    with every matrix product in cuBLAS (XLA's Triton GEMM fusions off, as NVIDIA's JAX images set);
 # 4. train.py --config char, all 5000 iterations: wall time and final val loss (nanoGPT reaches
 #    1.4697 in about 3 minutes on an A100), then sample.py from its checkpoint: 500 characters
@@ -63,7 +63,7 @@ if [ ${#tiny[@]} -gt 0 ]; then
     new_tokens=100
 else
     bench=(--config gpt2 --steps 10)
-    bench_wide=(--config gpt2 --config.batch_size=24 --config.gradient_accumulation_steps=20 --steps 10)
+    bench_wide=(--config gpt2 --config.batch_size=48 --config.gradient_accumulation_steps=10 --steps 10)
     bench_cublas=(--config gpt2 --steps 5)
     char=(--config char)
     char_fast=(--config char_fast)
