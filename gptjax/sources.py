@@ -220,7 +220,11 @@ def _hf_rows(source: Path | str):
             raise UsageError(f"the dataset {source} has no train split, and several others ({', '.join(rows)}): save "
                              "the one to train on by itself (its save_to_disk)")
         rows = rows["train"] if "train" in rows else next(iter(rows.values()))
-    return rows.to_iterable_dataset() if isinstance(rows, datasets.Dataset) else rows
+    rows = rows.to_iterable_dataset() if isinstance(rows, datasets.Dataset) else rows
+    if not hasattr(rows, "state_dict"):  # before 2.18: no way to say where a reading got to
+        raise UsageError(f"reading {source} needs datasets 2.18 or later (this is {datasets.__version__}): "
+                         "pip install -U datasets")
+    return rows
 
 
 def _file_pieces(path: Path, text_key: str) -> Iterator[Piece]:

@@ -206,11 +206,12 @@ def test_a_damaged_saved_dataset_and_a_hub_stream_that_breaks_off_are_one_line(t
     with pytest.raises(UsageError, match=r"could not open the dataset .*saved \(OSError: "):
         prepare.prepare(tmp_path / "out", tmp_path / "saved")
 
-    def stream(*args, **kwargs):
+    def records():
         yield from ({"text": d} for d in DOCUMENTS)
         raise ConnectionError("the server\nwent away")
 
-    monkeypatch.setattr(datasets, "load_dataset", stream)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: datasets.IterableDataset.from_generator(
+        records))
     with pytest.raises(Interrupted, match=r"^reading the dataset hf:some/corpus broke off after record 3 "
                                           r"\(ConnectionError: the server went away\): the preparation of .*out "
                                           "stopped before any text was tokenized: run it again$"):
@@ -227,6 +228,14 @@ def test_a_corpus_whose_reader_is_not_installed_is_one_line(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, module, None)  # as where it is not installed: importing it fails
     with pytest.raises(UsageError, match=f"^reading {corpus} needs .*: {install}$"):
         list(sources.Reader(corpus))
+
+
+def test_a_datasets_too_old_to_say_where_it_got_to_is_one_line(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
+    datasets.Dataset.from_dict({"text": DOCUMENTS}).save_to_disk(tmp_path / "saved")
+    monkeypatch.delattr(datasets.IterableDataset, "state_dict")  # as before datasets 2.18
+    with pytest.raises(UsageError, match=r"saved needs datasets 2.18 or later \(this is .*\): pip install -U datasets"):
+        list(sources.Reader(tmp_path / "saved"))
 
 
 def test_a_hub_dataset_that_cannot_be_opened_is_one_line(tmp_path):
