@@ -266,9 +266,10 @@ class Reader:
         self._start = start or {}
         self._file, self._pieces = self._start.get("file", 0), self._start.get("pieces", 0)
         self._records = self._start.get("records", 0)
-        self._stream = None  # the dataset being read, once it is open
+        self._stream = self._version = None  # the dataset being read, once it is open, and datasets' version
 
     def position(self) -> dict:
+        """Where the pieces read so far end (for a Reader's start)."""
         if self._stream is not None:
             return {"records": self._records, "stream": self._stream.state_dict(), "datasets": self._version}
         return {"file": self._file, "pieces": self._pieces}
@@ -287,9 +288,9 @@ class Reader:
 
     def _dataset(self) -> Iterator[Piece]:
         rows, skip, number = _hf_rows(self.corpus), 0, self._records  # one line where datasets is missing
-        from datasets import __version__ as version
+        from datasets import __version__
 
-        self._version = version
+        self._version = __version__
         if "stream" in self._start and self._start.get("datasets") == self._version:
             rows.load_state_dict(self._start["stream"])
         else:  # a state another version of datasets wrote may not mean the same: read up to there again
