@@ -44,6 +44,8 @@ MIN_DOCUMENTS = 100  # from this many documents on, val.bin takes whole document
 CONTENT_HASH_LIMIT = 1 << 30  # corpora up to 1 GiB are fingerprinted by content, larger by size and mtime
 FORMAT = 2  # meta.json's "format": data prepared by another format is prepared again
 SO_FAR = "prepared_so_far.json"  # how far a preparation got, which the next run continues from when it stops
+# what it wrote so far: every token, and the token offset where each document ends (int64)
+ALL_TOKENS, DOCUMENT_ENDS = "all.bin.tmp", "document_ends.tmp"
 KEEP_SECONDS = 30  # how often that is written: a kill loses at most this much work
 # what SO_FAR records: tasks, tokens, documents and bytes of text done, and where in the corpus
 # they end (sources.Reader's position; None: its beginning)
@@ -190,7 +192,7 @@ def _work_kept(dataset_dir: Path, fingerprint: str, itemsize: int) -> dict:
     cut back to that point; NOTHING_DONE when there is none to continue."""
     try:
         kept = json.loads((dataset_dir / SO_FAR).read_text())
-        sizes = {"all.bin.tmp": kept["tokens"] * itemsize, "document_ends.tmp": kept["documents"] * 8}
+        sizes = {ALL_TOKENS: kept["tokens"] * itemsize, DOCUMENT_ENDS: kept["documents"] * 8}
         same = (kept.pop("fingerprint"), kept.pop("piece_bytes")) == (fingerprint, sources.PIECE_BYTES)
         if same and kept.keys() == NOTHING_DONE.keys() and all(
                 (dataset_dir / name).stat().st_size >= size for name, size in sizes.items()):
@@ -242,7 +244,7 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
     (dataset_dir / "meta.json").unlink(missing_ok=True)  # no meta.json: nothing here is complete any more
     # Where each document ends goes to a file, not a list: a list's memory grows with the documents,
     # 8 million in OpenWebText, more in FineWeb-Edu's larger samples (docs/performance.md).
-    everything, document_ends = dataset_dir / "all.bin.tmp", dataset_dir / "document_ends.tmp"
+    everything, document_ends = dataset_dir / ALL_TOKENS, dataset_dir / DOCUMENT_ENDS
     done, progress = dict(NOTHING_DONE), _progress(announce is not None)
     if progress is not None:
         progress.start()
@@ -279,22 +281,9 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
         n_train = _train_tokens(document_ends, n_documents, n_tokens, val_fraction)
         _split(everything, n_train * itemsize, dataset_dir)
     except BaseException as e:
-        (dataset_dir / "val.bin.tmp").unlink(missing_ok=True)
-        interrupted = isinstance(e, KeyboardInterrupt | Interrupted)
-        why = (str(e) or "Ctrl-C") + f": the preparation of {dataset_dir} stopped"
-        if interrupted and done["tasks"]:  # kept, for the next run to continue
-            _keep_work(dataset_dir, fingerprint, done)
-            raise Interrupted(f"{why} after {done['bytes'] / 1e6:,.0f} MB of text, which are kept: run it again to "
-                              "continue from there") from None
-        # a bad record or a full disk: no half-written file is left behind to take space
-        for path in (everything, document_ends, dataset_dir / SO_FAR):
-            path.unlink(missing_ok=True)
-        if interrupted:
-            raise Interrupted(f"{why} before any text was tokenized: run it again") from None
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UsageError(f"the disk of {dataset_dir} is full ({done['tokens']:,} tokens were written): free "
-                             "some space, or pass --config.data_dir=DIR on a larger disk") from None
-        raise
+        if (error := _after_stopping(e, dataset_dir, fingerprint, done)) is e:
+            raise  # with its traceback: no one-line error says it better
+        raise error from None
     finally:
         if progress is not None:
             progress.stop()
@@ -312,6 +301,28 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
                  f"vocabulary {len(encoder):,}, {n_documents:,} document{'s' * (n_documents != 1)}, "
                  f"{n_train:,} train and {n_tokens - n_train:,} val tokens" + (speed if seconds >= 1 else ""))
     return encoder
+
+
+def _after_stopping(error: BaseException, dataset_dir: Path, fingerprint: str, done: dict) -> BaseException:
+    """What a preparation that stopped on `error` leaves behind, and the error to raise: stopped by
+    Ctrl-C, a signal or a broken stream after some work, that work, kept for the next run
+    (Interrupted); else no half-written file, and a one-line error where one says it better."""
+    (dataset_dir / "val.bin.tmp").unlink(missing_ok=True)
+    interrupted = isinstance(error, KeyboardInterrupt | Interrupted)
+    why = (str(error) or "Ctrl-C") + f": the preparation of {dataset_dir} stopped"
+    if interrupted and done["tasks"]:
+        _keep_work(dataset_dir, fingerprint, done)
+        return Interrupted(f"{why} after {done['bytes'] / 1e6:,.0f} MB of text, which are kept: run it again to "
+                           "continue from there")
+    # a bad record or a full disk: no half-written file is left behind to take space
+    for name in (ALL_TOKENS, DOCUMENT_ENDS, SO_FAR):
+        (dataset_dir / name).unlink(missing_ok=True)
+    if interrupted:
+        return Interrupted(f"{why} before any text was tokenized: run it again")
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UsageError(f"the disk of {dataset_dir} is full ({done['tokens']:,} tokens were written): free some "
+                          "space, or pass --config.data_dir=DIR on a larger disk")
+    return error
 
 
 def _split(everything: Path, cut: int, dataset_dir: Path) -> None:
