@@ -295,10 +295,9 @@ def _run_summary(out_dir: Path, name: str) -> dict | None:
     }
 
 
-def _setting(bench: dict, key: str) -> str:
-    """--config.KEY's value in a bench.py run's argv (its JSON; the last one given wins), "?" where it is not there."""
-    given = [arg.split("=", 1)[1] for arg in bench.get("argv", []) if arg.startswith(f"--config.{key}=")]
-    return given[-1] if given else "?"
+def _micro_batch(bench: dict) -> str:
+    """The micro-batch size of a bench.py run, its JSON's argv read as bench.py read it; "?" without one."""
+    return str(from_command_line(["bench.py", *bench["argv"]]).batch_size) if "argv" in bench else "?"
 
 
 def summary(out_dir: Path) -> dict:
@@ -312,7 +311,7 @@ def summary(out_dir: Path) -> dict:
     (out_dir / "accelerator_check.json").write_text(json.dumps(report, indent=2) + "\n")
 
     c, b, w = report["checks"] or {}, report["bench_gpt2"] or {}, report["bench_gpt2_wide"] or {}
-    cublas = report["bench_gpt2_cublas"] or {}
+    cublas, wide_batch = report["bench_gpt2_cublas"] or {}, _micro_batch(w)
     a, s, e = c.get("attention", {}), c.get("train_step", {}), c.get("embedding_gradient", {})
     g, feeds = c.get("loss_gradient", {}), c.get("char_step_data", {})
     busiest = [f"{key.removeprefix('op_ms ')} {ms:.0f}" for key, ms in b.items() if key.startswith("op_ms ")][:5]
@@ -340,9 +339,8 @@ def summary(out_dir: Path) -> dict:
         ("gpt2 bench: ms/iter, peak MiB", _pair(b.get("train_ms_per_iter"), b.get("device_peak_memory_mib"))),
         ("gpt2 step profiled: ms in XLA ops", _pair(b.get("profile_ops_ms"))),
         ("gpt2 step profiled: busiest ops, ms", ", ".join(busiest) or b.get("profile_error", "n/a")),
-        (f"gpt2 bench, micro-batches of {_setting(w, 'batch_size')}: MFU, ms/iter",
-         _pair(w.get("mfu"), w.get("train_ms_per_iter"))),
-        (f"gpt2 bench, micro-batches of {_setting(w, 'batch_size')}: peak MiB", _pair(w.get("device_peak_memory_mib"))),
+        (f"gpt2 bench, micro-batches of {wide_batch}: MFU, ms/iter", _pair(w.get("mfu"), w.get("train_ms_per_iter"))),
+        (f"gpt2 bench, micro-batches of {wide_batch}: peak MiB", _pair(w.get("device_peak_memory_mib"))),
         ("gpt2 bench, cuBLAS matmuls only: MFU, ms/iter", _pair(cublas.get("mfu"), cublas.get("train_ms_per_iter"))),
     ]
     for name in ("char", "char_fast"):
