@@ -201,8 +201,15 @@ def _work_kept(dataset_dir: Path, fingerprint: str, itemsize: int) -> dict:
             return kept
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not one this code wrote
         pass
-    (dataset_dir / SO_FAR).unlink(missing_ok=True)  # of another corpus, or of files since rewritten: never trusted
+    _forget_work(dataset_dir)  # of another corpus, or of files since rewritten: never trusted
     return dict(NOTHING_DONE)
+
+
+def _forget_work(dataset_dir: Path) -> None:
+    """Remove the record of how far a preparation got, and the half-written one a kill during its
+    write leaves."""
+    for path in (dataset_dir / SO_FAR, sources.half_written(dataset_dir / SO_FAR)):
+        path.unlink(missing_ok=True)
 
 
 def _keep_work(dataset_dir: Path, fingerprint: str, done: dict, *files) -> None:
@@ -288,7 +295,7 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
         if progress is not None:
             progress.stop()
     document_ends.unlink()
-    (dataset_dir / SO_FAR).unlink(missing_ok=True)
+    _forget_work(dataset_dir)
     n_bytes = done["bytes"] - bytes_before
     seconds = max(time.perf_counter() - started, 1e-9)
     meta = {"format": FORMAT, "tokenizer": encoder.describe(), "dtype": np.dtype(encoder.dtype).name,
@@ -315,8 +322,9 @@ def _after_stopping(error: BaseException, dataset_dir: Path, fingerprint: str, d
         return Interrupted(f"{why} after {done['bytes'] / 1e6:,.0f} MB of text, which are kept: run it again to "
                            "continue from there")
     # a bad record or a full disk: no half-written file is left behind to take space
-    for name in (ALL_TOKENS, DOCUMENT_ENDS, SO_FAR):
+    for name in (ALL_TOKENS, DOCUMENT_ENDS):
         (dataset_dir / name).unlink(missing_ok=True)
+    _forget_work(dataset_dir)
     if interrupted:
         return Interrupted(f"{why} before any text was tokenized: run it again")
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):

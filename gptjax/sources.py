@@ -58,11 +58,17 @@ Piece = tuple[str, bool]  # text, and whether a document ends with it
 
 
 def write_atomically(path: Path, payload: bytes) -> None:
-    """An interrupted run leaves the old file or none, never half a file."""
+    """An interrupted run leaves the old file or none, never half a file (a kill can leave
+    half_written(path) beside it, which the next write replaces)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = half_written(path)
     tmp.write_bytes(payload)
     os.replace(tmp, path)
+
+
+def half_written(path: Path) -> Path:
+    """Where write_atomically writes path's new content before it takes path's place."""
+    return path.with_name(path.name + ".tmp")
 
 
 def _saved_dataset(path: Path) -> bool:

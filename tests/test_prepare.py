@@ -152,6 +152,8 @@ def test_an_interrupted_preparation_continues_where_it_stopped_and_makes_the_sam
     assert not (tmp_path / "out" / "meta.json").exists()
     with open(tmp_path / "out" / "all.bin.tmp", "ab") as f:
         f.write(b"\x01")  # half a token, as a kill during a write leaves it: cut off, not trusted
+    # and half a record of how far it got, as a kill while it was written leaves it: not left behind
+    (tmp_path / "out" / (prepare.SO_FAR + ".tmp")).write_text('{"fingerprint": "d49e')
     n_done, lines = 29 if how == "Ctrl-C" else 30, []
     encoded.clear()
     prepare.prepare(tmp_path / "out", corpus, "gpt2", lines.append, val_fraction=0.05, num_proc=1)
