@@ -14,6 +14,7 @@ def get_config():
     config.out_dir = "out-gpt2"
     config.dataset = "openwebtext"
     config.tokenizer = "gpt2"
+    config.val_fraction = 0.0005  # nanoGPT's data/openwebtext/prepare.py: ~4,000 of OpenWebText's 8M documents
     config.batch_size = 12
     config.block_size = 1024
     config.gradient_accumulation_steps = 5 * 8
