@@ -6,9 +6,12 @@ checkpoints to keep, and what to do with one that cannot be read.
 
 import contextlib
 import logging
+import math
 import os
 import shutil
+import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,6 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
-from orbax.checkpoint import checkpoint_managers
 
 from gptjax import sharding
 from gptjax.errors import UsageError
@@ -32,16 +34,54 @@ UNREADABLE = ".unreadable"  # the suffix a checkpoint that cannot be read is ren
 
 class _OrbaxErrorsAreRaised(logging.Filter):
     """orbax logs a failed write with a traceback from every thread and task it ran in (400 lines
-    for one full disk), then raises it; this module reports what it raises in one line (Writer,
-    choose)."""
+    for one full disk), then raises it; a failed read leaves asyncio tasks whose exceptions asyncio
+    logs as never retrieved (gptjax runs no asyncio of its own). This module reports what orbax
+    raises in one line (Writer, choose, restore_first)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from_orbax = f"{os.sep}orbax{os.sep}" in record.pathname or "orbax" in record.getMessage()
-        return not (record.levelno >= logging.ERROR and from_orbax)
+        never_retrieved = record.name == "asyncio" and "exception was never retrieved" in record.getMessage()
+        return not (record.levelno >= logging.ERROR and (from_orbax or never_retrieved))
+
+
+class _StepMetadataIsNotNeeded(logging.Filter):
+    """orbax warns of a checkpoint without its _CHECKPOINT_METADATA file (its own record of when the
+    step was saved) each time it lists the checkpoints, several times per program; gptjax reads
+    such a checkpoint in full without it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Metadata file does not exist") and message.endswith("_CHECKPOINT_METADATA"))
 
 
 for _logger in ("absl", "asyncio"):
     logging.getLogger(_logger).addFilter(_OrbaxErrorsAreRaised())
+logging.getLogger("absl").addFilter(_StepMetadataIsNotNeeded())
+
+
+def _from_a_failed_read(unraisable: Any) -> bool:
+    """Whether an exception that reached sys.unraisablehook was left by orbax reading a damaged
+    checkpoint: its other array reads, still running when the first failure ended the read, fail
+    in orbax's coroutines or find its event loop closed (a traceback each, up to 1,200 lines)."""
+    error, tb = unraisable.exc_value, unraisable.exc_traceback
+    files = [frame.f_code.co_filename for frame, _ in traceback.walk_tb(tb)]
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is not None:
+        files.append(code.co_filename)
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return all(f"{os.sep}asyncio{os.sep}" in file for file in files)
+    return any(f"{os.sep}orbax{os.sep}" in file or f"{os.sep}tensorstore{os.sep}" in file for file in files)
+
+
+def _without_failed_reads(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+    def hook(unraisable: Any) -> None:
+        if not _from_a_failed_read(unraisable):  # the warning that skips the checkpoint says it in one line
+            previous(unraisable)
+
+    return hook
+
+
+sys.unraisablehook = _without_failed_reads(sys.unraisablehook)
 
 
 def _is_array(tree: Any) -> bool:
@@ -51,6 +91,15 @@ def _is_array(tree: Any) -> bool:
 def _stored(tree: Any) -> Any:
     """orbax's StandardSave takes no bare array: a single array is stored as {"array": it}."""
     return {"array": tree} if _is_array(tree) else tree
+
+
+def _stored_val_loss(out_dir: Path, step: int) -> float | None:
+    """The val loss stored with a checkpoint; None when it was not an evaluation, or its metadata
+    cannot be read."""
+    try:
+        return read_meta(out_dir, step).get("val_loss")
+    except Exception:
+        return None
 
 
 def _folder(out_dir: Path) -> Path:
@@ -81,49 +130,61 @@ def latest_step(out_dir: Path) -> int | None:
     return max(steps(out_dir), default=None)
 
 
+def retained(val_losses: dict[int, float | None], keep: int) -> set[int]:
+    """The checkpoints to keep, given each one's own val loss (None: not an evaluation): the newest
+    `keep`, and the one with the lowest finite val loss (the earliest of equals)."""
+    newest = sorted(val_losses)[-keep:] if keep > 0 else []
+    evaluated = [(loss, step) for step, loss in val_losses.items() if loss is not None and math.isfinite(loss)]
+    return set(newest) | ({min(evaluated)[1]} if evaluated else set())
+
+
 class Writer:
-    """Writes a run's checkpoints and keeps the newest `keep` of them plus the one with the lowest
-    val loss. With background=True, save() returns once the arrays are copied off the devices (so
-    the next step may reuse their buffers) and the files are written while training goes on; a
-    failed write is reported by the next save() or by wait(). A failed save raises UsageError in
-    one line, with its partial files removed and every earlier checkpoint left as it was."""
+    """Writes a run's checkpoints and keeps those `retained` says: the newest `keep`, and the one
+    with the lowest val loss, decided from every checkpoint's own stored val loss, so that no
+    restart, other eval_interval or keep, or crash deletes the best. With background=True,
+    save() returns once the arrays are copied off the devices (so the next step may reuse their
+    buffers) and the files are written while training goes on; a failed write is reported by the
+    next save() or by wait(). A failed save raises UsageError in one line, with its partial files
+    removed and every earlier checkpoint left as it was."""
 
     def __init__(self, out_dir: Path, keep: int, background: bool):
         self._folder = _folder(out_dir)
-        policy = checkpoint_managers.AnyPreservationPolicy([
-            checkpoint_managers.LatestN(keep),
-            checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics["val_loss"], reverse=True, n=1,
-                                      keep_checkpoints_without_metrics=False),
-        ])
+        self._keep, self._background = keep, background
         # The step's directories are made before save() returns: made in the background, a failure
         # to make them (disk full, permissions) left orbax's writer threads waiting for them for its
         # 5-minute barrier timeout, and the program could not exit until then (docs/performance.md).
-        options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=background,
-                                               cleanup_tmp_directories=True,
+        options = ocp.CheckpointManagerOptions(enable_async_checkpointing=background, cleanup_tmp_directories=True,
                                                async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
         self._manager = ocp.CheckpointManager(self._folder, options=options)
-        self._pending: int | None = None  # the step being written in the background
+        self._pending: tuple[int, float | None] | None = None  # (step, val loss) being written in the background
         self._failed = False  # a save failed (and was reported)
         self.newest = self._manager.latest_step()  # the newest checkpoint known to be complete
-
+        self._val_losses = {step: _stored_val_loss(out_dir, step) for step in self._manager.all_steps()}
     def save(self, step: int, items: dict[str, Any], meta: dict, val_loss: float | None = None) -> None:
         """Write the pytrees `items` (by name) and the JSON-able `meta` as the checkpoint of
         `step`; val_loss (the evaluation at this step, if any) decides which one is the best."""
         if _META in items:
             raise ValueError(f"{_META!r} is the metadata's name; give the item another name")
         self.wait()
+        if val_loss is not None and not math.isfinite(val_loss):
+            val_loss = None  # a diverged evaluation is never the best (and JSON has no NaN)
         meta = {"format_version": FORMAT_VERSION, **meta, "val_loss": val_loss}
         args = ocp.args.Composite(**{name: ocp.args.StandardSave(_stored(tree)) for name, tree in items.items()},
                                   **{_META: ocp.args.JsonSave(meta)})
-        self._pending = step
-        self._attempt(lambda: self._manager.save(step, args=args, force=True,
-                                                 metrics=None if val_loss is None else {"val_loss": val_loss}))
+        self._pending = step, val_loss
+        self._attempt(lambda: self._manager.save(step, args=args, force=True))
+        if not self._background:
+            self.wait()
 
     def wait(self) -> None:
-        """Until the checkpoint being written is complete; raises if it failed."""
+        """Until the checkpoint being written is complete (then those no longer retained are
+        deleted); raises if it failed."""
         self._attempt(self._manager.wait_until_finished)
         if self._pending is not None:
-            self.newest, self._pending = self._pending, None
+            (self.newest, self._val_losses[self.newest]), self._pending = self._pending, None
+            for step in set(self._val_losses) - retained(self._val_losses, self._keep):
+                self._manager.delete(step)
+                del self._val_losses[step]
 
     def close(self) -> None:
         """Finish the pending write (if any) and let go of orbax's threads. After a failed save
@@ -156,7 +217,7 @@ class Writer:
         try:
             write()
         except Exception as error:  # disk full, quota, permissions, I/O: one line, nothing earlier lost
-            step, self._pending, self._failed = self._pending, None, True
+            step, self._pending, self._failed = (self._pending or (None,))[0], None, True
             self._remove_partial()  # and again at close(): orbax's threads may still be writing into it
             newest = f"{self._folder}/{self.newest}" if self.newest is not None else "none"
             raise UsageError(f"could not write the checkpoint {self._folder}/{step} ({_first_line(error)}); "
@@ -201,9 +262,11 @@ def _no_checkpoint(out_dir: Path) -> UsageError:
                       "or set out_dir to a run that saved one")
 
 
-def readable(out_dir: Path, warn: Callable[[str], None]) -> Iterator[tuple[int, dict]]:
-    """(step, metadata) of out_dir's checkpoints, newest first, skipping (with a warning) those
-    whose metadata cannot be read: a kill during a save, a truncated or missing file."""
+def readable(out_dir: Path, warn: Callable[[str], None],
+             skipped: list[tuple[int, str]] | None = None) -> Iterator[tuple[int, dict]]:
+    """(step, metadata) of out_dir's checkpoints, newest first, skipping (with a warning, and
+    noted in `skipped` as (step, why)) those whose metadata cannot be read: a kill during a save,
+    a truncated or missing file."""
     all_steps = steps(out_dir)
     if not all_steps:
         raise _no_checkpoint(out_dir)
@@ -213,7 +276,10 @@ def readable(out_dir: Path, warn: Callable[[str], None]) -> Iterator[tuple[int, 
         except UsageError:
             raise
         except Exception as error:
-            warn(f"skipping the checkpoint {_folder(out_dir)}/{step}: it cannot be read ({_first_line(error)})")
+            why = f"it cannot be read ({_first_line(error)})"
+            if skipped is not None:
+                skipped.append((step, why))
+            warn(_skipping(out_dir, step, why))
 
 
 def choose(out_dir: Path, which: str = "newest", warn: Callable[[str], None] = print) -> list[tuple[int, dict]]:
@@ -223,19 +289,29 @@ def choose(out_dir: Path, which: str = "newest", warn: Callable[[str], None] = p
     the others newest first. A one-line error when none can be read."""
     if which not in WHICH:
         raise UsageError(f"which checkpoint to load must be one of {WHICH}, got {which!r}")
-    candidates = list(readable(out_dir, warn))
+    skipped = []
+    candidates = list(readable(out_dir, warn, skipped))
     if not candidates:
-        raise UsageError(f"no checkpoint in {_folder(out_dir)} can be read (see the warnings above): "
-                         "train again with init_from='scratch' in a new out_dir")
+        raise _none_readable(out_dir, skipped)
     if which == "auto":
         which = "newest" if candidates[0][1].get("config", {}).get("always_save_checkpoint", True) else "best"
     if which == "best":
-        evaluated = [c for c in candidates if c[1].get("val_loss") is not None]
-        if evaluated:
-            best = min(evaluated, key=lambda c: c[1]["val_loss"])
-            candidates.remove(best)
-            candidates.insert(0, best)
+        best = retained({step: meta.get("val_loss") for step, meta in candidates}, keep=0)
+        if best:
+            candidates.sort(key=lambda c: c[0] not in best)  # stable: the others stay newest first
     return candidates
+
+
+def _skipping(out_dir: Path, step: int, why: str) -> str:
+    return f"skipping the checkpoint {_folder(out_dir)}/{step}: {why}"
+
+
+def _none_readable(out_dir: Path, skipped: list[tuple[int, str]]) -> UsageError:
+    """The error for a run none of whose checkpoints can be read; skipped: (step, why) of each."""
+    step, why = skipped[0]
+    tried = f"{len(skipped)} tried; {step}, the newest: {why}" if len(skipped) > 1 else f"{step}: {why}"
+    return UsageError(f"no checkpoint in {_folder(out_dir)} can be read ({tried}): train again with "
+                      "init_from='scratch' in a new out_dir")
 
 
 def restore(out_dir: Path, abstract_items: dict[str, Any], step: int | None = None) -> dict[str, Any]:
@@ -259,17 +335,18 @@ def restore_first(out_dir: Path, candidates: list[tuple[int, dict]], abstract_it
                   warn: Callable[[str], None] = print) -> tuple[int, dict, dict[str, Any]]:
     """(step, metadata, items) of the first of candidates (from choose) whose arrays can be read;
     says which one is used when it is not the first."""
+    skipped = []
     for step, meta in candidates:
         try:
             items = _restore_arrays(out_dir, abstract_items, step)  # choose() read its metadata
         except Exception as error:
-            warn(f"skipping the checkpoint {_folder(out_dir)}/{step}: its arrays cannot be read ({_first_line(error)})")
+            skipped.append((step, f"its arrays cannot be read ({_first_line(error)})"))
+            warn(_skipping(out_dir, step, skipped[-1][1]))
             continue
         if step != candidates[0][0]:
             warn(f"using the checkpoint {_folder(out_dir)}/{step}")
         return step, meta, items
-    raise UsageError(f"no checkpoint in {_folder(out_dir)} can be read (see the warnings above): "
-                     "train again with init_from='scratch' in a new out_dir")
+    raise _none_readable(out_dir, skipped)
 
 
 def set_aside_newer(out_dir: Path, step: int) -> list[Path]:

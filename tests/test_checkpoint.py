@@ -3,6 +3,7 @@ newest and the best kept; unreadable checkpoints skipped; failed saves reported 
 
 import dataclasses
 import errno
+import shutil
 import threading
 
 import jax
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import tiny_config
+from conftest import run_program, save_untrained_run, tiny_config
 from flax import nnx
 
 import gptjax
@@ -62,6 +63,34 @@ def test_the_newest_two_and_the_best_are_kept(tmp_path, background):
     assert [step for step, _ in checkpoint.choose(tmp_path, "best")] == [10, 40, 30]
     assert [step for step, _ in checkpoint.choose(tmp_path, "newest")] == [40, 30, 10]
     assert checkpoint.choose(tmp_path, "auto")[0][0] == 10  # saved only improvements: nanoGPT's ckpt.pt is the best
+
+
+def test_the_best_survives_restarts_that_change_keep_and_evaluate_no_more(tmp_path):
+    save_run(tmp_path)  # kept: 10 (the best, 3.0), 30, 40
+    # each Writer is a resumed run: it did not write the best, and saves no evaluation of its own
+    for keep, steps in [(1, [50, 60]), (3, [70]), (1, [80, 90, 100])]:
+        with checkpoint.Writer(tmp_path, keep=keep, background=True) as writer:
+            for step in steps:
+                writer.save(step, items(step), {"iter": step})
+        assert checkpoint.steps(tmp_path) == [10, *checkpoint.steps(tmp_path)[1:]]
+    assert checkpoint.steps(tmp_path) == [10, 100]
+    # a lower val loss after a restart takes over as the best, and the old best goes
+    with checkpoint.Writer(tmp_path, keep=1, background=False) as writer:
+        writer.save(110, items(110), {"iter": 110}, 2.5)
+        writer.save(120, items(120), {"iter": 120})
+    assert checkpoint.steps(tmp_path) == [110, 120]
+
+
+@pytest.mark.parametrize("val_loss", [float("nan"), float("inf")])
+def test_a_non_finite_evaluation_is_never_the_best(tmp_path, val_loss):
+    with checkpoint.Writer(tmp_path, keep=1, background=False) as writer:
+        writer.save(10, items(10), {"iter": 10}, 3.0)
+        writer.save(20, items(20), {"iter": 20}, val_loss)
+        writer.save(30, items(30), {"iter": 30})
+    assert checkpoint.steps(tmp_path) == [10, 30]
+    assert checkpoint.read_meta(tmp_path, 10)["val_loss"] == 3.0
+    assert checkpoint.choose(tmp_path, "best")[0][0] == 10
+    assert checkpoint.retained({20: val_loss, 30: None}, keep=1) == {30}
 
 
 def test_auto_loads_the_newest_of_a_run_that_always_saved(tmp_path):
@@ -177,3 +206,39 @@ def test_load_model_rebuilds_the_saved_model(tmp_path):
     idx = jnp.zeros((1, 4), jnp.int32)
     model.eval()
     np.testing.assert_allclose(loaded(idx), model(idx), atol=0.05)  # eval mode: no dropout key needed
+
+
+def damage(out_dir, how: str) -> None:
+    """Damage each checkpoint of out_dir as a kill, a full disk or a bad copy might."""
+    for f in list((out_dir / "checkpoints").rglob("*")):
+        if how == "step metadata" and f.name == "_CHECKPOINT_METADATA":
+            f.unlink()  # orbax's own record of the save, which gptjax does not need
+        elif (how == "array data" and f.parent.name == "d" and "ocdbt.process_0" in f.parts
+              or how == "array index" and f.name == "manifest.ocdbt"):
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
+
+
+@pytest.mark.parametrize("how", ["array data", "array index", "step metadata"])
+def test_damaged_checkpoints_are_said_in_one_line_each_and_nothing_else(tmp_path, how):
+    out = save_untrained_run(tmp_path / "run", "an untrained model of a few characters")
+    for step in (1, 2):
+        shutil.copytree(out / "checkpoints/0", out / f"checkpoints/{step}")
+    damage(out, how)
+    sample = run_program(["sample.py", f"--out_dir={out}", "--max_new_tokens=2", "--num_samples=1", "--start=a"])
+    if how == "step metadata":
+        assert sample.returncode == 0 and sample.stderr == ""
+        return
+    lines = sample.stderr.splitlines()
+    assert [line.partition(": its arrays cannot be read (")[0] for line in lines[:3]] == [
+        f"skipping the checkpoint {out}/checkpoints/{step}" for step in (2, 1, 0)]
+    assert lines[3].startswith(f"sample.py: error: no checkpoint in {out}/checkpoints can be read (3 tried; 2, the "
+                               "newest: its arrays cannot be read (")
+    assert len(lines) == 4 and sample.returncode == 1
+
+
+def test_when_no_checkpoint_can_be_read_the_error_says_why_without_warnings_above(tmp_path):
+    checkpoint.save(tmp_path, 1, items(1), {})
+    (tmp_path / "checkpoints/1/meta/metadata").write_text("{")
+    with pytest.raises(UsageError, match=rf"^no checkpoint in {tmp_path}/checkpoints can be read \(1: it cannot be "
+                                         r"read \(JSONDecodeError: .+\)\): train again"):
+        checkpoint.choose(tmp_path, warn=lambda _: None)
