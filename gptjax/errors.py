@@ -1,6 +1,7 @@
 """The exceptions the programs print as one-line errors (bad input from the user, and work that
 stopped part way), and the check of an output folder that they share."""
 
+import tempfile
 from pathlib import Path
 
 
@@ -24,9 +25,16 @@ def out_of_memory(error: Exception) -> UsageError | None:
                       "--config.remat=True or --config.dtype=bfloat16, or shard with mesh.fsdp across devices")
 
 
+def cannot_write(folder: Path, option: str, error: OSError) -> UsageError:
+    """The one-line error for a folder that an option names and that cannot be made or written."""
+    return UsageError(f"{option}: cannot write in the folder {folder} ({error.strerror}): choose one you can write to")
+
+
 def make_folder(folder: Path, option: str) -> None:
-    """folder and its parents made, or a UsageError naming the option that asked for it."""
+    """folder and its parents made, and able to take files; else a UsageError naming the option
+    that asked for it."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
-        raise UsageError(f"{option}: cannot create the folder {folder} ({e.strerror})") from None
+        raise cannot_write(folder, option, e) from None

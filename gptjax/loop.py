@@ -5,7 +5,6 @@ import dataclasses
 import functools
 import json
 import math
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -20,9 +19,11 @@ from jax.sharding import Mesh
 
 from gptjax import attention, checkpoint, data, flops, hellaswag, sharding, start
 from gptjax.errors import UsageError
+from gptjax.lock import RunLock
 from gptjax.model import GPTConfig
 from gptjax.reporting import Reporter, TensorBoardSink, WandbSink
 from gptjax.step import TrainState, eval_step, train_step
+from gptjax.stopping import StopRequest
 from gptjax.tokenizers import Tokenizer
 
 
@@ -82,7 +83,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
-def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report: Reporter, mesh) -> None:
+def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, say: Callable[[str], None], mesh) -> None:
     """On a CPU, time one train step and one eval batch, and say how long the run will take."""
     x, y = sharding.put_batch(_train_batch(splits["train"], config, it), mesh)
     # one jitted copy of the whole state (an eager copy compiles once per array shape); the
@@ -99,13 +100,13 @@ def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, report:
         eval_seconds = time.perf_counter() - start
     n_evals = (config.max_iters - it) // config.eval_interval + 1
     total = (config.max_iters - it) * step_seconds + n_evals * 2 * config.eval_iters * eval_seconds
-    report.message(
+    say(
         f"No accelerator found: one training step takes {step_seconds:.2f} s and one eval batch "
         f"{eval_seconds:.2f} s here, so {_count(config.max_iters - it, 'iteration')} and "
         f"{_count(n_evals, 'evaluation')} will take about {_format_duration(total)}."
     )
     if total > 30 * 60:
-        report.message("For a run of a few minutes on a CPU: python train.py --config configs/char_cpu.py")
+        say("For a run of a few minutes on a CPU: python train.py --config configs/char_cpu.py")
 
 
 def _resolved_run(config: ml_collections.ConfigDict, mesh: Mesh) -> ml_collections.ConfigDict:
@@ -146,36 +147,6 @@ def _summary(config: ml_collections.ConfigDict, model_cfg: GPTConfig, source_cfg
     ]
 
 
-class StopRequest:
-    """Turns SIGTERM (a scheduler, a preemption), SIGINT (Ctrl-C) and SIGUSR1 into a request that
-    the training loop honours after the current step: it saves, flushes its records and returns.
-    A second SIGINT aborts at once. Installed by the program (`with StopRequest() as stop:`), never
-    by the library: signal handlers belong to the process."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._previous = {}
-
-    def request(self, signum: int, frame=None) -> None:
-        if signum == signal.SIGINT and self.signal == signal.SIGINT:
-            raise KeyboardInterrupt  # the second Ctrl-C: stop now, without saving
-        self.signal = signal.SIGINT if signum == signal.SIGINT else self.signal or signum
-
-    def reason(self) -> str | None:
-        """Why the program was asked to stop ("SIGTERM received"), or None."""
-        return None if self.signal is None else f"{signal.Signals(self.signal).name} received"
-
-    def __enter__(self) -> "StopRequest":
-        self._previous = {signum: signal.signal(signum, self.request) for signum in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
 # In a multi-host run the processes agree every this many steps whether to stop or save (a signal
 # reaches each at a different step; one small all-gather, so not every step).
 SYNC_STEPS = 10
@@ -210,17 +181,15 @@ def _set_records_aside(path: Path, it: int) -> Path | None:
     return aside
 
 
-def _load_data(config: ml_collections.ConfigDict, main_process: bool,
-               stop: StopRequest | None) -> tuple[Tokenizer, dict]:
+def _load_data(config: ml_collections.ConfigDict, main_process: bool) -> tuple[Tokenizer, dict]:
     """The dataset's tokenizer and its {"train", "val"} tokens, prepared on first use. The first
     process prepares the data; the others read it once it is there (on a shared disk; a host with
-    its own disk prepares its own copy then, with no one else writing it). A signal stops the
-    preparation, keeping its work for the next run."""
+    its own disk prepares its own copy then, with no one else writing it). A signal (StopRequest's
+    Stopped) stops the preparation, keeping its work for the next run."""
     load = functools.partial(
         data.load_dataset, config.data_dir, config.dataset, config.input_file, config.block_size, config.tokenizer,
         rebuild=config.rebuild_data, announce=functools.partial(print, flush=True) if main_process else None,
-        val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc,
-        stopped=stop.reason if stop is not None else None)
+        val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc)
     return sharding.main_process_first("preparing the dataset", load, functools.partial(load, rebuild=False))
 
 
@@ -249,28 +218,35 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
           stop: StopRequest | None = None) -> dict[str, float]:
     """Train as the config says (nanoGPT's semantics); `given` names the keys the command line set
     (see start.resolve_model_keys); `stop`, when a signal set it, ends the run early with a checkpoint.
-    Returns the last evaluation's losses."""
+    The run holds out_dir's lock (lock.RunLock) throughout; nothing else is written to out_dir until
+    the training loop begins. Returns the last evaluation's losses."""
     started = time.perf_counter()
     main_process = jax.process_index() == 0  # the one that prints and writes files; all save checkpoints
     warn = functools.partial(print, file=sys.stderr, flush=True) if main_process else lambda _: None
-    config, source_cfg = start.resolve_model_keys(config, given)
-    hellaswag_examples = _hellaswag_examples(config)
-    tokenizer, splits = _load_data(config, main_process, stop)
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-    if config.batch_size % mesh.size:
-        raise UsageError(f"config.batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "
-                         "it is split across")
-    state, best_val_loss = start.initial_state(config, tokenizer, mesh, warn)
-    config = _resolved_run(config, mesh)
-    run = _Run(config, state, best_val_loss, tokenizer, splits, mesh, hellaswag_examples, warn)
+    say = functools.partial(print, flush=True) if main_process else lambda _: None
+    run_lock = RunLock(config.out_dir)
+    sharding.main_process_first("taking the lock of out_dir", lambda: run_lock.acquire(warn), lambda: None)
     try:
-        for line in _summary(config, run.model_cfg, source_cfg, run.n_params, run.it, best_val_loss, tokenizer, splits):
-            run.report.message(line)
+        config, source_cfg = start.resolve_model_keys(config, given)
+        hellaswag_examples = _hellaswag_examples(config)
+        tokenizer, splits = _load_data(config, main_process)
+        mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+        if config.batch_size % mesh.size:
+            raise UsageError(f"config.batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "
+                             "it is split across")
+        state, best_val_loss = start.initial_state(config, tokenizer, mesh, warn)
+        config = _resolved_run(config, mesh)
+        run = _Run(config, state, best_val_loss, tokenizer, splits, mesh, hellaswag_examples)
+        for line in _summary(config, run.model_cfg, source_cfg, run.n_params, run.it, best_val_loss, tokenizer,
+                             splits):
+            say(line)
         if jax.default_backend() == "cpu" and not config.eval_only and run.it < config.max_iters:
-            _estimate_cpu_time(state, splits, config, run.it, run.report, mesh)
-        return run.loop(stop, started)
+            _estimate_cpu_time(state, splits, config, run.it, say, mesh)
+        if stop is not None:
+            stop.started()
+        return run.loop(stop, started, warn)
     finally:
-        run.report.close()
+        run_lock.release()
 
 
 class _Run:
@@ -280,15 +256,13 @@ class _Run:
     waits for the device."""
 
     def __init__(self, config: ml_collections.ConfigDict, state: TrainState, best_val_loss: float,
-                 tokenizer: Tokenizer, splits: dict, mesh: Mesh, hellaswag_examples: list[hellaswag.Example],
-                 warn: Callable[[str], None]):
+                 tokenizer: Tokenizer, splits: dict, mesh: Mesh, hellaswag_examples: list[hellaswag.Example]):
         self.config, self.state, self.best_val_loss = config, state, best_val_loss
         self.tokenizer, self.splits, self.mesh, self.hellaswag_examples = tokenizer, splits, mesh, hellaswag_examples
         model = state.model()
         self.model_cfg, self.n_params = model.cfg, model.num_params()
         self.out_dir = Path(config.out_dir).absolute()
         self.it = int(state.step)
-        self.report = _open_records(config, self.it, self.model_cfg.vocab_size, jax.process_index() == 0, warn)
         self.checkpoints: checkpoint.Writer | None = None  # open while the loop runs
         self.saved_iter = self.it if config.init_from == "resume" else None  # the newest checkpoint written
         self.streak = jnp.zeros((), jnp.int32)  # steps in a row that skipped their update, on the device
@@ -300,9 +274,17 @@ class _Run:
         """Step time is measured from here: evaluating and saving are not step time."""
         self.clock, self.clock_iter = time.perf_counter(), self.it
 
-    def loop(self, stop: StopRequest | None, started: float) -> dict[str, float]:
-        """Runs to max_iters (or one evaluation with eval_only, or a stop request); returns the
-        last evaluation's losses. `started`: the run's start (time.perf_counter())."""
+    def loop(self, stop: StopRequest | None, started: float, warn: Callable[[str], None]) -> dict[str, float]:
+        """Opens the run's records and runs to max_iters (or one evaluation with eval_only, or a
+        stop request); returns the last evaluation's losses. `started`: the run's start
+        (time.perf_counter())."""
+        self.report = _open_records(self.config, self.it, self.model_cfg.vocab_size, jax.process_index() == 0, warn)
+        try:
+            return self._loop(stop, started)
+        finally:
+            self.report.close()
+
+    def _loop(self, stop: StopRequest | None, started: float) -> dict[str, float]:
         config, losses = self.config, {}
         self.seconds = {"setting up (data, model, compiling, the CPU estimate)": time.perf_counter() - started,
                         "training": 0.0, "evaluating": 0.0, "saving checkpoints": 0.0}  # where the run's time goes
@@ -350,7 +332,9 @@ class _Run:
         self.log_pending()
         evaluation_started = time.perf_counter()
         losses = evaluate(self.state, self.splits, config, it, self.mesh)
-        self.report.message(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        finite = all(math.isfinite(loss) for loss in losses.values())
+        self.report.message(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+                            + ("" if finite else " (not finite: the model has diverged, so this is never the best)"))
         self.report.record(iter=it, train_loss=losses["train"], val_loss=losses["val"])
         if self.hellaswag_examples and (it % config.hellaswag_interval == 0 or config.eval_only):
             scores = hellaswag.evaluate(self.state.model(), self.hellaswag_examples, self.tokenizer.encode)
@@ -410,8 +394,8 @@ class _Run:
         values = {k: float(v) for k, v in metrics.items() if k != "nonfinite"}
         if config.log_health and config.grad_clip:
             values["clipped"] = values["grad_norm"] > config.grad_clip  # this step's gradient was scaled down
-        if metrics["nonfinite"]:  # records stay valid JSON: null, never NaN
-            values = {k: v if math.isfinite(v) else None for k, v in values.items()} | {"nonfinite": True}
+        if metrics["nonfinite"]:
+            values["nonfinite"] = True
         now = time.perf_counter()
         seconds = (now - self.clock) / max(step_it + 1 - self.clock_iter, 1)  # per step since the last log
         self.clock, self.clock_iter = now, step_it + 1

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from gptjax import sources
-from gptjax.errors import Interrupted, UsageError
+from gptjax.errors import Interrupted, UsageError, make_folder
 from gptjax.sources import Piece, write_atomically
 from gptjax.tokenizers import CharVocab, GPT2Tokenizer, Tokenizer, from_description
 
@@ -247,7 +247,7 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
     meta = read_meta(dataset_dir)
     if meta is not None and meta.get("source_fingerprint") == fingerprint and bins_complete(dataset_dir, meta):
         return from_description(meta["tokenizer"])
-    dataset_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(dataset_dir, "config.data_dir")
     (dataset_dir / "meta.json").unlink(missing_ok=True)  # no meta.json: nothing here is complete any more
     # Where each document ends goes to a file, not a list: a list's memory grows with the documents,
     # 8 million in OpenWebText, more in FineWeb-Edu's larger samples (docs/performance.md).

@@ -3,6 +3,7 @@ lines in a pipe or CI, every logged value appended to out_dir/metrics.jsonl and,
 sent to Weights & Biases and written as TensorBoard events: the same values, from one place."""
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -93,9 +94,14 @@ class Reporter:
             print(text, flush=True)
 
     def record(self, **values) -> None:
+        """One row of metrics.jsonl (and of each sink). A value that is not finite is written as
+        null, and the row flagged "nonfinite": JSON has no NaN."""
         if not self._active:
             return
-        self._records.write(json.dumps(values) + "\n")
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values.values()):
+            values = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                      for k, v in values.items()} | {"nonfinite": True}
+        self._records.write(json.dumps(values, allow_nan=False) + "\n")
         self._records.flush()
         for sink in self._sinks:
             sink(values)

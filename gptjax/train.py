@@ -4,43 +4,59 @@
     python train.py --config configs/char.py [--config.KEY=VALUE ...]   # a recipe file (from a clone)
 
 SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 finish the current step, save a checkpoint and exit (SIGINT
-with status 130, the others 0); a second Ctrl-C stops at once. During data preparation they stop
-it, keeping its work for the next run to continue.
+with status 130, the others 0); a second Ctrl-C stops at once. While the run starts, they stop it
+at once (status 130, 143 or 138) and nothing of the run is written; during data preparation they
+stop it, keeping its work for the next run to continue.
 
 Recipes: char, char_cpu, gpt2, eval_gpt2[:MODEL], finetune_shakespeare (configs/). Every key, its
 meaning and its default: docs/config.md.
 """
 
-from gptjax import environment
+from gptjax import environment, stopping
 
 if __name__ == "__main__":  # before JAX loads: this may re-execute the program once (huge pages)
     environment.start_program(compilation_cache=True)
+    stopping.exit_at_once_while_importing()
 
 import signal
 import sys
 from pathlib import Path
 
 from gptjax.config import command_line_keys, from_command_line
-from gptjax.errors import UsageError, out_of_memory
-from gptjax.loop import StopRequest, train
+from gptjax.errors import Interrupted, UsageError, out_of_memory
+from gptjax.loop import train
 from gptjax.sharding import initialize_distributed
+
+
+def _fail(program: str, message: str, status: int) -> None:
+    print(f"{program}: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
 
 
 def main(argv: list[str]) -> None:
     if "-h" in argv or "--help" in argv:
         print(__doc__.strip())
         return
+    program, stop = Path(argv[0]).name, stopping.StopRequest()
     try:
         environment.use_measured_xla_flags()
-        initialize_distributed()  # before anything touches a device
-        with StopRequest() as stop:
+        with stop:
+            initialize_distributed()  # before anything touches a device
             train(from_command_line(argv), given=frozenset(command_line_keys(argv)), stop=stop)
+    except stopping.Stopped as e:
+        _fail(program, f"stopped by {str(e).removesuffix(' received')} while starting, before any iteration: "
+              "nothing of the run was written", stopping.exit_status(stop.signal))
+    except KeyboardInterrupt:
+        _fail(program, "stopped at once by a second Ctrl-C, without saving: --config.init_from=resume continues "
+              "from the newest checkpoint", stopping.exit_status(signal.SIGINT))
     except UsageError as e:
-        sys.exit(f"{Path(argv[0]).name}: error: {e}")
+        if isinstance(e, Interrupted) and stop.signal is not None:  # a preparation a signal stopped
+            _fail(program, f"error: {e}", stopping.exit_status(stop.signal))
+        sys.exit(f"{program}: error: {e}")
     except Exception as e:  # a device out of memory is one line too; any other error keeps its traceback
         if (too_large := out_of_memory(e)) is None:
             raise
-        sys.exit(f"{Path(argv[0]).name}: error: {too_large}")
+        sys.exit(f"{program}: error: {too_large}")
     if stop.signal == signal.SIGINT:  # saved; a shell reads 130 as "interrupted"
         sys.exit(130)
 

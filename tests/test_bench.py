@@ -44,8 +44,8 @@ def test_bench_measures_the_configs_model_and_step_and_profiles_it(tmp_path):
 def test_bench_refuses_bad_options_in_one_line(tmp_path):
     assert "--steps" in cli_error("bench.py", *TINY, "--steps=0")
     (tmp_path / "a_file").touch()
-    assert "cannot create the folder" in cli_error("bench.py", *TINY, f"--profile={tmp_path / 'a_file/trace'}")
-    assert "cannot create the folder" in cli_error("bench.py", *TINY, f"--json={tmp_path / 'a_file/b.json'}")
+    assert "cannot write in the folder" in cli_error("bench.py", *TINY, f"--profile={tmp_path / 'a_file/trace'}")
+    assert "cannot write in the folder" in cli_error("bench.py", *TINY, f"--json={tmp_path / 'a_file/b.json'}")
     assert f"--json {tmp_path} is a folder" in cli_error("bench.py", *TINY, f"--json={tmp_path}")
     assert "unknown config key 'n_layers'" in cli_error("bench.py", "--config", str(REPO / "configs/char.py"),
                                                         "--config.n_layers=2")

@@ -200,7 +200,7 @@ def test_bad_explain_input_gets_one_line(chinese_run, tmp_path, monkeypatch):
     assert "--length must be in [2, block_size=16]" in error("--text=如何", "--length=99")
     assert f"{tmp_path} holds no checkpoint" in cli_error("explain.py", f"--out_dir={tmp_path}", "--text=ab")
     (tmp_path / "a_file").touch()
-    assert f"--output_dir: cannot create the folder {tmp_path / 'a_file' / 'x'}" in error(
+    assert f"--output_dir: cannot write in the folder {tmp_path / 'a_file' / 'x'}" in error(
         "--text=如何", f"--output_dir={tmp_path / 'a_file' / 'x'}")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the plot extra were not installed
     assert "pictures need matplotlib: pip install matplotlib" in error("--text=如何")

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 from conftest import CORPUS, cli_error, run_program, tiny_run_args
 
-from gptjax import bench, loop
+from gptjax import bench, checkpoint, loop
 from gptjax import train as train_program
 from gptjax.config import from_command_line
 from gptjax.errors import UsageError
@@ -159,3 +159,23 @@ def test_a_run_whose_updates_turn_non_finite_skips_them_then_stops_with_valid_re
     skipped = [row for row in rows if row.get("nonfinite")]
     assert len(skipped) == 3 and all(row["loss"] is None for row in skipped)
     assert rows[-1]["iter"] < 39  # it stopped early
+
+
+def test_a_diverged_evaluation_is_recorded_as_null_said_in_the_log_and_never_the_best(tmp_path, capsys):
+    args = tiny_run_args(tmp_path, learning_rate=1e9, warmup_iters=0, max_iters=10, eval_interval=5,
+                         max_nonfinite_steps=100, keep_checkpoints=1)
+    loop.train(from_command_line(["train.py", *args]))
+
+    def no_nan(constant):
+        raise AssertionError(f"metrics.jsonl holds {constant}")
+
+    lines = (tmp_path / "out/metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line, parse_constant=no_nan) for line in lines]
+    evaluations = [row for row in rows if "val_loss" in row]
+    assert evaluations[0]["val_loss"] > 0 and "nonfinite" not in evaluations[0]
+    assert evaluations[1:] == [{"iter": 5, "train_loss": None, "val_loss": None, "nonfinite": True},
+                               {"iter": 10, "train_loss": None, "val_loss": None, "nonfinite": True}]
+    assert "step 10: train loss nan, val loss nan (not finite: the model has diverged, so this is never the best)" in (
+        capsys.readouterr().out)
+    assert checkpoint.steps(tmp_path / "out") == [0, 10]  # the newest, and the best: the finite one
+    assert checkpoint.choose(tmp_path / "out", "best")[0][0] == 0

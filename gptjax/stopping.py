@@ -1,0 +1,73 @@
+"""What the programs do on Ctrl-C (SIGINT), SIGTERM (a scheduler, a preemption) and SIGUSR1:
+while a program starts, stop it at once in one line; once a training run is under way, ask it to
+save and stop after the current step. Signal handlers belong to the process: the programs
+install them, never the library. Imports no JAX."""
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+def exit_status(signum: int) -> int:
+    """The status a shell reads as "ended by this signal": 128 + its number (130 for Ctrl-C)."""
+    return 128 + signum
+
+
+def _exit_at_once(signum: int, frame=None) -> None:
+    name = signal.Signals(signum).name
+    os.write(2, f"{Path(sys.argv[0]).name}: stopped by {name} while starting; nothing was written\n".encode())
+    os._exit(exit_status(signum))
+
+
+def exit_at_once_while_importing() -> None:
+    """Until the program installs its own handlers, a signal ends it at once with one line: it has
+    only been importing its modules (seconds for JAX), and has written nothing."""
+    for signum in SIGNALS:
+        signal.signal(signum, _exit_at_once)
+
+
+class Stopped(KeyboardInterrupt):
+    """A signal received while a training run was starting: raised where the program was, so that
+    it ends at once (finally blocks undo what start-up began; data preparation keeps its work)."""
+
+
+class StopRequest:
+    """A training program's signal handlers (`with StopRequest() as stop:`). While the run starts
+    (data, model, compiling), a signal raises Stopped where the program is. Once the training
+    loop begins (started()), a signal becomes a request that the loop honours after the current
+    step: it saves, flushes its records and returns; a second Ctrl-C then raises KeyboardInterrupt
+    and stops at once, without saving."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.starting = True
+        self._previous = {}
+
+    def request(self, signum: int, frame=None) -> None:
+        if signum == signal.SIGINT and self.signal == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now, without saving
+        self.signal = signal.SIGINT if signum == signal.SIGINT else self.signal or signum
+        if self.starting:
+            raise Stopped(self.reason())
+
+    def started(self) -> None:
+        """Start-up is over: from now on a signal asks the loop to save and stop. A signal that
+        came while starting but whose exception some library swallowed stops the run here."""
+        if self.signal is not None:
+            raise Stopped(self.reason())
+        self.starting = False
+
+    def reason(self) -> str | None:
+        """Why the program was asked to stop ("SIGTERM received"), or None."""
+        return None if self.signal is None else f"{signal.Signals(self.signal).name} received"
+
+    def __enter__(self) -> "StopRequest":
+        self._previous = {signum: signal.signal(signum, self.request) for signum in SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
