@@ -1,6 +1,7 @@
 """The training program: nanoGPT's loop around the step (data, evaluation, records, checkpoint
 policy, the CPU time estimate)."""
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -181,16 +182,19 @@ def _set_records_aside(path: Path, it: int) -> Path | None:
     return aside
 
 
-def _load_data(config: ml_collections.ConfigDict, main_process: bool) -> tuple[Tokenizer, dict]:
+def _load_data(config: ml_collections.ConfigDict, main_process: bool,
+               stop: StopRequest | None) -> tuple[Tokenizer, dict]:
     """The dataset's tokenizer and its {"train", "val"} tokens, prepared on first use. The first
     process prepares the data; the others read it once it is there (on a shared disk; a host with
-    its own disk prepares its own copy then, with no one else writing it). A signal (StopRequest's
-    Stopped) stops the preparation, keeping its work for the next run."""
-    load = functools.partial(
-        data.load_dataset, config.data_dir, config.dataset, config.input_file, config.block_size, config.tokenizer,
-        rebuild=config.rebuild_data, announce=functools.partial(print, flush=True) if main_process else None,
-        val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc)
-    return sharding.main_process_first("preparing the dataset", load, functools.partial(load, rebuild=False))
+    its own disk prepares its own copy then, with no one else writing it). A signal stops the
+    preparation after its current task, keeping its work for the next run."""
+    with stop.only_asking() if stop is not None else contextlib.nullcontext() as stopped:
+        load = functools.partial(
+            data.load_dataset, config.data_dir, config.dataset, config.input_file, config.block_size,
+            config.tokenizer, rebuild=config.rebuild_data,
+            announce=functools.partial(print, flush=True) if main_process else None,
+            val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc, stopped=stopped)
+        return sharding.main_process_first("preparing the dataset", load, functools.partial(load, rebuild=False))
 
 
 def _open_records(config: ml_collections.ConfigDict, it: int, vocab_size: int, main_process: bool,
@@ -229,7 +233,7 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
     try:
         config, source_cfg = start.resolve_model_keys(config, given)
         hellaswag_examples = _hellaswag_examples(config)
-        tokenizer, splits = _load_data(config, main_process)
+        tokenizer, splits = _load_data(config, main_process, stop)
         mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
         if config.batch_size % mesh.size:
             raise UsageError(f"config.batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "

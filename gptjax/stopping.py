@@ -3,9 +3,11 @@ while a program starts, stop it at once in one line; once a training run is unde
 save and stop after the current step. Signal handlers belong to the process: the programs
 install them, never the library. Imports no JAX."""
 
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -51,6 +53,19 @@ class StopRequest:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now, without saving
         self.signal = signal.SIGINT if signum == signal.SIGINT else self.signal or signum
         if self.starting:
+            raise Stopped(self.reason())
+
+    @contextlib.contextmanager
+    def only_asking(self) -> Iterator[Callable[[], str | None]]:
+        """Within, for work that checks for a stop by itself and stops cleanly (data preparation:
+        between its tasks), a signal only asks: the callable given says why, or None. A signal
+        that the work did not act on stops the start-up when it ends."""
+        self.starting = False
+        try:
+            yield self.reason
+        finally:
+            self.starting = True
+        if self.signal is not None:
             raise Stopped(self.reason())
 
     def started(self) -> None:

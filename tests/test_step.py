@@ -1,3 +1,5 @@
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -115,6 +117,26 @@ def test_training_is_reproducible_from_the_seed_and_dropout_varies_by_step():
 
     assert run(seed=1) == run(seed=1)
     assert run(seed=1) != run(seed=2)
+
+
+def test_dropout_masks_differ_between_micro_batches_and_between_steps():
+    cfg = tiny_config(dropout=0.5)
+    x, y = batch(cfg)
+    tx = optax.sgd(0.0)  # the parameters never move: a loss changes only with the dropout masks
+
+    def losses(micro_batches: int, steps: int = 1) -> list[float]:
+        state, out = gptjax.TrainState.create(gptjax.GPT(cfg, rngs=nnx.Rngs(0)), tx), []
+        for _ in range(steps):
+            xs, ys = (x, y) if micro_batches == 0 else (jnp.stack([x] * micro_batches), jnp.stack([y] * micro_batches))
+            state, metrics = gptjax.train_step(state, xs, ys)
+            out.append(float(metrics["loss"]))
+        return out
+
+    # the same batch A times: the mean of A masks' losses, which equals one mask's only if the masks do
+    one, two, three = (losses(micro_batches)[0] for micro_batches in (1, 2, 3))
+    assert abs(two - one) > 1e-3 and abs(three - two) > 1e-3
+    by_step = losses(0, steps=3)
+    assert min(abs(a - b) for a, b in itertools.pairwise(by_step)) > 1e-3
 
 
 def test_eval_step_is_the_dropout_free_loss():
