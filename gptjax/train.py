@@ -40,8 +40,10 @@ def main(argv: list[str]) -> None:
     program, stop = Path(argv[0]).name, stopping.StopRequest()
     try:
         environment.use_measured_xla_flags()
+        # before anything touches a device, and before the handlers: joining a multi-host run
+        # installs JAX's own SIGTERM handler (its preemption notifier), which would take SIGTERM
+        initialize_distributed()
         with stop:
-            initialize_distributed()  # before anything touches a device
             train(from_command_line(argv), given=frozenset(command_line_keys(argv)), stop=stop)
     except stopping.Stopped as e:
         _fail(program, f"stopped by {str(e).removesuffix(' received')} while starting, before any iteration: "
