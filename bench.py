@@ -3,4 +3,5 @@
 import runpy
 
 if __name__ == "__main__":  # gptjax.bench sets the process up first, then imports JAX
-    runpy.run_module("gptjax.bench", run_name="__main__")
+    # alter_sys: the module is __main__ itself, so that worker processes it spawns find its functions
+    runpy.run_module("gptjax.bench", run_name="__main__", alter_sys=True)

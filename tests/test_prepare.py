@@ -441,3 +441,18 @@ def test_tasks_are_read_as_they_are_encoded_never_all_at_once(num_proc):
     next(encoded)
     assert len(pulled) <= 2 * num_proc + 1  # the tasks in flight, not the corpus
     assert sum(1 for _ in encoded) == 49
+
+
+@pytest.mark.parametrize("program", [["prepare.py"], ["-m", "gptjax.prepare"]], ids=["clone's script", "module"])
+def test_the_readmes_preparation_runs_its_worker_processes_from_the_clones_script_and_as_a_module(tmp_path, program):
+    gpt2_tokenizer()  # GPT-2's BPE files, or a skip
+    owt = tmp_path / "owt"
+    owt.mkdir()
+    for name in ("a", "b"):  # 5 MB: more than one task of sources.PIECE_BYTES, so the workers take them
+        (owt / f"{name}.txt").write_text(f"document {name}: the quick brown fox jumps over the lazy dog.\n" * 40_000)
+    result = subprocess.run(
+        [sys.executable, *program, "--config", "configs/gpt2.py", f"--config.input_file={owt}", "--config.num_proc=2",
+         f"--config.data_dir={tmp_path / 'data'}"], cwd=pathlib.Path(__file__).parent.parent, env=program_env(),
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"prepared {tmp_path / 'data' / 'openwebtext'} from {owt}: gpt2 tokenizer")
