@@ -34,6 +34,35 @@ def _source_model(config: ml_collections.ConfigDict) -> tuple[str, GPTConfig | N
     return config.init_from, pretrained.pretrained_config(config.init_from)
 
 
+# Keys that say how this process runs rather than what the run is: a resumed run takes them from
+# the command line and its recipe, and every other key from the run's own settings.
+PROCESS_KEYS = ("init_from", "out_dir", "mesh", "attention", "remat", "num_proc", "async_checkpointing",
+                "rebuild_data")
+
+
+def resumed_settings(config: ml_collections.ConfigDict, given: frozenset[str],
+                     say: Callable[[str], None]) -> ml_collections.ConfigDict:
+    """For init_from=resume: config with the run's own settings (those its newest checkpoint was
+    saved with) for every key but PROCESS_KEYS, except the keys the command line sets (`given`);
+    says in one line each what the command line changes (old -> new) and where the run's setting
+    is kept over the recipe's. Other runs: config as it is."""
+    if config.init_from != "resume":
+        return config
+    out_dir = Path(config.out_dir).absolute()
+    run = checkpoint.choose(out_dir, warn=lambda _: None)[0][1].get("config", {})
+    resolved = config.copy_and_resolve_references()
+    for key, old in run.items():
+        if key in PROCESS_KEYS or key not in resolved or old == resolved[key]:
+            continue
+        if key in given:
+            say(f"resuming {out_dir} with {key} {old!r} -> {resolved[key]!r} (--config.{key})")
+        else:
+            say(f"resuming {out_dir} with its own {key}={old!r} (the recipe says {resolved[key]!r}; "
+                f"--config.{key}={resolved[key]} changes it)")
+            resolved[key] = old
+    return resolved
+
+
 def resolve_model_keys(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset(),
                        ) -> tuple[ml_collections.ConfigDict, GPTConfig | None]:
     """A copy of config whose model shape keys are those of the model the run starts from (as

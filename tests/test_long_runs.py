@@ -16,7 +16,7 @@ from conftest import REPO, program_env, tiny_run_args
 from gptjax import checkpoint, data, loop, prepare, sources, stopping
 from gptjax import sample as sample_program
 from gptjax import train as train_program
-from gptjax.config import from_command_line
+from gptjax.config import command_line_keys, from_command_line
 
 
 def config(tmp_path, **overrides):
@@ -57,6 +57,25 @@ def test_the_best_checkpoint_survives_resumes_that_evaluate_less_and_keep_fewer(
         assert best in checkpoint.steps(tmp_path / "out")
     assert checkpoint.steps(tmp_path / "out") == sorted({best, 17})
     assert checkpoint.choose(tmp_path / "out", "best")[0][0] == best
+
+
+def test_resume_continues_the_runs_own_settings_and_says_what_the_command_line_changes(tmp_path, capsys):
+    loop.train(config(tmp_path, max_iters=8))  # configs/char_cpu.py, shrunk
+    capsys.readouterr()
+    # the README's resume line names configs/char.py, whichever recipe the run was trained with
+    args = ["train.py", "--config", str(REPO / "configs/char.py"), "--config.init_from=resume", "--config.max_iters=10",
+            f"--config.out_dir={tmp_path / 'out'}", f"--config.data_dir={tmp_path / 'data'}", "--config.dataset=tiny",
+            f"--config.input_file={tmp_path / 'corpus.txt'}"]
+    loop.train(from_command_line(args), given=frozenset(command_line_keys(args)))
+    said = capsys.readouterr().out.splitlines()
+    assert f"resuming {tmp_path}/out with max_iters 8 -> 10 (--config.max_iters)" in said
+    assert (f"resuming {tmp_path}/out with its own batch_size=4 (the recipe says 64; --config.batch_size=64 changes "
+            "it)") in said
+    recorded = json.loads((tmp_path / "out/config.json").read_text())
+    first_run = from_command_line(["train.py", *tiny_run_args(tmp_path, max_iters=8)])
+    assert recorded == {**first_run.to_dict(), "max_iters": 10, "init_from": "resume", "attention": "masked",
+                        "mesh": {"data": 1, "fsdp": 1}, "vocab_size": 41}  # the last three as resolved
+    assert [r["iter"] for r in rows(tmp_path / "out") if "loss" in r] == list(range(10))
 
 
 def test_a_run_on_a_tiny_text_ends_with_a_checkpoint_sample_loads(tmp_path, capsys):
