@@ -364,15 +364,33 @@ def set_aside_newer(out_dir: Path, step: int) -> list[Path]:
     return moved
 
 
+def _loading(out_dir: Path, step: int, meta: dict, candidates: list[tuple[int, dict]]) -> list[str]:
+    """Which checkpoint of out_dir is loaded, and why, in a line; a second when that is the
+    untrained model of iteration 0 while the run has later checkpoints."""
+    newest, best = max(s for s, _ in candidates), retained({s: m.get("val_loss") for s, m in candidates}, keep=0)
+    why = " and ".join(reason for reason, holds in (("the newest", step == newest),
+                                                    ("the lowest val loss", step in best)) if holds) or "readable"
+    val_loss = meta.get("val_loss")
+    evaluated = f"val loss {val_loss:.4f}" if val_loss is not None else "not evaluated"
+    lines = [f"loading {_folder(out_dir)}/{step} (iteration {step}, {evaluated}): {why}"]
+    if step == 0 and newest > 0:
+        lines.append(f"iteration 0 is the untrained model, but the run went on to iteration {newest}: pass "
+                     "--checkpoint=newest to load that one")
+    return lines
+
+
 def load_model(out_dir: Path, dtype: str | None = None, which: str = "auto",
                warn: Callable[[str], None] = print) -> tuple[GPT, dict]:
     """The model of a checkpoint in out_dir (choose's `which`; in eval mode, from its "params"
     item and the GPTConfig fields in its metadata's "model") and its metadata; dtype, if given,
-    replaces the compute dtype it was trained with."""
+    replaces the compute dtype it was trained with. Says (warn) which checkpoint it loads and why,
+    and when that is the untrained model of iteration 0 while the run has later ones."""
     candidates = choose(out_dir, which, warn)
     model_cfg = GPTConfig(**{**candidates[0][1]["model"], **({"dtype": dtype} if dtype else {})})
     graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0))), nnx.Param)
-    _, meta, items = restore_first(out_dir, candidates, {"params": nnx.to_pure_dict(abstract_params)}, warn)
+    step, meta, items = restore_first(out_dir, candidates, {"params": nnx.to_pure_dict(abstract_params)}, warn)
+    for line in _loading(out_dir, step, meta, candidates):
+        warn(line)
     model = nnx.merge(graphdef, items["params"])
     model.eval()
-    return model, meta
+    return model, {**meta, "iter": meta.get("iter", step)}

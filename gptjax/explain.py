@@ -180,7 +180,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def explain(args: argparse.Namespace) -> Path:
     """Write the three files for args; returns their folder."""
     plt = render.pyplot()  # before the slow work: a missing matplotlib is a one-line error at once
-    model, vocab = load(args.init_from, Path(args.out_dir), args.dtype, args.checkpoint)
+    model, vocab, name = load(args.init_from, Path(args.out_dir), args.dtype, args.checkpoint)
     cfg = model.cfg
     text = read_prompt(args.text, "--text")
     if not text:
@@ -208,9 +208,8 @@ def explain(args: argparse.Namespace) -> Path:
     guesses = [[(label(int(i)), float(p)) for i, p in zip(top_K, p_K, strict=True)]
                for top_K, p_K in zip(np.asarray(top_1xTxK[0]), np.asarray(probs_1xTxK[0]), strict=True)]
     pieces = vocab.pieces(ids)
-    name = Path(args.out_dir).name if args.init_from == "resume" else Path(args.init_from).name
     output = Path(args.output_dir or (Path(args.out_dir) / "explain" if args.init_from == "resume"
-                                      else f"explain-{name}"))
+                                      else f"explain-{Path(args.init_from).name}"))
     make_folder(output, "--output_dir")
     figure, note = render.attention_figure(weights_LxHxTxT, render.token_labels(pieces), layers, heads,
                                            f"{name}: attention weights, {len(ids)} tokens")

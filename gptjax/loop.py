@@ -231,7 +231,6 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
     run_lock = RunLock(config.out_dir)
     sharding.main_process_first("taking the lock of out_dir", lambda: run_lock.acquire(warn), lambda: None)
     try:
-        config = start.resumed_settings(config, given, say)
         config, source_cfg = start.resolve_model_keys(config, given)
         hellaswag_examples = _hellaswag_examples(config)
         tokenizer, splits = _load_data(config, main_process, stop)

@@ -56,13 +56,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv[1:])
 
 
-def load(init_from: str, out_dir: Path, dtype: str | None, which: str) -> tuple[GPT, Tokenizer]:
-    """The model (in eval mode) and its tokenizer: out_dir's checkpoint (`which` of them) when
+def load(init_from: str, out_dir: Path, dtype: str | None, which: str) -> tuple[GPT, Tokenizer, str]:
+    """The model (in eval mode), its tokenizer and its name for titles ("out-shakespeare-char,
+    iteration 2000", "gpt2"): out_dir's checkpoint (`which` of them, said on stderr) when
     init_from is "resume", else GPT-2 weights (from_pretrained); dtype None keeps the trained one."""
     if init_from == "resume":
         model, meta = checkpoint.load_model(out_dir, dtype, which, warn=functools.partial(print, file=sys.stderr))
-        return model, from_description(meta["tokenizer"])
-    return from_pretrained(init_from, **({"dtype": dtype} if dtype else {})), GPT2Tokenizer()
+        return model, from_description(meta["tokenizer"]), f"{out_dir.absolute().name}, iteration {meta['iter']}"
+    model = from_pretrained(init_from, **({"dtype": dtype} if dtype else {}))
+    return model, GPT2Tokenizer(), Path(init_from).name
 
 
 def encode(vocab: Tokenizer, text: str, what: str) -> np.ndarray:
@@ -93,7 +95,7 @@ def main(argv: list[str]) -> None:
     try:
         if args.num_samples < 1 or args.max_new_tokens < 1:
             raise UsageError("--num_samples and --max_new_tokens must be >= 1")
-        model, vocab = load(args.init_from, Path(args.out_dir), args.dtype, args.checkpoint)
+        model, vocab, _ = load(args.init_from, Path(args.out_dir), args.dtype, args.checkpoint)
         prompt = read_prompt(args.start)
         if not prompt:
             raise UsageError("the prompt is empty: pass --start with at least one character")

@@ -42,10 +42,10 @@ PROCESS_KEYS = ("init_from", "out_dir", "mesh", "attention", "remat", "num_proc"
 
 def resumed_settings(config: ml_collections.ConfigDict, given: frozenset[str],
                      say: Callable[[str], None]) -> ml_collections.ConfigDict:
-    """For init_from=resume: config with the run's own settings (those its newest checkpoint was
-    saved with) for every key but PROCESS_KEYS, except the keys the command line sets (`given`);
-    says in one line each what the command line changes (old -> new) and where the run's setting
-    is kept over the recipe's. Other runs: config as it is."""
+    """For a program's command line with init_from=resume: config with the run's own settings
+    (those its newest checkpoint was saved with) for every key but PROCESS_KEYS, except the keys
+    the command line sets (`given`); says in one line each what the command line changes (old ->
+    new) and where the run's setting is kept over the recipe's. Other runs: config as it is."""
     if config.init_from != "resume":
         return config
     out_dir = Path(config.out_dir).absolute()

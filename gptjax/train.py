@@ -22,10 +22,13 @@ import signal
 import sys
 from pathlib import Path
 
+import jax
+
 from gptjax.config import command_line_keys, from_command_line
 from gptjax.errors import Interrupted, UsageError, out_of_memory
 from gptjax.loop import train
 from gptjax.sharding import initialize_distributed
+from gptjax.start import resumed_settings
 
 
 def _fail(program: str, message: str, status: int) -> None:
@@ -43,8 +46,10 @@ def main(argv: list[str]) -> None:
         # before anything touches a device, and before the handlers: joining a multi-host run
         # installs JAX's own SIGTERM handler (its preemption notifier), which would take SIGTERM
         initialize_distributed()
+        config, given = from_command_line(argv), frozenset(command_line_keys(argv))
         with stop:
-            train(from_command_line(argv), given=frozenset(command_line_keys(argv)), stop=stop)
+            say = print if jax.process_index() == 0 else lambda _: None
+            train(resumed_settings(config, given, say), given=given, stop=stop)
     except stopping.Stopped as e:
         _fail(program, f"stopped by {str(e).removesuffix(' received')} while starting, before any iteration: "
               "nothing of the run was written", stopping.exit_status(stop.signal))

@@ -163,6 +163,7 @@ def test_explain_writes_its_three_files_for_a_chinese_char_model(chinese_run, ca
     assert (output / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = ET.fromstring((output / "surprise.html").read_text(encoding="utf-8"))
     assert "".join(page.find(".//div[@class='text']").itertext()) == CHINESE
+    assert page.find(".//title").text == f"{chinese_run.name}, iteration 0: surprise"  # which run, which checkpoint
     lines = (output / "predictions.txt").read_text(encoding="utf-8").splitlines()
     assert lines[:2] == ["input:  如何理解gpt的原", "target: 何理解gpt的原理"]
     rows = lines[4:]

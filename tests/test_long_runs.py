@@ -16,7 +16,7 @@ from conftest import REPO, program_env, tiny_run_args
 from gptjax import checkpoint, data, loop, prepare, sources, stopping
 from gptjax import sample as sample_program
 from gptjax import train as train_program
-from gptjax.config import command_line_keys, from_command_line
+from gptjax.config import from_command_line
 
 
 def config(tmp_path, **overrides):
@@ -66,7 +66,7 @@ def test_resume_continues_the_runs_own_settings_and_says_what_the_command_line_c
     args = ["train.py", "--config", str(REPO / "configs/char.py"), "--config.init_from=resume", "--config.max_iters=10",
             f"--config.out_dir={tmp_path / 'out'}", f"--config.data_dir={tmp_path / 'data'}", "--config.dataset=tiny",
             f"--config.input_file={tmp_path / 'corpus.txt'}"]
-    loop.train(from_command_line(args), given=frozenset(command_line_keys(args)))
+    train_program.main(args)
     said = capsys.readouterr().out.splitlines()
     assert f"resuming {tmp_path}/out with max_iters 8 -> 10 (--config.max_iters)" in said
     assert (f"resuming {tmp_path}/out with its own batch_size=4 (the recipe says 64; --config.batch_size=64 changes "
@@ -95,7 +95,13 @@ def test_a_run_on_a_tiny_text_ends_with_a_checkpoint_sample_loads(tmp_path, caps
     capsys.readouterr()
     sample_program.main(["sample.py", f"--out_dir={tmp_path / 'out'}", "--max_new_tokens=5", "--num_samples=1",
                          "--start=F"])
-    assert capsys.readouterr().out.startswith("F")
+    out, err = capsys.readouterr()
+    assert out.startswith("F")
+    # its best is the untrained model (a recipe that saves only improvements: sample loads the best)
+    assert err.splitlines() == [
+        f"loading {tmp_path}/out/checkpoints/0 (iteration 0, val loss {err.split('val loss ')[1][:6]}): the lowest val "
+        "loss", "iteration 0 is the untrained model, but the run went on to iteration 9: pass --checkpoint=newest to "
+        "load that one"]
 
 
 def test_sigterm_saves_exits_0_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path, capsys):
