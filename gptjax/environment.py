@@ -1,6 +1,5 @@
 """The process environment the programs run in: XLA's flags, glibc's huge pages and JAX's
-compilation cache, set as measured to be faster (docs/performance.md) unless the user set them,
-and said in one line."""
+compilation cache, set as measured to be faster (docs/performance.md) unless the user set them."""
 
 import importlib.util
 import os
@@ -106,7 +105,8 @@ def start_program(compilation_cache: bool = False) -> None:
     from Python): re-execute itself once with huge pages for large allocations (glibc reads its
     tunables only at start; os.execve keeps the process id, arguments, standard input and exit code;
     skipped under a debugger), set the measured XLA flags and, with compilation_cache (not for the
-    programs that time compiling), JAX's compilation cache, and say on stderr what it set."""
+    programs that time compiling), JAX's compilation cache. It says nothing of them (settings()
+    does; a training run records them in config.json), except, once, where the compiled steps go."""
     tunables = huge_pages_tunables(os.environ)
     if tunables is not None and sys.gettrace() is None and sys.executable:
         os.environ["GLIBC_TUNABLES"] = tunables
@@ -114,19 +114,21 @@ def start_program(compilation_cache: bool = False) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, sys.orig_argv, os.environ)
-    set_here = [f"GLIBC_TUNABLES+={os.environ.pop(_SET_BY_GPTJAX)} (large buffers on huge pages; "
-                f"{HUGE_PAGES_OFF}=0 turns it off)"] if _SET_BY_GPTJAX in os.environ else []
-    set_here += [f"XLA_FLAGS+={flag}" for flag in use_measured_xla_flags()]
+    os.environ.pop(_SET_BY_GPTJAX, None)
+    use_measured_xla_flags()
     if compilation_cache and (cache := compilation_cache_dir(os.environ)) is not None:
         os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache)  # JAX reads it when first imported, after this
-        set_here.append(f"JAX_COMPILATION_CACHE_DIR={cache} (compiled steps kept for the next run; "
-                        f"{COMPILATION_CACHE_OFF}=0 turns it off)")
-    if set_here and os.environ.get("JAX_PROCESS_ID", "0") == "0":
-        print("gptjax set " + ", ".join(set_here), file=sys.stderr, flush=True)
+        asking_for_help = any(arg in ("-h", "--help") for arg in sys.argv[1:])
+        if not cache.exists() and not asking_for_help and os.environ.get("JAX_PROCESS_ID", "0") == "0":
+            print(f"gptjax keeps compiled steps in {cache} for the next run ({COMPILATION_CACHE_OFF}=0 turns "
+                  "that off)", file=sys.stderr, flush=True)
+
+
+def settings() -> dict[str, str | None]:
+    """The environment variables that gptjax sets or reads to run faster, as they are now."""
+    return {name: os.environ.get(name) for name in ("GLIBC_TUNABLES", "XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
 
 
 def describe() -> str:
     """The settings a measurement ran under, for the line above its numbers."""
-    return (f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}, "
-            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')}, "
-            f"JAX_COMPILATION_CACHE_DIR={os.environ.get('JAX_COMPILATION_CACHE_DIR', '(unset)')}")
+    return ", ".join(f"{name}={value or '(unset)'}" for name, value in settings().items())

@@ -18,7 +18,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from gptjax import attention, checkpoint, data, flops, hellaswag, sharding, start
+from gptjax import attention, checkpoint, data, environment, flops, hellaswag, sharding, start
 from gptjax.errors import UsageError
 from gptjax.lock import RunLock
 from gptjax.model import GPTConfig
@@ -206,7 +206,7 @@ def _open_records(config: ml_collections.ConfigDict, it: int, vocab_size: int, m
     out_dir.mkdir(parents=True, exist_ok=True)
     if not main_process:
         return Reporter(out_dir / "metrics.jsonl", start=it, total=config.max_iters, active=False)
-    record = {**config.to_dict(), "vocab_size": vocab_size}
+    record = {**config.to_dict(), "vocab_size": vocab_size, "environment": environment.settings()}
     (out_dir / "config.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     if config.init_from == "resume" and (aside := _set_records_aside(out_dir / "metrics.jsonl", it)):
         warn(f"metrics.jsonl had rows past iteration {it}, the checkpoint resumed: moved to {aside}")

@@ -74,7 +74,8 @@ def test_resume_continues_the_runs_own_settings_and_says_what_the_command_line_c
     recorded = json.loads((tmp_path / "out/config.json").read_text())
     first_run = from_command_line(["train.py", *tiny_run_args(tmp_path, max_iters=8)])
     assert recorded == {**first_run.to_dict(), "max_iters": 10, "init_from": "resume", "attention": "masked",
-                        "mesh": {"data": 1, "fsdp": 1}, "vocab_size": 41}  # the last three as resolved
+                        "mesh": {"data": 1, "fsdp": 1}, "vocab_size": 41,  # as resolved
+                        "environment": recorded["environment"]}
     assert [r["iter"] for r in rows(tmp_path / "out") if "loss" in r] == list(range(10))
 
 

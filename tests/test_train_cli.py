@@ -45,6 +45,7 @@ def assert_start_up_says_what_trains_on_what(result: subprocess.CompletedProcess
     recorded = json.loads((tmp_path / out / "config.json").read_text())
     assert recorded["mesh"] == {"data": 1, "fsdp": 1} and recorded["attention"] == "masked"
     assert recorded["vocab_size"] == vocab and recorded["n_embd"] == 16 and recorded["weight_decay"] == 0.1
+    assert "--xla_cpu_experimental_ynn_fusion_type" in recorded["environment"]["XLA_FLAGS"]  # how it ran
 
 
 def test_a_run_says_what_it_does_and_records_every_step(tmp_path):
