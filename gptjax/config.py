@@ -23,6 +23,27 @@ INIT_FROM = ("scratch", "resume", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"
 NOT_CONFIG_KEYS = ("vocab_size", "gelu_approximate")
 
 
+# nanoGPT's options that gptjax has no key for, and what to do instead.
+NANOGPT_ONLY = {
+    "device": "JAX chooses the device; JAX_PLATFORMS=cpu runs on the CPU",
+    "compile": "gptjax always compiles its steps (jax.jit)",
+    "backend": "a multi-host run joins with JAX_COORDINATOR_ADDRESS (docs/scaling.md)",
+}
+# nanoGPT's config/*.py recipes whose gptjax recipe has another name (finetune_shakespeare and
+# eval_gpt2 have the same).
+NANOGPT_RECIPES = {"train_shakespeare_char": "char", "train_gpt2": "gpt2", "eval_gpt2_medium": "eval_gpt2:gpt2-medium",
+                   "eval_gpt2_large": "eval_gpt2:gpt2-large", "eval_gpt2_xl": "eval_gpt2:gpt2-xl"}
+
+
+def nanogpt_only(option: str) -> UsageError | None:
+    """The error for one of nanoGPT's options that gptjax has no use for (`option` as given:
+    --device=cpu, --config.compile=False); None for any other."""
+    key = option.lstrip("-").removeprefix("config.").split("=", 1)[0]
+    if key not in NANOGPT_ONLY:
+        return None
+    return UsageError(f"{option.split('=', 1)[0]} is nanoGPT's: {NANOGPT_ONLY[key]}; leave it out")
+
+
 def default_config() -> ml_collections.ConfigDict:
     """nanoGPT's train.py defaults (GPT-2 124M on OpenWebText), plus gptjax's own keys."""
     c = ml_collections.ConfigDict()
@@ -186,6 +207,10 @@ def resolve_config_file(spec: str) -> str:
         path = str(_recipe_folder() / f"{path}.py")
     if not Path(path).is_file():
         recipe = Path(path).name.removesuffix(".py")
+        if recipe in NANOGPT_RECIPES:
+            ours = NANOGPT_RECIPES[recipe]
+            raise UsageError(f"{path} is nanoGPT's recipe; gptjax's is --config {ours} (configs/"
+                             f"{ours.split(':')[0]}.py{':' + ours.split(':')[1] if ':' in ours else ''})")
         if recipe in recipes():  # configs/char.py from outside the clone: the recipe ships with gptjax
             raise UsageError(f"config file {Path(path).absolute()} does not exist: for the recipe that ships with "
                              f"gptjax, pass --config {recipe}{colon}{arg}")
@@ -229,6 +254,9 @@ def from_command_line(argv: list[str]) -> ml_collections.ConfigDict:
     """The config that `--config FILE --config.key=value ...` describes, validated."""
     argv = _with_config_flag(argv)
     valid = _all_keys(load_config_file(argv[1].split("=", 1)[1]))
+    for arg in argv[2:]:
+        if arg.startswith("-") and (nanogpt := nanogpt_only(arg)):
+            raise nanogpt
     for key in command_line_keys(argv):
         if key not in valid:
             raise UsageError(f"unknown config key {key!r}; closest valid keys: {_closest_keys(key, valid)}")

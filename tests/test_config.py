@@ -135,3 +135,20 @@ def test_nanogpt_habits_are_understood_or_answered_with_the_right_spelling():
     assert (c.n_embd, c.max_iters) == (128, 10)
     with pytest.raises(UsageError, match=r"unknown option --max_iters=10: did you mean --config.max_iters=10\?"):
         from_command_line(["train.py", "configs/char_cpu.py", "--max_iters=10"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["configs/char.py", "--config.device=cpu"], "--config.device is nanoGPT's: JAX chooses the device; "
+                                                 "JAX_PLATFORMS=cpu runs on the CPU; leave it out"),
+    (["configs/char.py", "--device=mps"], "--device is nanoGPT's: JAX chooses the device"),
+    (["configs/char.py", "--config.compile=False"], "--config.compile is nanoGPT's: gptjax always compiles its steps"),
+    (["configs/char.py", "--backend=nccl"], "--backend is nanoGPT's: a multi-host run joins with JAX_COORDINATOR"),
+    (["config/train_shakespeare_char.py"], "config/train_shakespeare_char.py is nanoGPT's recipe; gptjax's is "
+                                           r"--config char \(configs/char.py\)$"),
+    (["--config", "config/train_gpt2.py"], r"gptjax's is --config gpt2 \(configs/gpt2.py\)$"),
+    (["config/eval_gpt2_large.py"], r"gptjax's is --config eval_gpt2:gpt2-large \(configs/eval_gpt2.py:gpt2-large\)$"),
+])
+def test_nanogpts_options_and_recipes_that_gptjax_spells_otherwise_are_answered(argv, message):
+    with pytest.raises(UsageError, match=message) as error:
+        from_command_line(["train.py", *argv])
+    assert "\n" not in str(error.value) and "closest valid keys" not in str(error.value)
