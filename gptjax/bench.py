@@ -41,7 +41,7 @@ from flax import nnx
 
 from gptjax import flops, optim, sharding
 from gptjax.config import from_command_line, model_config
-from gptjax.errors import UsageError, make_folder, out_of_memory
+from gptjax.errors import OptionParser, UsageError, make_folder, out_of_memory
 from gptjax.generation import generate, generate_uncached
 from gptjax.model import GPT, GPTConfig
 from gptjax.step import TrainState, eval_step, train_step
@@ -205,8 +205,8 @@ def sampling(config: ml_collections.ConfigDict, max_new_tokens: int, batch_size:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0],
-                                     usage=__doc__.splitlines()[2].strip())
+    parser = OptionParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0],
+                          usage=__doc__.splitlines()[2].strip())
     parser.add_argument("--steps", type=int, default=10, help="timed iterations after two warm-up ones")
     parser.add_argument("--sample", action="store_true", help="also time generation")
     parser.add_argument("--max_new_tokens", type=int, default=500, help="tokens per generation (--sample)")
@@ -225,8 +225,8 @@ def _row(name: str, value) -> str:
 
 
 def main(argv: list[str]) -> None:
-    args, config_argv = parse_args(argv)
     try:
+        args, config_argv = parse_args(argv)
         if args.steps < 1 or args.max_new_tokens < 1:
             raise UsageError("--steps and --max_new_tokens must be >= 1")
         environment.use_measured_xla_flags()

@@ -13,7 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from gptjax import optim
-from gptjax.errors import UsageError
+from gptjax.errors import UsageError, nanogpt_only
 from gptjax.model import GPTConfig
 from gptjax.tokenizers import TOKENIZERS
 
@@ -23,25 +23,10 @@ INIT_FROM = ("scratch", "resume", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"
 NOT_CONFIG_KEYS = ("vocab_size", "gelu_approximate")
 
 
-# nanoGPT's options that gptjax has no key for, and what to do instead.
-NANOGPT_ONLY = {
-    "device": "JAX chooses the device; JAX_PLATFORMS=cpu runs on the CPU",
-    "compile": "gptjax always compiles its steps (jax.jit)",
-    "backend": "a multi-host run joins with JAX_COORDINATOR_ADDRESS (docs/scaling.md)",
-}
 # nanoGPT's config/*.py recipes whose gptjax recipe has another name (finetune_shakespeare and
 # eval_gpt2 have the same).
 NANOGPT_RECIPES = {"train_shakespeare_char": "char", "train_gpt2": "gpt2", "eval_gpt2_medium": "eval_gpt2:gpt2-medium",
                    "eval_gpt2_large": "eval_gpt2:gpt2-large", "eval_gpt2_xl": "eval_gpt2:gpt2-xl"}
-
-
-def nanogpt_only(option: str) -> UsageError | None:
-    """The error for one of nanoGPT's options that gptjax has no use for (`option` as given:
-    --device=cpu, --config.compile=False); None for any other."""
-    key = option.lstrip("-").removeprefix("config.").split("=", 1)[0]
-    if key not in NANOGPT_ONLY:
-        return None
-    return UsageError(f"{option.split('=', 1)[0]} is nanoGPT's: {NANOGPT_ONLY[key]}; leave it out")
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -1,6 +1,9 @@
 """The exceptions the programs print as one-line errors (bad input from the user, and work that
-stopped part way), and the check of an output folder that they share."""
+stopped part way), the option parser that raises them, and the check of an output folder that
+they share."""
 
+import argparse
+import difflib
 import tempfile
 from pathlib import Path
 
@@ -38,3 +41,40 @@ def make_folder(folder: Path, option: str) -> None:
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
         raise cannot_write(folder, option, e) from None
+
+
+# nanoGPT's options that gptjax has no use for, and what to do instead (train.py's config and the
+# other programs' options alike).
+NANOGPT_ONLY = {
+    "device": "JAX chooses the device; JAX_PLATFORMS=cpu runs on the CPU",
+    "compile": "gptjax always compiles its steps (jax.jit)",
+    "backend": "a multi-host run joins with JAX_COORDINATOR_ADDRESS (docs/scaling.md)",
+}
+
+
+def nanogpt_only(option: str) -> UsageError | None:
+    """The error for one of nanoGPT's options that gptjax has no use for (`option` as given:
+    --device=cpu, --config.compile=False); None for any other."""
+    key = option.lstrip("-").removeprefix("config.").split("=", 1)[0]
+    if key not in NANOGPT_ONLY:
+        return None
+    return UsageError(f"{option.split('=', 1)[0]} is nanoGPT's: {NANOGPT_ONLY[key]}; leave it out")
+
+
+class OptionParser(argparse.ArgumentParser):
+    """argparse's parser, whose mistakes (an unknown option, a bad value or choice, a missing
+    argument) raise UsageError in one line, naming the closest valid options, instead of
+    printing the usage block and exiting."""
+
+    def error(self, message: str):
+        unknown = message.partition("unrecognized arguments: ")[2].split()
+        for option in unknown:
+            if nanogpt := nanogpt_only(option):
+                raise nanogpt
+        if not unknown:  # a bad value or choice, a missing argument: argparse's message says which
+            raise UsageError(message)
+        options = [o for o in self._option_string_actions if o.startswith("--")]
+        closest = [match for option in unknown if option.startswith("-")
+                   for match in difflib.get_close_matches(option.split("=", 1)[0], options, n=1, cutoff=0.7)]
+        hint = f"did you mean {', '.join(dict.fromkeys(closest))}?" if closest else f"{self.prog} --help lists them"
+        raise UsageError(f"{message}; {hint}")

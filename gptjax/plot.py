@@ -7,12 +7,11 @@ metrics.jsonl into one PNG, a line per run and split, with a legend.
 FILE defaults to the first OUT_DIR's loss.png. Needs matplotlib (the plot extra).
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from gptjax.errors import UsageError
+from gptjax.errors import OptionParser, UsageError
 from gptjax.render import pyplot
 
 SIZE_INCHES, DPI = (10, 7), 100  # a 1000 x 700 pixel image
@@ -79,13 +78,12 @@ def plot(out_dirs: list[Path], output: Path) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0])
+    parser = OptionParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dirs", nargs="+", type=Path, help="training runs' out_dir")
     parser.add_argument("--output", type=Path, help="the PNG to write (default: the first OUT_DIR/loss.png)")
-    args = parser.parse_args(argv[1:])
-    output = args.output or args.out_dirs[0] / "loss.png"
     try:
-        written = plot(args.out_dirs, output)
+        args = parser.parse_args(argv[1:])
+        written = plot(args.out_dirs, args.output or args.out_dirs[0] / "loss.png")
     except UsageError as e:
         sys.exit(f"{Path(argv[0]).name}: error: {e}")
     print(f"wrote {written.absolute()}")

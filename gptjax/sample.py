@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from gptjax import checkpoint
-from gptjax.errors import UsageError
+from gptjax.errors import OptionParser, UsageError
 from gptjax.generation import generate
 from gptjax.model import DTYPES, GPT
 from gptjax.pretrained import from_pretrained
@@ -42,7 +42,7 @@ def add_model_options(parser: argparse.ArgumentParser, purpose: str) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The options of argv (argv[0] is the program's name)."""
-    parser = argparse.ArgumentParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0])
+    parser = OptionParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0])
     add_model_options(parser, "sample from")
     parser.add_argument("--start", default="\n", help="the prompt, or FILE:path to read it from a file")
     parser.add_argument("--num_samples", type=int, default=10)
@@ -90,9 +90,9 @@ def read_prompt(start: str, option: str = "--start") -> str:
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv)
     environment.use_measured_xla_flags()
     try:
+        args = parse_args(argv)
         if args.num_samples < 1 or args.max_new_tokens < 1:
             raise UsageError("--num_samples and --max_new_tokens must be >= 1")
         model, vocab, _ = load(args.init_from, Path(args.out_dir), args.dtype, args.checkpoint)

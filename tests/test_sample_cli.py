@@ -51,3 +51,21 @@ def test_a_directory_inside_a_run_names_the_run(out_dir):
     for inside in (out_dir / "checkpoints/0", out_dir / "checkpoints"):
         message = cli_error("sample.py", f"--out_dir={inside}")
         assert f"{inside} is inside the run {out_dir}: pass the run directory {out_dir} as out_dir" in message
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("sample.py", ["--tempreature=0.5"], "unrecognized arguments: --tempreature=0.5; did you mean --temperature?"),
+    ("sample.py", ["--top-k=5"], "unrecognized arguments: --top-k=5; did you mean --top_k?"),
+    ("sample.py", ["--checkpoint=bets"], "argument --checkpoint: invalid choice: 'bets' (choose from 'auto', "),
+    ("sample.py", ["--num_samples=x"], "argument --num_samples: invalid int value: 'x'"),
+    ("sample.py", ["--device=cuda"], "--device is nanoGPT's: JAX chooses the device; JAX_PLATFORMS=cpu runs on the "
+                                     "CPU; leave it out"),
+    ("sample.py", ["--compile=False"], "--compile is nanoGPT's: gptjax always compiles its steps"),
+    ("explain.py", ["--out_dir=out"], "the following arguments are required: --text"),
+    ("explain.py", ["--text=a", "--lyers=0"], "unrecognized arguments: --lyers=0; did you mean --layers?"),
+    ("plot.py", [], "the following arguments are required: out_dirs"),
+    ("plot.py", ["out", "--ouput=a.png"], "unrecognized arguments: --ouput=a.png; did you mean --output?"),
+    ("bench.py", ["--config", "char_cpu", "--steps=many"], "argument --steps: invalid int value: 'many'"),
+])
+def test_every_program_answers_a_mistaken_option_in_one_line(script, args, message):
+    assert cli_error(script, *args).startswith(f"{script}: error: {message}")
