@@ -9,6 +9,7 @@ import importlib
 
 _MODULE_OF = {
     "GPT": "model", "GPTConfig": "model", "CharVocab": "tokenizers", "GPT2Tokenizer": "tokenizers",
+    "IncrementalDecoder": "tokenizers",
     "input_target_windows": "data", "cross_entropy": "step", "TrainState": "step", "train_step": "step",
     "eval_step": "step", "adamw": "optim", "lr_schedule": "optim", "generate": "generation",
     "generate_uncached": "generation", "default_config": "config", "UsageError": "errors", "Interrupted": "errors",

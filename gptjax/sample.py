@@ -24,7 +24,7 @@ from gptjax.errors import OptionParser, UsageError
 from gptjax.generation import generate
 from gptjax.model import DTYPES, GPT
 from gptjax.pretrained import from_pretrained
-from gptjax.tokenizers import GPT2Tokenizer, Tokenizer, from_description
+from gptjax.tokenizers import GPT2Tokenizer, IncrementalDecoder, Tokenizer, from_description
 
 
 def add_model_options(parser: argparse.ArgumentParser, purpose: str) -> None:
@@ -101,8 +101,10 @@ def main(argv: list[str]) -> None:
             raise UsageError("the prompt is empty: pass --start with at least one character")
         prompt_ids = encode(vocab, prompt, "prompt")[None]
 
+        text = IncrementalDecoder(vocab)  # a character split across tokens is printed whole
+
         def stream(tokens) -> None:  # one function for every sample, so generate compiles once
-            sys.stdout.write(vocab.decode(tokens))
+            sys.stdout.write(text(tokens))
             sys.stdout.flush()
 
         streaming = sys.stdout.isatty()
@@ -115,7 +117,7 @@ def main(argv: list[str]) -> None:
                 overflow_context=args.overflow_context, on_token=stream if streaming else None,
             )
             jax.effects_barrier()  # every streamed token is printed before the separator
-            print("" if streaming else vocab.decode(out[0]))
+            print(text.flush() if streaming else vocab.decode(out[0]))
             print("---------------", flush=True)
     except UsageError as e:
         sys.exit(f"{Path(argv[0]).name}: error: {e}")

@@ -4,6 +4,7 @@ Each tokenizer describes itself as a small JSON-able dict, stored with prepared 
 checkpoints, so sampling decodes with exactly the tokenizer the model was trained on.
 """
 
+import codecs
 from collections.abc import Iterable
 
 import numpy as np
@@ -93,6 +94,26 @@ class GPT2Tokenizer:
 
 
 Tokenizer = CharVocab | GPT2Tokenizer
+
+
+class IncrementalDecoder:
+    """Text from tokens that arrive a few at a time (a sample as it is generated): each call
+    returns the text its tokens complete, holding back the bytes of a character split across
+    tokens (GPT-2's BPE splits most CJK characters and emoji so) until its last byte arrives,
+    where decoding each call's tokens alone would print U+FFFD for every part."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self._tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def __call__(self, ids: Iterable[int]) -> str:
+        return self._utf8.decode(b"".join(self._tokenizer.pieces(ids)))
+
+    def flush(self) -> str:
+        """At the end of a text: what is held back (U+FFFD for a character cut short), then start over."""
+        rest = self._utf8.decode(b"", final=True)
+        self._utf8.reset()
+        return rest
 
 
 def from_description(description: dict) -> Tokenizer:

@@ -49,3 +49,18 @@ def test_gpt2_dataset_preparation_uses_the_bpe(tmp_path):
     assert restored.describe() == {"kind": "gpt2"}
     tokens = np.concatenate([splits["train"], splits["val"]])
     np.testing.assert_array_equal(tokens, np.append(tokenizer.encode(corpus.read_text()), tokenizer.eot))
+
+
+def test_text_streamed_a_token_at_a_time_keeps_characters_split_across_tokens_whole():
+    gpt2 = gpt2_tokenizer()
+    text = "如何理解gpt的原理 🙂 naïve\n"
+    ids = gpt2.encode(text)
+    assert "\ufffd" in "".join(gpt2.decode([i]) for i in ids)  # each token alone: broken characters
+    stream = gptjax.IncrementalDecoder(gpt2)
+    parts = [stream([i]) for i in ids]
+    assert "".join(parts) == text and stream.flush() == ""
+    assert "" in parts  # a token that ends within a character gives nothing yet
+    stream(gpt2.encode("🙂")[:1])  # a text that stops within a character
+    assert stream.flush() == "\ufffd" and stream(gpt2.encode("ok")) == "ok"  # then it starts over
+    chars = gptjax.CharVocab.from_text(text)
+    assert "".join(gptjax.IncrementalDecoder(chars)([i]) for i in chars.encode(text)) == text
