@@ -110,6 +110,18 @@ def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, say: Ca
         say("For a run of a few minutes on a CPU: python train.py --config configs/char_cpu.py")
 
 
+def _too_little_data(config: ml_collections.ConfigDict, n_params: int, n_train: int) -> str | None:
+    """A warning for a model trained from scratch on so few tokens that it can only memorise them:
+    fewer than 10 iterations' worth, or 20 parameters or more to each token; None otherwise."""
+    tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
+    if config.init_from != "scratch" or (n_train >= 10 * tokens_per_iter and 20 * n_train > n_params):
+        return None
+    return (f"the training split has only {n_train:,} tokens for {_count(n_params, 'parameter')} ("
+            f"{n_train / tokens_per_iter:.1f} iterations' worth): the model will memorise it rather than learn to "
+            "continue such text; give a longer text (a few hundred thousand characters or more), or a smaller model "
+            "(--config.n_layer, --config.n_embd)")
+
+
 def _resolved_run(config: ml_collections.ConfigDict, mesh: Mesh) -> ml_collections.ConfigDict:
     """config as the run really is: the mesh's shape and the attention path that trains."""
     resolved = config.copy_and_resolve_references()
@@ -244,6 +256,8 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
         for line in _summary(config, run.model_cfg, source_cfg, run.n_params, run.it, best_val_loss, tokenizer,
                              splits):
             say(line)
+        if not config.eval_only and (too_little := _too_little_data(config, run.n_params, len(splits["train"]))):
+            warn(too_little)
         if jax.default_backend() == "cpu" and not config.eval_only and run.it < config.max_iters:
             _estimate_cpu_time(state, splits, config, run.it, say, mesh)
         if stop is not None:

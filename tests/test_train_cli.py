@@ -180,3 +180,16 @@ def test_a_diverged_evaluation_is_recorded_as_null_said_in_the_log_and_never_the
         capsys.readouterr().out)
     assert checkpoint.steps(tmp_path / "out") == [0, 10]  # the newest, and the best: the finite one
     assert checkpoint.choose(tmp_path / "out", "best")[0][0] == 0
+
+
+def test_a_text_too_short_for_the_model_is_warned_of_as_memorisation():
+    char_cpu = from_command_line(["train.py", "--config", "char_cpu"])
+    # the README's "your own text" on a page of text: 2,057 training characters for 795,904 parameters
+    warning = loop._too_little_data(char_cpu, 795_904, 2_057)
+    assert warning.startswith("the training split has only 2,057 tokens for 795,904 parameters (2.7 iterations' "
+                              "worth): the model will memorise it")
+    assert loop._too_little_data(char_cpu, 795_904, 1_003_854) is None  # tinyshakespeare
+    char = from_command_line(["train.py", "--config", "char"])
+    assert loop._too_little_data(char, 10_745_088, 1_003_854) is None  # nanoGPT's own recipe, which overfits late
+    char.init_from = "gpt2"  # finetuning a large model on a small text is what finetuning is
+    assert loop._too_little_data(char, 124_000_000, 300_000) is None
