@@ -41,7 +41,7 @@ from flax import nnx
 
 from gptjax import flops, optim, sharding
 from gptjax.config import from_command_line, model_config
-from gptjax.errors import OptionParser, UsageError, make_folder, out_of_memory
+from gptjax.errors import OptionParser, UsageError, make_folder, out_of_memory, program_name
 from gptjax.generation import generate, generate_uncached
 from gptjax.model import GPT, GPTConfig
 from gptjax.step import TrainState, eval_step, train_step
@@ -205,7 +205,7 @@ def sampling(config: ml_collections.ConfigDict, max_new_tokens: int, batch_size:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = OptionParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0],
+    parser = OptionParser(prog=program_name(argv[0]), description=__doc__.split("\n\n")[0],
                           usage=__doc__.splitlines()[2].strip())
     parser.add_argument("--steps", type=int, default=10, help="timed iterations after two warm-up ones")
     parser.add_argument("--sample", action="store_true", help="also time generation")
@@ -244,11 +244,11 @@ def main(argv: list[str]) -> None:
         if args.sample:
             results.update(sampling(config, args.max_new_tokens))
     except UsageError as e:
-        sys.exit(f"{Path(argv[0]).name}: error: {e}")
+        sys.exit(f"{program_name(argv[0])}: error: {e}")
     except Exception as e:  # a device out of memory is one line too; any other error keeps its traceback
         if (too_large := out_of_memory(e)) is None:
             raise
-        sys.exit(f"{Path(argv[0]).name}: error: {too_large}")
+        sys.exit(f"{program_name(argv[0])}: error: {too_large}")
     print(f"{' '.join(config_argv[1:])}: batch {config.gradient_accumulation_steps} x {config.batch_size} x "
           f"{config.block_size}, {config.dtype}, attention {config.attention}, mean of {args.steps} iterations; "
           f"{environment.describe()}")
@@ -258,7 +258,7 @@ def main(argv: list[str]) -> None:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"argv": config_argv[1:], "environment": environment.describe(), **results}, f, indent=2)
     if "profile_error" in results:
-        sys.exit(f"{Path(argv[0]).name}: error: --profile failed, the measurements above stand: "
+        sys.exit(f"{program_name(argv[0])}: error: --profile failed, the measurements above stand: "
                  f"{results['profile_error']}")
 
 

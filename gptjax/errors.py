@@ -4,6 +4,8 @@ they share."""
 
 import argparse
 import difflib
+import itertools
+import sys
 import tempfile
 from pathlib import Path
 
@@ -15,6 +17,14 @@ class UsageError(ValueError):
 class Interrupted(UsageError):
     """Work stopped part way (Ctrl-C, a signal, a stream that broke off): what it did is kept, and
     running it again continues it."""
+
+
+def program_name(argv0: str) -> str:
+    """The program as the user ran it, to begin its messages: "train.py" from a clone, "python -m
+    gptjax.train" as a module."""
+    module, ran = f"gptjax.{Path(argv0).stem}", getattr(sys, "orig_argv", [])
+    as_module = any(a == "-m" and b == module for a, b in itertools.pairwise(ran))
+    return f"python -m {module}" if as_module else Path(argv0).name
 
 
 def out_of_memory(error: Exception) -> UsageError | None:

@@ -27,7 +27,7 @@ from flax import nnx
 from numpy.typing import ArrayLike
 
 from gptjax import attention, render
-from gptjax.errors import OptionParser, UsageError, make_folder
+from gptjax.errors import OptionParser, UsageError, make_folder, program_name
 from gptjax.model import GPT, CausalSelfAttention
 from gptjax.sample import add_model_options, encode, load, read_prompt
 from gptjax.step import token_losses
@@ -163,7 +163,7 @@ def parse_choice(value: str | None, count: int, default: list[int], what: str) -
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The options of argv (argv[0] is the program's name)."""
-    parser = OptionParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0])
+    parser = OptionParser(prog=program_name(argv[0]), description=__doc__.split("\n\n")[0])
     add_model_options(parser, "look inside")
     parser.add_argument("--text", required=True, help="the text to run through the model, or FILE:path")
     parser.add_argument("--length", type=int, default=None,
@@ -227,7 +227,7 @@ def main(argv: list[str]) -> None:
     try:
         output = explain(parse_args(argv))
     except UsageError as e:
-        sys.exit(f"{Path(argv[0]).name}: error: {e}")
+        sys.exit(f"{program_name(argv[0])}: error: {e}")
     print(f"wrote attention.png, surprise.html and predictions.txt to {output.absolute()}")
 
 

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from gptjax.errors import OptionParser, UsageError
+from gptjax.errors import OptionParser, UsageError, program_name
 from gptjax.render import pyplot
 
 SIZE_INCHES, DPI = (10, 7), 100  # a 1000 x 700 pixel image
@@ -78,14 +78,14 @@ def plot(out_dirs: list[Path], output: Path) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    parser = OptionParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0])
+    parser = OptionParser(prog=program_name(argv[0]), description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dirs", nargs="+", type=Path, help="training runs' out_dir")
     parser.add_argument("--output", type=Path, help="the PNG to write (default: the first OUT_DIR/loss.png)")
     try:
         args = parser.parse_args(argv[1:])
         written = plot(args.out_dirs, args.output or args.out_dirs[0] / "loss.png")
     except UsageError as e:
-        sys.exit(f"{Path(argv[0]).name}: error: {e}")
+        sys.exit(f"{program_name(argv[0])}: error: {e}")
     print(f"wrote {written.absolute()}")
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from gptjax import sources
-from gptjax.errors import Interrupted, UsageError, make_folder
+from gptjax.errors import Interrupted, UsageError, make_folder, program_name
 from gptjax.sources import Piece, write_atomically
 from gptjax.tokenizers import CharVocab, GPT2Tokenizer, Tokenizer, from_description
 
@@ -161,7 +161,7 @@ def _progress(enabled: bool):
         return None
     from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("preparing: {task.fields[documents]:,} documents, {task.fields[tokens]:,} tokens, "
+    return Progress(TextColumn("preparing: documents {task.fields[documents]:,}, tokens {task.fields[tokens]:,}, "
                                "{task.fields[mb]:,.0f} MB at {task.fields[rate]:,.1f} MB/s"), TimeElapsedColumn())
 
 
@@ -403,7 +403,7 @@ def main(argv: list[str]) -> None:
                         announce=lambda line: print(line, flush=True), val_fraction=config.val_fraction,
                         text_key=config.text_key, num_proc=config.num_proc)
     except UsageError as e:
-        sys.exit(f"{Path(argv[0]).name}: error: {e}")
+        sys.exit(f"{program_name(argv[0])}: error: {e}")
     except KeyboardInterrupt:  # before the preparation began: nothing to keep
         sys.exit(130)
     finally:

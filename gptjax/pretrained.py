@@ -112,7 +112,7 @@ def _download(name: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise UsageError(f"loading {name!r} needs huggingface_hub: pip install -e '.[gpt2]'") from None
+        raise UsageError(f"loading {name!r} needs huggingface_hub: pip install huggingface_hub safetensors") from None
     try:
         return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors"]))
     except Exception as e:  # offline and not cached, or the Hub refused: say what to do instead

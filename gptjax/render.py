@@ -22,7 +22,7 @@ def pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise UsageError('pictures need matplotlib: pip install matplotlib (or pip install -e ".[plot]")') from None
+        raise UsageError('pictures need matplotlib: pip install matplotlib') from None
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 

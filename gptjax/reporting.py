@@ -16,8 +16,7 @@ Sink = Callable[[dict], None]  # takes one record: {"iter": ..., name: value or 
 
 
 def _missing(package: str, key: str, extra: str) -> UsageError:
-    return UsageError(f"config.{key} needs the {package} package: pip install {package} "
-                      f"(or gptjax's extra: pip install -e \".[{extra}]\")")
+    return UsageError(f"config.{key} needs the {package} package: pip install {package} (gptjax's {extra} extra)")
 
 
 class WandbSink:

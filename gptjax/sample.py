@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from gptjax import checkpoint
-from gptjax.errors import OptionParser, UsageError
+from gptjax.errors import OptionParser, UsageError, program_name
 from gptjax.generation import generate
 from gptjax.model import DTYPES, GPT
 from gptjax.pretrained import from_pretrained
@@ -42,7 +42,7 @@ def add_model_options(parser: argparse.ArgumentParser, purpose: str) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The options of argv (argv[0] is the program's name)."""
-    parser = OptionParser(prog=Path(argv[0]).name, description=__doc__.split("\n\n")[0])
+    parser = OptionParser(prog=program_name(argv[0]), description=__doc__.split("\n\n")[0])
     add_model_options(parser, "sample from")
     parser.add_argument("--start", default="\n", help="the prompt, or FILE:path to read it from a file")
     parser.add_argument("--num_samples", type=int, default=10)
@@ -120,7 +120,7 @@ def main(argv: list[str]) -> None:
             print(text.flush() if streaming else vocab.decode(out[0]))
             print("---------------", flush=True)
     except UsageError as e:
-        sys.exit(f"{Path(argv[0]).name}: error: {e}")
+        sys.exit(f"{program_name(argv[0])}: error: {e}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
+
+from gptjax.errors import program_name
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -20,7 +21,7 @@ def exit_status(signum: int) -> int:
 
 def _exit_at_once(signum: int, frame=None) -> None:
     name = signal.Signals(signum).name
-    os.write(2, f"{Path(sys.argv[0]).name}: stopped by {name} while starting; nothing was written\n".encode())
+    os.write(2, f"{program_name(sys.argv[0])}: stopped by {name} while starting; nothing was written\n".encode())
     os._exit(exit_status(signum))
 
 

@@ -62,7 +62,7 @@ class GPT2Tokenizer:
         try:
             import tiktoken
         except ImportError:
-            raise UsageError("the gpt2 tokenizer needs tiktoken: pip install -e '.[gpt2]'") from None
+            raise UsageError("the gpt2 tokenizer needs tiktoken: pip install tiktoken") from None
         try:
             self._encoding = tiktoken.get_encoding("gpt2")
         except Exception as e:  # its BPE files are downloaded on first use

@@ -20,12 +20,11 @@ if __name__ == "__main__":  # before JAX loads: this may re-execute the program 
 
 import signal
 import sys
-from pathlib import Path
 
 import jax
 
 from gptjax.config import command_line_keys, from_command_line
-from gptjax.errors import Interrupted, UsageError, out_of_memory
+from gptjax.errors import Interrupted, UsageError, out_of_memory, program_name
 from gptjax.loop import train
 from gptjax.sharding import initialize_distributed
 from gptjax.start import resumed_settings
@@ -40,7 +39,7 @@ def main(argv: list[str]) -> None:
     if "-h" in argv or "--help" in argv:
         print(__doc__.strip())
         return
-    program, stop = Path(argv[0]).name, stopping.StopRequest()
+    program, stop = program_name(argv[0]), stopping.StopRequest()
     try:
         environment.use_measured_xla_flags()
         # before anything touches a device, and before the handlers: joining a multi-host run

@@ -69,3 +69,10 @@ def test_a_directory_inside_a_run_names_the_run(out_dir):
 ])
 def test_every_program_answers_a_mistaken_option_in_one_line(script, args, message):
     assert cli_error(script, *args).startswith(f"{script}: error: {message}")
+
+
+def test_a_program_run_as_a_module_is_named_so_in_its_errors():
+    result = run_program(["-m", "gptjax.sample", "--tempreature=0.5"])
+    assert result.returncode == 1
+    assert result.stderr == ("python -m gptjax.sample: error: unrecognized arguments: --tempreature=0.5; did you mean "
+                             "--temperature?\n")
