@@ -339,6 +339,7 @@ class _Run:
             self.seconds["saving checkpoints"] += time.perf_counter() - waited
             total = time.perf_counter() - started
             self.seconds["training"] = total - sum(self.seconds.values())
+            self.report.end_progress()  # its last frame above the closing line, not below it
             self.report.message(f"done in {total:.1f} s: "
                                 + ", ".join(f"{s:.1f} s {what}" for what, s in self.seconds.items()))
         return losses
@@ -385,7 +386,9 @@ class _Run:
                 why = stop.reason() if signalled else "another process was signalled"
             self.save(why)
         if stopping:
-            self.report.message(f"stopped at iteration {self.it} on request")
+            self.report.end_progress()
+            self.report.message(f"stopped at iteration {self.it} on request: --config.init_from=resume continues "
+                                "from there")
         return stopping
 
     def save(self, why: str, val_loss: float | None = None) -> None:

@@ -120,9 +120,14 @@ class Reporter:
             line += f", mfu {values['mfu'] * 100:.2f}%"
         print(line, flush=True)
 
-    def close(self) -> None:
+    def end_progress(self) -> None:
+        """Draw the progress bar's last frame and take it off: later messages go below it."""
         if self._progress is not None:
             self._progress.stop()
+            self._progress = None
+
+    def close(self) -> None:
+        self.end_progress()
         if self._records is not None:
             self._records.close()
         for sink in self._sinks:

@@ -51,3 +51,26 @@ def test_every_record_is_a_json_line_with_the_documented_keys(tmp_path, monkeypa
 def test_an_inactive_reporter_prints_and_writes_nothing(tmp_path, monkeypatch):
     assert run_reporter(tmp_path / "metrics.jsonl", io.StringIO(), monkeypatch, active=False) == ""
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_the_bars_last_frame_comes_before_the_closing_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    report = Reporter(tmp_path / "metrics.jsonl", start=2, total=10)
+    report.log_step(2, STEP)
+    report.end_progress()
+    report.message("done in 1.0 s")
+    report.close()
+    printed = sys.stdout.getvalue()
+    assert "iter 3/10" in printed and printed.rstrip().endswith("done in 1.0 s")
+    assert printed.rindex("iter 3/10") < printed.rindex("done in 1.0 s")
+
+
+def test_non_finite_values_are_written_as_null_and_the_row_flagged(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    report = Reporter(tmp_path / "metrics.jsonl", start=0, total=10)
+    report.record(iter=5, train_loss=float("nan"), val_loss=float("inf"))
+    report.record(iter=6, train_loss=2.0, val_loss=2.5)
+    report.close()
+    rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert rows == ['{"iter": 5, "train_loss": null, "val_loss": null, "nonfinite": true}',
+                    '{"iter": 6, "train_loss": 2.0, "val_loss": 2.5}']
