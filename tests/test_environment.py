@@ -85,7 +85,7 @@ def test_help_starts_with_nothing_but_the_help(tmp_path):
                "JAX_COMPILATION_CACHE_DIR": None}
         result = run_program([*module.split(), "--help"], env=env)
         assert result.returncode == 0 and result.stderr == "", result.stderr
-        assert result.stdout.startswith(("Train a GPT.", "usage: sample.py"))
+        assert result.stdout.startswith(("Train a GPT.", "usage: python -m gptjax.sample"))
 
 
 def test_the_compilation_cache_lives_in_the_users_cache_folder_unless_they_chose_or_turned_it_off(tmp_path):
