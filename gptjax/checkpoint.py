@@ -130,6 +130,11 @@ def latest_step(out_dir: Path) -> int | None:
     return max(steps(out_dir), default=None)
 
 
+def _best(candidates: list[tuple[int, dict]]) -> set[int]:
+    """The step of the (step, metadata) candidates with the lowest finite val loss; empty if none has one."""
+    return retained({step: meta.get("val_loss") for step, meta in candidates}, keep=0)
+
+
 def retained(val_losses: dict[int, float | None], keep: int) -> set[int]:
     """The checkpoints to keep, given each one's own val loss (None: not an evaluation): the newest
     `keep`, and the one with the lowest finite val loss (the earliest of equals)."""
@@ -160,6 +165,7 @@ class Writer:
         self._failed = False  # a save failed (and was reported)
         self.newest = self._manager.latest_step()  # the newest checkpoint known to be complete
         self._val_losses = {step: _stored_val_loss(out_dir, step) for step in self._manager.all_steps()}
+
     def save(self, step: int, items: dict[str, Any], meta: dict, val_loss: float | None = None) -> None:
         """Write the pytrees `items` (by name) and the JSON-able `meta` as the checkpoint of
         `step`; val_loss (the evaluation at this step, if any) decides which one is the best."""
@@ -217,7 +223,8 @@ class Writer:
         try:
             write()
         except Exception as error:  # disk full, quota, permissions, I/O: one line, nothing earlier lost
-            step, self._pending, self._failed = (self._pending or (None,))[0], None, True
+            step = self._pending[0] if self._pending is not None else None
+            self._pending, self._failed = None, True
             self._remove_partial()  # and again at close(): orbax's threads may still be writing into it
             newest = f"{self._folder}/{self.newest}" if self.newest is not None else "none"
             raise UsageError(f"could not write the checkpoint {self._folder}/{step} ({_first_line(error)}); "
@@ -295,10 +302,8 @@ def choose(out_dir: Path, which: str = "newest", warn: Callable[[str], None] = p
         raise _none_readable(out_dir, skipped)
     if which == "auto":
         which = "newest" if candidates[0][1].get("config", {}).get("always_save_checkpoint", True) else "best"
-    if which == "best":
-        best = retained({step: meta.get("val_loss") for step, meta in candidates}, keep=0)
-        if best:
-            candidates.sort(key=lambda c: c[0] not in best)  # stable: the others stay newest first
+    if which == "best" and (best := _best(candidates)):
+        candidates.sort(key=lambda c: c[0] not in best)  # stable: the others stay newest first
     return candidates
 
 
@@ -367,7 +372,7 @@ def set_aside_newer(out_dir: Path, step: int) -> list[Path]:
 def _loading(out_dir: Path, step: int, meta: dict, candidates: list[tuple[int, dict]]) -> list[str]:
     """Which checkpoint of out_dir is loaded, and why, in a line; a second when that is the
     untrained model of iteration 0 while the run has later checkpoints."""
-    newest, best = max(s for s, _ in candidates), retained({s: m.get("val_loss") for s, m in candidates}, keep=0)
+    newest, best = max(s for s, _ in candidates), _best(candidates)
     why = " and ".join(reason for reason, holds in (("the newest", step == newest),
                                                     ("the lowest val loss", step in best)) if holds) or "readable"
     val_loss = meta.get("val_loss")

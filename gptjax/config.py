@@ -193,9 +193,9 @@ def resolve_config_file(spec: str) -> str:
     if not Path(path).is_file():
         recipe = Path(path).name.removesuffix(".py")
         if recipe in NANOGPT_RECIPES:
-            ours = NANOGPT_RECIPES[recipe]
-            raise UsageError(f"{path} is nanoGPT's recipe; gptjax's is --config {ours} (configs/"
-                             f"{ours.split(':')[0]}.py{':' + ours.split(':')[1] if ':' in ours else ''})")
+            name, ours_colon, ours_arg = NANOGPT_RECIPES[recipe].partition(":")
+            raise UsageError(f"{path} is nanoGPT's recipe; gptjax's is --config {NANOGPT_RECIPES[recipe]} "
+                             f"(configs/{name}.py{ours_colon}{ours_arg})")
         if recipe in recipes():  # configs/char.py from outside the clone: the recipe ships with gptjax
             raise UsageError(f"config file {Path(path).absolute()} does not exist: for the recipe that ships with "
                              f"gptjax, pass --config {recipe}{colon}{arg}")
