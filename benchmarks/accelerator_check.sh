@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What a CPU cannot check, in one go on one GPU or TPU host (meant to take 8 minutes on one H100):
+# What a CPU cannot check, in one go on one GPU or TPU host:
 #
 #   benchmarks/accelerator_check.sh [--tiny] [--corpus PATH] [OUT_DIR]
 #
@@ -20,7 +20,7 @@
 # 5. train.py --config char_fast (RoPE, QK-norm, Muon; 2500 iterations): when it first reaches 1.4697.
 # Prints a summary (with each stage's wall time) and writes OUT_DIR/accelerator_check.json
 # (OUT_DIR: out-accelerator-check).
-# --tiny runs every step at toy sizes, in seconds on a CPU (CI runs it so the script never rots).
+# --tiny runs every step at toy sizes: about 2 to 3 minutes on 2 CPU cores.
 # --corpus: tinyshakespeare's input.txt, for a machine with no network (else it is downloaded).
 # PYTHON picks the interpreter (default python3); the clone is put on its import path.
 set -euo pipefail
@@ -74,8 +74,7 @@ data=(--config.data_dir="$out/data")
 
 failed=() check_start=$EPOCHREALTIME
 : > "$out/wall_s.tsv"
-record_wall_s() {  # record_wall_s NAME START: seconds since START in OUT/wall_s.tsv (the check
-    # is meant to fit 8 minutes on one H100: these say which stage to shorten)
+record_wall_s() {  # record_wall_s NAME START: seconds since START in OUT/wall_s.tsv
     printf '%s\t%s\n' "$1" "$(awk "BEGIN {print $EPOCHREALTIME - $2}")" >> "$out/wall_s.tsv"
 }
 step() {  # step NAME COMMAND...: run it with its output in OUT/NAME.log; a failure does not stop the rest

@@ -1,9 +1,9 @@
 """configs/char_cpu.py (nanoGPT's laptop settings: 4 layers, 4 heads, 128 wide, block 64, batch
 12, float32 on a CPU) with the speedrun's changes (modded-nanogpt, nanochat) that bought
 iterations here (RoPE, QK-norm and Muon), and a learning-rate schedule as long as the run needs:
-400 iterations, a fifth of char_cpu's 2000, to a lower validation loss. docs/performance.md ("a
-faster recipe") has what each change bought, and the ones left out (RMSNorm, ReLU², an untied
-head, logit soft-capping, zero-initialised projections, the WSD schedule) that did not."""
+400 iterations, a fifth of char_cpu's 2000, to a lower validation loss. What each change bought,
+and the ones left out (RMSNorm, ReLU², an untied head, logit soft-capping, zero-initialised
+projections, the WSD schedule) that did not: docs/performance.md#the-faster-recipe."""
 
 import pathlib
 import runpy

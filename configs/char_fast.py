@@ -1,6 +1,6 @@
 """configs/char.py (nanoGPT's shakespeare_char, meant for a GPU) with the choices of
 configs/char_cpu_fast.py (RoPE, QK-norm and Muon) in half of char.py's iterations. Chosen on the
-CPU recipe (docs/performance.md, "a faster recipe"); not yet measured on a GPU."""
+CPU recipe (docs/performance.md#the-faster-recipe); not yet measured on a GPU."""
 
 import pathlib
 import runpy

@@ -44,7 +44,7 @@ def masked_attention(
     Every pass over a (B, H, T, S) array costs about as much as a dot product on a CPU (memory
     bound), so this makes as few as it can: 1/√d scales q rather than the scores, and the
     softmax's row sums divide the product with v, on (B, H, T, D), rather than the weights (a
-    per-row divisor commutes with the product and with dropout). Numbers: docs/performance.md.
+    per-row divisor commutes with the product and with dropout): docs/performance.md#attention-paths.
     """
     scores_BxHxTxS = causal_scores(q_BxHxTxD, k_BxHxSxD, mask)
     # The row maximum only keeps exp in range; it cancels, so no gradient needs to flow through it.
@@ -80,7 +80,7 @@ def resolve(requested: str, *, dropout_active: bool, dtype: jnp.dtype, head_dim:
 
     "auto" takes the masked path whenever attention dropout is on (the fast path has none), and
     otherwise the fast path only where cuDNN flash attention runs: everywhere else the masked
-    einsum path measured faster (python benchmarks/attention.py; docs/performance.md).
+    einsum path measured faster (docs/performance.md#attention-paths).
     """
     if requested == "fast":  # GPTConfig refuses "fast" together with dropout
         return "fast"

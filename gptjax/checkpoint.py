@@ -155,9 +155,9 @@ class Writer:
     def __init__(self, out_dir: Path, keep: int, background: bool):
         self._folder = _folder(out_dir)
         self._keep, self._background = keep, background
-        # The step's directories are made before save() returns: made in the background, a failure
-        # to make them (disk full, permissions) left orbax's writer threads waiting for them for its
-        # 5-minute barrier timeout, and the program could not exit until then (docs/performance.md).
+        # The step's directories are made before save() returns: made in the background, a failure to
+        # make them (disk full) left orbax's threads waiting for its 5-minute barrier timeout, and the
+        # program could not exit until then (docs/performance.md#background-checkpoints).
         options = ocp.CheckpointManagerOptions(enable_async_checkpointing=background, cleanup_tmp_directories=True,
                                                async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
         self._manager = ocp.CheckpointManager(self._folder, options=options)

@@ -1,5 +1,6 @@
 """The process environment the programs run in: XLA's flags, glibc's huge pages and JAX's
-compilation cache, set as measured to be faster (docs/performance.md) unless the user set them."""
+compilation cache, set as measured to be faster unless the user set them
+(docs/performance.md#huge-pages, docs/performance.md#xla-flags-on-the-cpu)."""
 
 import importlib.util
 import os

@@ -30,7 +30,7 @@ MLP_ACTIVATIONS = ("gelu", "relu2")
 # Vocabularies up to this size (characters, bytes) look their tokens up by a one-hot matmul, whose
 # gradient is a matmul. A lookup's gradient is a scatter-add, and on a GPU its atomic adds queue up
 # when most of a batch's tokens are a few characters: real text made the char step 4x slower than
-# random tokens on an H100 (docs/performance.md). The matmul costs 2·V·C FLOPs a token each way:
+# random tokens on an H100 (docs/performance.md#embedding-lookup). The matmul costs 2·V·C FLOPs a token each way:
 # nothing for 65 characters, a tenth of a GPT-2 step, which keeps the lookup.
 ONE_HOT_MAX_VOCAB = 1024
 
@@ -103,7 +103,7 @@ class GPTConfig:
 
 class Linear(nnx.Linear):
     """nnx.Linear applied to (..., in) as one 2-D matrix product: XLA's CPU backend ran the
-    backward pass of the 3-D form slower (docs/performance.md)."""
+    backward pass of the 3-D form slower (docs/performance.md#linear-layers-as-2-d-products)."""
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return super().__call__(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)

@@ -250,7 +250,7 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
     make_folder(dataset_dir, "config.data_dir")
     (dataset_dir / "meta.json").unlink(missing_ok=True)  # no meta.json: nothing here is complete any more
     # Where each document ends goes to a file, not a list: a list's memory grows with the documents,
-    # 8 million in OpenWebText, more in FineWeb-Edu's larger samples (docs/performance.md).
+    # 8 million in OpenWebText, more in FineWeb-Edu's larger samples (docs/performance.md#data-preparation).
     everything, document_ends = dataset_dir / ALL_TOKENS, dataset_dir / DOCUMENT_ENDS
     done, progress = dict(NOTHING_DONE), _progress(announce is not None)
     if progress is not None:

@@ -12,7 +12,7 @@ from gptjax import sharding
 from gptjax.model import GPT, GPTConfig
 
 # Dropout masks come from XLA's RngBitGenerator ("rbg"): cheaper bits than JAX's default threefry
-# (docs/performance.md).
+# (docs/performance.md#dropout-masks-from-rbg).
 DROPOUT_RNG = "rbg"
 
 
@@ -23,7 +23,7 @@ def token_losses(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
 
     Its gradient is written out (custom_vjp): softmax minus the target's one-hot, recomputed from
     the logits and their log-sum-exp. Autodiff kept a float32 (B, T, V) array of exp(logits) for
-    the backward pass besides the logits, the largest arrays of a GPT-2 step (docs/performance.md).
+    the backward pass besides the logits, the largest arrays of a GPT-2 step (docs/performance.md#the-loss-gradient).
     """
     return _token_losses_forward(logits_BxTxV, targets_BxT)[0]
 

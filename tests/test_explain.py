@@ -18,7 +18,7 @@ from gptjax import explain, render
 from gptjax.errors import UsageError
 from gptjax.step import token_losses
 
-CHINESE = "如何理解gpt的原理"  # the brief's example: input 如何理解gpt的原, target 何理解gpt的原理
+CHINESE = "如何理解gpt的原理"  # the README's example: input 如何理解gpt的原, target 何理解gpt的原理
 
 
 def ids(shape=(2, 16), vocab_size=23, seed=0) -> np.ndarray:

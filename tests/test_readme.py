@@ -19,7 +19,3 @@ def test_python_block_runs(page, index, code, tmp_path):
     # in a fresh Python outside the clone, with XLA's own defaults (not the tests' flags): as a user runs it
     result = run_program(["-c", code], env={"XLA_FLAGS": None}, cwd=tmp_path)
     assert result.returncode == 0, f"{page} python block {index}:\n{result.stderr[-3000:]}"
-
-
-def test_readme_stays_short():
-    assert len((REPO / "README.md").read_text(encoding="utf-8").splitlines()) <= 250
