@@ -9,12 +9,12 @@ import importlib
 
 _MODULE_OF = {
     "GPT": "model", "GPTConfig": "model", "CharVocab": "tokenizers", "GPT2Tokenizer": "tokenizers",
-    "IncrementalDecoder": "tokenizers",
+    "IncrementalDecoder": "tokenizers", "BPETokenizer": "tokenizers",
     "input_target_windows": "data", "cross_entropy": "step", "TrainState": "step", "train_step": "step",
     "eval_step": "step", "adamw": "optim", "lr_schedule": "optim", "generate": "generation",
     "generate_uncached": "generation", "default_config": "config", "UsageError": "errors", "Interrupted": "errors",
     "from_pretrained": "pretrained", "export_hf": "pretrained", "crop_block_size": "pretrained",
-    "checkpoint": None, "explain": None,  # the modules themselves
+    "checkpoint": None, "explain": None, "tokenizers": None,  # the modules themselves
 }
 __all__ = list(_MODULE_OF)
 

@@ -16,31 +16,36 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gptjax import attention, checkpoint, data, environment, flops, hellaswag, sharding, start
 from gptjax.errors import UsageError
 from gptjax.lock import RunLock
 from gptjax.model import GPTConfig
 from gptjax.reporting import Reporter, TensorBoardSink, WandbSink
-from gptjax.step import TrainState, eval_step, train_step
+from gptjax.step import TrainState, eval_step, eval_totals, train_step
 from gptjax.stopping import StopRequest
-from gptjax.tokenizers import Tokenizer
+from gptjax.tokenizers import Tokenizer, token_bytes
 
 
 def evaluate(state: TrainState, splits: dict, config: ml_collections.ConfigDict, it: int,
-             mesh: Mesh) -> dict[str, float]:
-    """Mean loss over eval_iters batches of each split, dropout off; the batches depend only on
-    (seed, iteration), so an evaluation repeats exactly on resume."""
-    losses = {}
+             mesh: Mesh, token_bytes_V: jax.Array) -> dict[str, float]:
+    """Mean loss ("train", "val") and bits per byte ("train_bpb", "val_bpb": the summed loss in bits
+    over the UTF-8 bytes of the target tokens, which runs with different tokenizers share) over
+    eval_iters batches of each split, dropout off; the batches depend only on (seed, iteration),
+    so an evaluation repeats exactly on resume."""
+    results = {}
     rows = sharding.process_rows(config.batch_size)
     put = functools.partial(sharding.put_batch, mesh=mesh)
     for split_index, (split, tokens) in enumerate(splits.items()):
         batches = (data.random_batch(tokens, config.batch_size, config.block_size, config.seed,
                                      1, split_index, it, k, rows=rows) for k in range(config.eval_iters))
-        total = functools.reduce(jnp.add, (eval_step(state, x, y) for x, y in data.prefetch(batches, put)))
-        losses[split] = float(total) / config.eval_iters
-    return losses
+        loss, nats, n_bytes = functools.reduce(
+            functools.partial(jax.tree.map, jnp.add),
+            (eval_totals(state, x, y, token_bytes_V) for x, y in data.prefetch(batches, put)))
+        results[split] = float(loss) / config.eval_iters
+        results[f"{split}_bpb"] = float(nats) / math.log(2) / max(int(n_bytes), 1)
+    return results
 
 
 @jax.jit
@@ -205,7 +210,8 @@ def _load_data(config: ml_collections.ConfigDict, main_process: bool,
             data.load_dataset, config.data_dir, config.dataset, config.input_file, config.block_size,
             config.tokenizer, rebuild=config.rebuild_data,
             announce=functools.partial(print, flush=True) if main_process else None,
-            val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc, stopped=stopped)
+            val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc,
+            bpe_vocab_size=config.bpe_vocab_size, stopped=stopped)
         return sharding.main_process_first("preparing the dataset", load, functools.partial(load, rebuild=False))
 
 
@@ -279,6 +285,8 @@ class _Run:
         self.tokenizer, self.splits, self.mesh, self.hellaswag_examples = tokenizer, splits, mesh, hellaswag_examples
         model = state.model()
         self.model_cfg, self.n_params = model.cfg, model.num_params()
+        # each token's UTF-8 bytes, for bits per byte; on every device of the mesh, as the parameters are
+        self.token_bytes = jax.device_put(token_bytes(tokenizer), NamedSharding(mesh, PartitionSpec()))
         self.out_dir = Path(config.out_dir).absolute()
         self.it = int(state.step)
         self.checkpoints: checkpoint.Writer | None = None  # open while the loop runs
@@ -350,11 +358,13 @@ class _Run:
         config, it = self.config, self.it
         self.log_pending()
         evaluation_started = time.perf_counter()
-        losses = evaluate(self.state, self.splits, config, it, self.mesh)
+        losses = evaluate(self.state, self.splits, config, it, self.mesh, self.token_bytes)
         finite = all(math.isfinite(loss) for loss in losses.values())
-        self.report.message(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+        self.report.message(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
+                            f"val bpb {losses['val_bpb']:.4f}"
                             + ("" if finite else " (not finite: the model has diverged, so this is never the best)"))
-        self.report.record(iter=it, train_loss=losses["train"], val_loss=losses["val"])
+        self.report.record(iter=it, train_loss=losses["train"], val_loss=losses["val"],
+                           train_bpb=losses["train_bpb"], val_bpb=losses["val_bpb"])
         if self.hellaswag_examples and (it % config.hellaswag_interval == 0 or config.eval_only):
             scores = hellaswag.evaluate(self.state.model(), self.hellaswag_examples, self.tokenizer.encode)
             self.report.message(f"step {it}: HellaSwag acc_norm {scores['acc_norm']:.4f}, acc {scores['acc']:.4f} "

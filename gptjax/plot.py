@@ -1,10 +1,12 @@
 """Draw runs' train and validation loss, and learning rate, against iteration from their
 metrics.jsonl into one PNG, a line per run and split, with a legend.
 
-    python -m gptjax.plot OUT_DIR [OUT_DIR ...] [--output FILE]
+    python -m gptjax.plot OUT_DIR [OUT_DIR ...] [--output FILE] [--bpb]
     python plot.py OUT_DIR ...                        # the same, from a clone
 
-FILE defaults to the first OUT_DIR's loss.png. Needs matplotlib (the plot extra).
+FILE defaults to the first OUT_DIR's loss.png (bpb.png with --bpb). --bpb draws the evaluations'
+bits per byte instead of loss: runs with different tokenizers then share one axis. Needs
+matplotlib (the plot extra).
 """
 
 import json
@@ -33,9 +35,10 @@ def read_records(out_dir: Path) -> list[dict]:
     return rows
 
 
-def plot(out_dirs: list[Path], output: Path) -> Path:
+def plot(out_dirs: list[Path], output: Path, bpb: bool = False) -> Path:
     """Loss (log scale: early and late losses differ by an order of magnitude) above learning rate,
-    into output (a PNG where its name has no suffix: matplotlib's default); returns its path."""
+    into output (a PNG where its name has no suffix: matplotlib's default); returns its path. bpb:
+    the evaluations' bits per byte in place of loss."""
     if output.is_dir():
         raise UsageError(f"{output} is a folder: give the path of the image to write")
     output = output if output.suffix else output.with_suffix(".png")
@@ -47,20 +50,26 @@ def plot(out_dirs: list[Path], output: Path) -> Path:
     for out_dir in out_dirs:
         rows, name = read_records(out_dir), str(out_dir)  # as the command line named it
         steps = [r for r in rows if r.get("loss") is not None]
-        evaluations = [r for r in rows if "val_loss" in r]
-        line, = loss_axes.plot([r["iter"] for r in steps], [r["loss"] for r in steps], alpha=0.4, linewidth=0.8,
-                               label=f"{name} train (step)")
+        unit = "_bpb" if bpb else "_loss"
+        evaluations = [r for r in rows if f"val{unit}" in r]
+        if bpb and not evaluations:
+            raise UsageError(f"{Path(out_dir).absolute()} has no evaluation with bits per byte (val_bpb) to plot")
+        if bpb:
+            line, = loss_axes.plot([], [])
+        else:
+            line, = loss_axes.plot([r["iter"] for r in steps], [r["loss"] for r in steps], alpha=0.4, linewidth=0.8,
+                                   label=f"{name} train (step)")
         color = line.get_color()
-        loss_axes.plot([r["iter"] for r in evaluations], [r["val_loss"] for r in evaluations], "o-", color=color,
+        loss_axes.plot([r["iter"] for r in evaluations], [r[f"val{unit}"] for r in evaluations], "o-", color=color,
                        label=f"{name} val")
-        loss_axes.plot([r["iter"] for r in evaluations], [r["train_loss"] for r in evaluations], "s--",
+        loss_axes.plot([r["iter"] for r in evaluations], [r[f"train{unit}"] for r in evaluations], "s--",
                        color=color, markersize=4, label=f"{name} train (evaluation)")
         lr_axes.plot([r["iter"] for r in steps if "lr" in r], [r["lr"] for r in steps if "lr" in r], color=color)
     loss_axes.set_yscale("log")
     plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")  # 2.5, not 2.5x10^0
     loss_axes.yaxis.set_major_formatter(plain)
     loss_axes.yaxis.set_minor_formatter(plain)
-    loss_axes.set_ylabel("loss (log scale)")
+    loss_axes.set_ylabel("bits per byte (log scale)" if bpb else "loss (log scale)")
     loss_axes.grid(True, which="both", alpha=0.3)
     loss_axes.legend(fontsize="small")
     lr_axes.set_ylabel("learning rate")
@@ -81,9 +90,11 @@ def main(argv: list[str]) -> None:
     parser = OptionParser(prog=program_name(argv[0]), description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dirs", nargs="+", type=Path, help="training runs' out_dir")
     parser.add_argument("--output", type=Path, help="the PNG to write (default: the first OUT_DIR/loss.png)")
+    parser.add_argument("--bpb", action="store_true", help="bits per byte instead of loss (tokenizers compare)")
     try:
         args = parser.parse_args(argv[1:])
-        written = plot(args.out_dirs, args.output or args.out_dirs[0] / "loss.png")
+        default = args.out_dirs[0] / ("bpb.png" if args.bpb else "loss.png")
+        written = plot(args.out_dirs, args.output or default, bpb=args.bpb)
     except UsageError as e:
         sys.exit(f"{program_name(argv[0])}: error: {e}")
     print(f"wrote {written.absolute()}")

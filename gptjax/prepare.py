@@ -6,8 +6,9 @@
 train.py does the same on first use. The corpus (a text file, .jsonl or .parquet shards, plain or
 compressed, a Hugging Face dataset) is read as a stream of documents in pieces of a few MB
 (gptjax/sources.py), tokenized by `num_proc` worker processes, and appended to disk, as are the
-offsets where documents end: memory stays bounded whatever the corpus size. With the gpt2
-tokenizer, <|endoftext|> follows each document. The last `val_fraction` of the tokens become
+offsets where documents end: memory stays bounded whatever the corpus size. With the gpt2 and bpe
+tokenizers, <|endoftext|> follows each document; the bpe tokenizer is first trained on the text
+that will become train.bin (TRAINING_BYTES of it at most). The last `val_fraction` of the tokens become
 val.bin: the last documents when the corpus has MIN_DOCUMENTS or more, else the last tokens
 (nanoGPT's 90/10 split of Shakespeare). meta.json is written last, so a preparation that stops half
 way is never taken for a complete one. One stopped by Ctrl-C, a signal, a kill or a broken stream
@@ -37,7 +38,7 @@ import numpy as np
 from gptjax import sources
 from gptjax.errors import Interrupted, UsageError, make_folder, program_name
 from gptjax.sources import Piece, write_atomically
-from gptjax.tokenizers import CharVocab, GPT2Tokenizer, Tokenizer, from_description
+from gptjax.tokenizers import BPETokenizer, CharVocab, GPT2Tokenizer, Tokenizer, from_description
 
 SPLITS = ("train", "val")
 MIN_DOCUMENTS = 100  # from this many documents on, val.bin takes whole documents
@@ -50,6 +51,9 @@ KEEP_SECONDS = 30  # how often that is written: a kill loses at most this much w
 # what SO_FAR records: tasks, tokens, documents and bytes of text done, and where in the corpus
 # they end (sources.Reader's position; None: its beginning)
 NOTHING_DONE = {"tasks": 0, "tokens": 0, "documents": 0, "bytes": 0, "position": None}
+# how much text a bpe tokenizer learns from at most: the trainer's memory grows with the distinct
+# words it sees (docs/performance.md#tokenizers)
+BPE_TRAINING_BYTES = 1 << 26
 
 
 def read_meta(dataset_dir: Path) -> dict | None:
@@ -62,6 +66,11 @@ def bins_complete(dataset_dir: Path, meta: dict) -> bool:
     return all((dataset_dir / f"{split}.bin").exists()
                and (dataset_dir / f"{split}.bin").stat().st_size == meta["tokens"][split] * itemsize
                for split in SPLITS)
+
+
+def tokenizer_name(kind: str, bpe_vocab_size: int) -> str:
+    """How a tokenizer is named to the user and in a dataset's fingerprint: "char", "gpt2", "bpe 4096"."""
+    return f"bpe {bpe_vocab_size}" if kind == "bpe" else kind
 
 
 def _fingerprint(corpus: Path | str, tokenizer: str, val_fraction: float, text_key: str) -> str:
@@ -106,7 +115,7 @@ def _start_worker(description: dict) -> None:
 
 
 def _encode(task: list[Piece], tokenizer: Tokenizer | None = None) -> tuple[np.ndarray, np.ndarray, int]:
-    """A task's tokens (<|endoftext|> after each document with the gpt2 tokenizer), the offsets
+    """A task's tokens (<|endoftext|> after each document with a tokenizer that has it), the offsets
     where its documents end (int64), and its size in bytes."""
     tokenizer = _worker_tokenizer if tokenizer is None else tokenizer
     parts, ends, n, n_bytes = [], [], 0, 0
@@ -117,7 +126,7 @@ def _encode(task: list[Piece], tokenizer: Tokenizer | None = None) -> tuple[np.n
             text = _without_lone_surrogates(text)
             n_bytes += len(text.encode("utf-8"))
         ids = tokenizer.encode(text)
-        if closes_document and isinstance(tokenizer, GPT2Tokenizer):
+        if closes_document and tokenizer.eot is not None:
             ids = np.append(ids, tokenizer.eot).astype(tokenizer.dtype)
         parts.append(ids)
         n += len(ids)
@@ -177,14 +186,41 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _tokenizer(kind: str, corpus: Path | str, text_key: str) -> Tokenizer:
-    """GPT-2's BPE, or a vocabulary of the corpus's characters (one pass over the text)."""
-    if kind != "char":
+def _tokenizer(kind: str, corpus: Path | str, text_key: str, vocab_size: int, val_fraction: float) -> Tokenizer:
+    """GPT-2's BPE, a vocabulary of the corpus's characters (one pass over the text), or a BPE of
+    vocab_size tokens trained on the corpus (two passes)."""
+    if kind == "gpt2":
         return GPT2Tokenizer()
+    if kind == "bpe":
+        return BPETokenizer.train(_training_text(corpus, text_key, val_fraction), vocab_size)
     chars = set()
     for text, _ in sources.Reader(corpus, text_key):
         chars.update(text)
     return CharVocab.from_text("".join(_without_lone_surrogates(c) for c in chars))
+
+
+def _training_text(corpus: Path | str, text_key: str, val_fraction: float) -> Iterator[str]:
+    """The text a BPE learns from: the corpus's first 1 - val_fraction of its bytes, at most
+    BPE_TRAINING_BYTES. val.bin's text lies past it: its last val_fraction of tokens cover less than
+    that fraction of bytes, as text a tokenizer never saw takes more tokens a byte."""
+    wanted = BPE_TRAINING_BYTES / (1 - val_fraction)
+    total = 0
+    for text, _ in sources.Reader(corpus, text_key):
+        total += len(text.encode("utf-8", "surrogatepass"))
+        if total >= wanted:
+            break
+    left = min(int(total * (1 - val_fraction)), BPE_TRAINING_BYTES)
+    for text, _ in sources.Reader(corpus, text_key):
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = _without_lone_surrogates(text)
+            data = text.encode("utf-8")
+        if len(data) >= left:
+            yield data[:left].decode("utf-8", "ignore")
+            return
+        left -= len(data)
+        yield text
 
 
 def _work_kept(dataset_dir: Path, fingerprint: str, itemsize: int) -> dict:
@@ -233,9 +269,11 @@ def _train_tokens(document_ends: Path, n_documents: int, n_tokens: int, val_frac
 
 def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
             announce: Callable[[str], None] | None = None, *, val_fraction: float = 0.1, text_key: str = "text",
-            num_proc: int = 0, stopped: Callable[[], str | None] | None = None) -> Tokenizer:
+            num_proc: int = 0, bpe_vocab_size: int = 4096,
+            stopped: Callable[[], str | None] | None = None) -> Tokenizer:
     """Tokenize corpus into dataset_dir/{train,val}.bin and meta.json unless they are up to date;
     returns the tokenizer. `announce` gets one line saying what was prepared, if anything.
+    bpe_vocab_size: the vocabulary of the bpe tokenizer, trained on the corpus.
     num_proc: worker processes (0: one per usable CPU). stopped: why to stop now (a signal the
     program received), or None. A preparation stopped by it, Ctrl-C or a broken stream raises
     Interrupted and keeps its work: the next call with the same corpus continues it."""
@@ -243,10 +281,11 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
         raise UsageError(f"config.val_fraction must be between 0 and 1, got {val_fraction}")
     if num_proc < 0:
         raise UsageError(f"config.num_proc must be 0 (one worker per CPU) or more, got {num_proc}")
-    fingerprint = _fingerprint(corpus, tokenizer, val_fraction, text_key)
+    fingerprint = _fingerprint(corpus, tokenizer_name(tokenizer, bpe_vocab_size), val_fraction, text_key)
     meta = read_meta(dataset_dir)
     if meta is not None and meta.get("source_fingerprint") == fingerprint and bins_complete(dataset_dir, meta):
         return from_description(meta["tokenizer"])
+    new_folder = not dataset_dir.exists()
     make_folder(dataset_dir, "config.data_dir")
     (dataset_dir / "meta.json").unlink(missing_ok=True)  # no meta.json: nothing here is complete any more
     # Where each document ends goes to a file, not a list: a list's memory grows with the documents,
@@ -257,7 +296,7 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
         progress.start()
         bar = progress.add_task("prepare", documents=0, tokens=0, mb=0.0, rate=0.0)
     try:
-        encoder = _tokenizer(tokenizer, corpus, text_key)
+        encoder = _tokenizer(tokenizer, corpus, text_key, bpe_vocab_size, val_fraction)
         itemsize = np.dtype(encoder.dtype).itemsize
         done = _work_kept(dataset_dir, fingerprint, itemsize)
         if done["tasks"] and announce is not None:
@@ -288,7 +327,10 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
         n_train = _train_tokens(document_ends, n_documents, n_tokens, val_fraction)
         _split(everything, n_train * itemsize, dataset_dir)
     except BaseException as e:
-        if (error := _after_stopping(e, dataset_dir, fingerprint, done)) is e:
+        error = _after_stopping(e, dataset_dir, fingerprint, done)
+        if new_folder and not any(dataset_dir.iterdir()):  # a text refused before any work: nothing left behind
+            dataset_dir.rmdir()
+        if error is e:
             raise  # with its traceback: no one-line error says it better
         raise error from None
     finally:
@@ -304,7 +346,8 @@ def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
     write_atomically(dataset_dir / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
     if announce is not None:
         speed = f", {n_bytes / 1e6:,.0f} MB in {seconds:.0f} s ({n_bytes / 1e6 / seconds:,.1f} MB/s)"
-        announce(f"prepared {dataset_dir.absolute()} from {sources.source_id(corpus)}: {tokenizer} tokenizer, "
+        name = tokenizer_name(tokenizer, bpe_vocab_size)
+        announce(f"prepared {dataset_dir.absolute()} from {sources.source_id(corpus)}: {name} tokenizer, "
                  f"vocabulary {len(encoder):,}, {n_documents:,} document{'s' * (n_documents != 1)}, "
                  f"{n_train:,} train and {n_tokens - n_train:,} val tokens" + (speed if seconds >= 1 else ""))
     return encoder
@@ -366,7 +409,7 @@ def _check_source(dataset_dir: Path, meta: dict, input_file: str) -> None:
 def prepare_dataset(data_dir: str, dataset: str, input_file: str, tokenizer: str = "char", rebuild: bool = False,
                     announce: Callable[[str], None] | None = None, **options) -> tuple[Tokenizer, dict]:
     """data_dir/dataset prepared from its text if it is not up to date (always, with rebuild): its
-    tokenizer and meta.json. options: val_fraction, text_key, num_proc (prepare's)."""
+    tokenizer and meta.json. options: val_fraction, text_key, num_proc, bpe_vocab_size (prepare's)."""
     dataset_dir = Path(data_dir).absolute() / dataset
     meta = read_meta(dataset_dir)
     if meta is not None and not rebuild:
@@ -380,10 +423,17 @@ def prepare_dataset(data_dir: str, dataset: str, input_file: str, tokenizer: str
             raise UsageError(f"{dataset_dir} has meta.json but incomplete .bin files: put the text "
                              f"at {dataset_dir / 'input.txt'} to prepare it again")
         encoder = from_description(meta["tokenizer"])
-    if meta["tokenizer"]["kind"] != tokenizer:
-        raise UsageError(f"{dataset_dir} holds {meta['tokenizer']['kind']} tokens but config.tokenizer is "
-                         f"{tokenizer!r}: use another dataset name, or put the text at {dataset_dir / 'input.txt'}")
+    held, wanted = _held_tokenizer(meta), tokenizer_name(tokenizer, options.get("bpe_vocab_size", 4096))
+    if held != wanted:
+        raise UsageError(f"{dataset_dir} holds {held} tokens but the run asks for {wanted} tokens "
+                         f"(config.tokenizer, config.bpe_vocab_size): use another dataset name, or put the text "
+                         f"at {dataset_dir / 'input.txt'} to prepare it again")
     return encoder, meta
+
+
+def _held_tokenizer(meta: dict) -> str:
+    """The name of the tokenizer a dataset's meta.json describes (tokenizer_name's)."""
+    return tokenizer_name(meta["tokenizer"]["kind"], meta["tokenizer"].get("vocab_size", 0))
 
 
 def _interrupt(signum: int, frame) -> None:
@@ -401,7 +451,7 @@ def main(argv: list[str]) -> None:
         config = from_command_line(argv)
         prepare_dataset(config.data_dir, config.dataset, config.input_file, config.tokenizer, config.rebuild_data,
                         announce=lambda line: print(line, flush=True), val_fraction=config.val_fraction,
-                        text_key=config.text_key, num_proc=config.num_proc)
+                        text_key=config.text_key, num_proc=config.num_proc, bpe_vocab_size=config.bpe_vocab_size)
     except UsageError as e:
         sys.exit(f"{program_name(argv[0])}: error: {e}")
     except KeyboardInterrupt:  # before the preparation began: nothing to keep

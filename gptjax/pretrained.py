@@ -17,6 +17,7 @@ from flax import nnx
 
 from gptjax.errors import UsageError
 from gptjax.model import GPT, GPTConfig
+from gptjax.tokenizers import EOT, BPETokenizer, Tokenizer
 
 GPT2_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 _APPROXIMATE_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # HF names of the tanh form
@@ -170,8 +171,9 @@ def gpt2_format_problem(cfg: GPTConfig) -> str | None:
     return None
 
 
-def export_hf(model: GPT, directory: str | Path) -> None:
-    """Write config.json and model.safetensors that transformers.GPT2LMHeadModel loads.
+def export_hf(model: GPT, directory: str | Path, tokenizer: Tokenizer | None = None) -> None:
+    """Write config.json and model.safetensors that transformers.GPT2LMHeadModel loads, and with a
+    BPE tokenizer trained by gptjax its tokenizer.json, which transformers.AutoTokenizer loads.
 
     A bias-free model is written with zero biases, which computes the same function."""
     from safetensors.numpy import save_file
@@ -193,10 +195,20 @@ def export_hf(model: GPT, directory: str | Path) -> None:
         "layer_norm_epsilon": 1e-5, "tie_word_embeddings": True,
         "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
     }
+    if tokenizer is not None and not isinstance(tokenizer, BPETokenizer):
+        raise UsageError("export_hf writes a tokenizer only for the bpe tokenizer: leave it out for characters, "
+                         "and use Hugging Face's own for GPT-2's (AutoTokenizer.from_pretrained('gpt2'))")
+    if tokenizer is not None:
+        hf_config |= {"bos_token_id": tokenizer.eot, "eos_token_id": tokenizer.eot}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    if tokenizer is not None:
+        (directory / "tokenizer.json").write_text(tokenizer.serialized, encoding="utf-8")
+        settings = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg.block_size,
+                    "bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
+        (directory / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def crop_block_size(model: GPT, block_size: int) -> GPT:

@@ -54,6 +54,10 @@ def resumed_settings(config: ml_collections.ConfigDict, given: frozenset[str],
     for key, old in run.items():
         if key in PROCESS_KEYS or key not in resolved or old == resolved[key]:
             continue
+        if key in given and (key == "tokenizer" or key == "bpe_vocab_size" and run.get("tokenizer") == "bpe"):
+            # the model's vocabulary is its tokenizer's
+            raise UsageError(f"{out_dir} was trained with {key}={old!r}, which a resumed run keeps: leave "
+                             f"--config.{key} out, or start a new run in another out_dir")
         if key in given:
             say(f"resuming {out_dir} with {key} {old!r} -> {resolved[key]!r} (--config.{key})")
         else:
@@ -104,7 +108,7 @@ def _new_state(config: ml_collections.ConfigDict, tokenizer: Tokenizer, tx: opta
     shard, each with a fresh optimizer state."""
     if config.init_from == "scratch":
         # nanoGPT pads GPT-2's 50257 tokens to 50304 (GPTConfig's default) when training from scratch
-        vocab_size = len(tokenizer) if config.tokenizer == "char" else GPTConfig.vocab_size
+        vocab_size = GPTConfig.vocab_size if config.tokenizer == "gpt2" else len(tokenizer)
         return TrainState.new(model_config(config, vocab_size=vocab_size), tx, mesh, seed=config.seed)
     model = pretrained.from_pretrained(config.init_from, on_host=True, dropout=config.dropout,
                                        attention=config.attention, dtype=config.dtype, remat=config.remat)

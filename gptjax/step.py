@@ -166,3 +166,18 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array,
 def eval_step(state: TrainState, x_BxT: jax.Array, y_BxT: jax.Array) -> jax.Array:
     """Mean loss on (x, y) with dropout off."""
     return _loss(state.graphdef, state.params, x_BxT, y_BxT)
+
+
+@jax.jit
+def eval_totals(state: TrainState, x_BxT: jax.Array, y_BxT: jax.Array,
+                token_bytes_V: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """With dropout off: the mean loss on (x, y), and what bits per byte are made of: the loss in
+    nats summed over the targets that are text, and their UTF-8 bytes (token_bytes_V: each token's;
+    0 for <|endoftext|>, which is left out of both sums)."""
+    model = state.model()
+    model.eval()
+    losses_BxT = token_losses(model(x_BxT), y_BxT)
+    counted_BxT = y_BxT != -1
+    bytes_BxT = jnp.where(counted_BxT, token_bytes_V[jnp.maximum(y_BxT, 0)], 0)
+    mean = jnp.sum(losses_BxT) / jnp.maximum(jnp.sum(counted_BxT), 1)
+    return mean, jnp.sum(jnp.where(bytes_BxT > 0, losses_BxT, 0.0)), jnp.sum(bytes_BxT)

@@ -1,4 +1,5 @@
-"""Text <-> token ids: characters (the Shakespeare char model) or GPT-2's BPE (via tiktoken).
+"""Text <-> token ids: characters (the Shakespeare char model), GPT-2's BPE (via tiktoken), or a
+byte-level BPE trained on the corpus itself (via Hugging Face's tokenizers).
 
 Each tokenizer describes itself as a small JSON-able dict, stored with prepared data and in
 checkpoints, so sampling decodes with exactly the tokenizer the model was trained on.
@@ -11,7 +12,8 @@ import numpy as np
 
 from gptjax.errors import UsageError
 
-TOKENIZERS = ("char", "gpt2")  # the values of config.tokenizer
+TOKENIZERS = ("char", "gpt2", "bpe")  # the values of config.tokenizer
+EOT = "<|endoftext|>"  # between documents, as GPT-2's
 
 
 def _id_dtype(vocab_size: int) -> type:
@@ -93,7 +95,95 @@ class GPT2Tokenizer:
         return [self._encoding.decode_single_token_bytes(int(i)) for i in ids]
 
 
-Tokenizer = CharVocab | GPT2Tokenizer
+def _byte_characters() -> dict[int, str]:
+    """The printable character that stands for each byte in a byte-level BPE's tokens (GPT-2's
+    table: printable Latin-1 characters stand for themselves, the other bytes for U+0100 on)."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in kept]
+    return {**{b: chr(b) for b in kept}, **{b: chr(256 + n) for n, b in enumerate(others)}}
+
+
+def _hf_tokenizers():
+    try:
+        import tokenizers
+    except ImportError:
+        raise UsageError("the bpe tokenizer needs Hugging Face's tokenizers: pip install tokenizers "
+                         "(or gptjax's bpe extra)") from None
+    return tokenizers
+
+
+class BPETokenizer:
+    """A byte-level BPE trained on a corpus: the 256 bytes, the merges of the most frequent pairs,
+    and <|endoftext|> (the last id) between documents. Any UTF-8 text encodes, and decodes back
+    exactly. Held as Hugging Face's tokenizer.json text, which travels in its description."""
+
+    def __init__(self, serialized: str):
+        self.serialized = serialized
+        self._tokenizer = _hf_tokenizers().Tokenizer.from_str(serialized)
+        self._tokenizer.encode_special_tokens = True  # "<|endoftext|>" written in a text is text
+        self.eot = self._tokenizer.token_to_id(EOT)
+        byte_of = {c: b for b, c in _byte_characters().items()}
+        vocab = self._tokenizer.get_vocab(with_added_tokens=True)
+        self._pieces = [b""] * len(vocab)
+        for token, i in vocab.items():
+            self._pieces[i] = EOT.encode() if i == self.eot else bytes(byte_of[c] for c in token)
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int) -> "BPETokenizer":
+        """Merges learned from texts until the vocabulary (bytes, merges, <|endoftext|>) has
+        vocab_size tokens; the same texts give the same tokenizer. Raises UsageError when the
+        texts repeat too few pairs to fill it."""
+        if vocab_size < MIN_BPE_VOCAB:
+            raise UsageError(f"config.bpe_vocab_size must be at least {MIN_BPE_VOCAB} (the 256 bytes, "
+                             f"{EOT} and one merge), got {vocab_size}")
+        tk = _hf_tokenizers()
+        tokenizer = tk.Tokenizer(tk.models.BPE())
+        tokenizer.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's split of words
+        tokenizer.decoder = tk.decoders.ByteLevel()
+        trainer = tk.trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=2, show_progress=False,
+                                         initial_alphabet=list(_byte_characters().values()))
+        tokenizer.train_from_iterator(texts, trainer)
+        tokenizer.add_special_tokens([EOT])
+        if tokenizer.get_vocab_size() < MIN_BPE_VOCAB:
+            raise UsageError("the text is too short to train a BPE on (no two bytes follow each other twice): "
+                             "give a longer text, or use --config.tokenizer=char")
+        if tokenizer.get_vocab_size() < vocab_size:
+            raise UsageError(
+                f"the text fills a vocabulary of only {tokenizer.get_vocab_size():,} tokens (each merge needs a pair "
+                f"that occurs twice): pass --config.bpe_vocab_size={tokenizer.get_vocab_size()} or less, or give "
+                "a longer text")
+        return cls(tokenizer.to_str())
+
+    def __len__(self) -> int:
+        return len(self._pieces)
+
+    @property
+    def dtype(self) -> type:
+        return _id_dtype(len(self))
+
+    def describe(self) -> dict:
+        return {"kind": "bpe", "vocab_size": len(self), "tokenizer": self.serialized}
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self._tokenizer.encode(text, add_special_tokens=False).ids, dtype=self.dtype)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return b"".join(self.pieces(ids)).decode("utf-8", errors="replace")
+
+    def pieces(self, ids: Iterable[int]) -> list[bytes]:
+        """Each token's own bytes: a character's UTF-8 bytes may be split over several tokens."""
+        return [self._pieces[int(i)] for i in ids]
+
+
+MIN_BPE_VOCAB = 258  # the 256 bytes, <|endoftext|> and one merge
+Tokenizer = CharVocab | GPT2Tokenizer | BPETokenizer
+
+
+def token_bytes(tokenizer: Tokenizer) -> np.ndarray:
+    """Each token id's length in UTF-8 bytes, int32 (V,): 0 for <|endoftext|>, which is no text.
+    Bits per byte divide a loss by these, so runs with different tokenizers compare."""
+    pieces = tokenizer.pieces(range(len(tokenizer)))
+    return np.array([0 if i == tokenizer.eot else len(piece) for i, piece in enumerate(pieces)], np.int32)
 
 
 class IncrementalDecoder:
@@ -120,4 +210,6 @@ def from_description(description: dict) -> Tokenizer:
     """The tokenizer a describe() dict names."""
     if description["kind"] == "char":
         return CharVocab(description["chars"])
+    if description["kind"] == "bpe":
+        return BPETokenizer(description["tokenizer"])
     return GPT2Tokenizer()

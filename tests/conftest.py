@@ -53,6 +53,18 @@ def shakespeare() -> pathlib.Path:
     return SHAKESPEARE
 
 
+CHINESE = REPO.parent / "shared/data/chinese/input.txt"  # 1.0 M characters, 6,174 distinct (its README)
+
+
+def chinese_text(n_chars: int) -> str:
+    """The first n_chars characters of the Chinese corpus beside the clone; the test is skipped
+    where it is not (_missing)."""
+    if not CHINESE.is_file():
+        _missing(f"the Chinese corpus is not at {CHINESE}")
+    with open(CHINESE, encoding="utf-8") as f:
+        return f.read(n_chars)
+
+
 def gpt2_tokenizer() -> gptjax.GPT2Tokenizer:
     """GPT-2's real BPE (from TIKTOKEN_CACHE_DIR or a network); the test is skipped without it (_missing)."""
     try:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, program_env, shakespeare, tiny_config
+from conftest import REPO, chinese_text, program_env, shakespeare, tiny_config
 from flax import nnx
 
 import gptjax
@@ -98,9 +98,11 @@ def make_clone(folder, commands: list[str]):
     if not any("input_file=owt/" in line for line in commands):  # else the commands prepare it from owt/
         (folder / "data/openwebtext").mkdir()
         (folder / "data/openwebtext/input.txt").write_text(text, encoding="utf-8")
-    (folder / "my.txt").write_text(text[:30_000], encoding="utf-8")
+    (folder / "my.txt").write_text(text, encoding="utf-8")  # enough text for a BPE of 8192 tokens
     (folder / "page.txt").write_text(text[:2_000], encoding="utf-8")
     (folder / "prompt.txt").write_text("ROMEO:", encoding="utf-8")
+    if any("zh.txt" in line for line in commands):
+        (folder / "zh.txt").write_text(chinese_text(1_100_000), encoding="utf-8")  # the whole Chinese corpus
     (folder / "owt").mkdir()  # 120 documents: gpt2.py's val split, 0.05% of the documents, is one of them
     for i in range(120):
         (folder / "owt" / f"{i:03}.txt").write_text(text[i * 500:(i + 1) * 500], encoding="utf-8")

@@ -110,7 +110,7 @@ def test_missing_input_file_is_named(tmp_path):
 def test_dataset_prepared_with_another_tokenizer_is_refused(tmp_path):
     corpus = write(tmp_path / "in.txt", "abcdefghij" * 20)
     data.load_dataset(tmp_path, "tiny", str(corpus), 8, "char")
-    with pytest.raises(UsageError, match="holds char tokens but config.tokenizer is 'gpt2'"):
+    with pytest.raises(UsageError, match="holds char tokens but the run asks for gpt2 tokens"):
         data.load_dataset(tmp_path, "tiny", "", 8, "gpt2")
 
 

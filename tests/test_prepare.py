@@ -456,3 +456,24 @@ def test_the_readmes_preparation_runs_its_worker_processes_from_the_clones_scrip
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith(f"prepared {tmp_path / 'data' / 'openwebtext'} from {owt}: gpt2 tokenizer")
+
+
+def test_a_bpe_learns_from_the_text_before_val_and_ends_each_document(tmp_path, monkeypatch):
+    documents = [f"文档{i}：如何理解gpt的原理，输入和目标错开一个字。" * 3 for i in range(120)]
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in documents), encoding="utf-8")
+    learned = "".join(prepare._training_text(corpus, "text", 0.1))
+    everything = "".join(documents)
+    assert everything.startswith(learned)
+    assert len(learned.encode()) == int(0.9 * len(everything.encode()))
+    monkeypatch.setattr(prepare, "BPE_TRAINING_BYTES", 1000)  # a corpus larger than what a BPE learns from
+    assert len("".join(prepare._training_text(corpus, "text", 0.1)).encode()) in (998, 999, 1000)  # whole characters
+
+    tokenizer = prepare.prepare(tmp_path / "bpe", corpus, "bpe", num_proc=2, bpe_vocab_size=300)
+    meta = json.loads((tmp_path / "bpe/meta.json").read_text())
+    assert meta["tokenizer"]["kind"] == "bpe" and len(tokenizer) == 300
+    tokens = np.concatenate([np.fromfile(tmp_path / f"bpe/{split}.bin", np.uint16) for split in ("train", "val")])
+    assert tokenizer.decode(tokens) == "".join(d + "<|endoftext|>" for d in documents)
+    # the same text and settings again: up to date, not prepared again
+    again = prepare.prepare(tmp_path / "bpe", corpus, "bpe", num_proc=1, bpe_vocab_size=300)
+    assert again.serialized == tokenizer.serialized

@@ -145,6 +145,32 @@ def test_plot_draws_the_runs_losses_into_a_png(recorded_run, tmp_path):
             plot.plot([out], output)
 
 
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # the lines drawn here are stand-ins
+def test_plot_draws_bits_per_byte_of_runs_with_different_tokenizers_on_one_axis(tmp_path, monkeypatch):
+    runs = {"chars": [(0, 4.2, 6.0), (10, 2.0, 2.9)], "bpe": [(0, 8.3, 3.1), (10, 4.1, 1.6)]}
+    for name, evaluations in runs.items():
+        (tmp_path / name).mkdir()
+        rows = [{"iter": it, "train_loss": loss, "val_loss": loss, "train_bpb": bpb, "val_bpb": bpb}
+                for it, loss, bpb in evaluations]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    drawn = {}
+    monkeypatch.setattr("matplotlib.axes.Axes.plot", lambda ax, xs, ys, *args, **kwargs: drawn.setdefault(
+        (ax.get_subplotspec().rowspan.start, kwargs.get("label")), (list(xs), list(ys))) and [_FakeLine()])
+    plot.main(["plot.py", str(tmp_path / "chars"), str(tmp_path / "bpe"), "--bpb"])
+    assert (tmp_path / "chars" / "bpb.png").read_bytes().startswith(b"\x89PNG")
+    assert drawn[(0, f"{tmp_path / 'chars'} val")] == ([0, 10], [6.0, 2.9])
+    assert drawn[(0, f"{tmp_path / 'bpe'} val")] == ([0, 10], [3.1, 1.6])
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "metrics.jsonl").write_text('{"iter": 0, "train_loss": 4.0, "val_loss": 4.1}\n')
+    with pytest.raises(UsageError, match="has no evaluation with bits per byte"):
+        plot.plot([tmp_path / "old"], tmp_path / "x.png", bpb=True)
+
+
+class _FakeLine:
+    def get_color(self) -> str:
+        return "C0"
+
+
 def test_a_row_cut_short_by_a_kill_is_plotted_around_and_set_aside_on_resume(tmp_path):
     path = tmp_path / "metrics.jsonl"
     whole = '{"iter": 0, "loss": 4.0}\n{"iter": 1, "loss": 3.9}\n'

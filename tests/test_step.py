@@ -5,12 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import tiny_config
+from conftest import chinese_text, gpt2_tokenizer, tiny_config
 from flax import nnx
 from jax.ad_checkpoint import print_saved_residuals
 
 import gptjax
-from gptjax.step import token_losses
+from gptjax.step import eval_totals, token_losses
+from gptjax.tokenizers import token_bytes
 
 
 def batch(cfg, B=4, seed=0):
@@ -137,6 +138,45 @@ def test_dropout_masks_differ_between_micro_batches_and_between_steps():
     assert abs(two - one) > 1e-3 and abs(three - two) > 1e-3
     by_step = losses(0, steps=3)
     assert min(abs(a - b) for a, b in itertools.pairwise(by_step)) > 1e-3
+
+
+BPB_TEXTS = ("如何理解gpt的原理? ", "Input and target, shifted by one.")
+
+
+def bpb_tokenizer(kind: str):
+    if kind == "char":
+        return gptjax.CharVocab.from_text("".join(BPB_TEXTS))
+    if kind == "gpt2":
+        return gpt2_tokenizer()
+    return gptjax.BPETokenizer.train([chinese_text(20_000)], 400)
+
+
+@pytest.mark.parametrize("kind", ["char", "gpt2", "bpe"])
+def test_bits_per_byte_are_the_summed_loss_over_the_targets_utf8_bytes(kind):
+    tokenizer = bpb_tokenizer(kind)
+    eot = [] if tokenizer.eot is None else [tokenizer.eot]
+    ids = np.concatenate([tokenizer.encode(BPB_TEXTS[0]), eot, tokenizer.encode(BPB_TEXTS[1])]).astype(np.int32)
+    T = min(len(ids) - 1, 24)
+    x, y = ids[None, :T], ids[None, 1:T + 1]
+    model = gptjax.GPT(tiny_config(vocab_size=len(tokenizer), block_size=32), rngs=nnx.Rngs(0))
+    state = gptjax.TrainState.create(model, gptjax.adamw(1e-3))
+    mean, nats, n_bytes = eval_totals(state, x, y, token_bytes(tokenizer))
+    # by hand: each target's -ln p in float64 and its own UTF-8 bytes; <|endoftext|> is neither
+    model.eval()
+    logits = np.asarray(model(x), np.float64)[0]
+    log_p = logits - logits.max(-1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+    nll = -log_p[np.arange(T), y[0]]
+    sizes = np.array([0 if t in eot else len(tokenizer.pieces([t])[0]) for t in y[0]])
+    assert eot == [] or sizes.min() == 0
+    np.testing.assert_allclose(float(mean), nll.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(nats), nll[sizes > 0].sum(), rtol=1e-5)
+    assert int(n_bytes) == sizes.sum() == len(b"".join(tokenizer.pieces(y[0]))) - 13 * len(eot)
+    if kind == "char":  # the second text is ASCII: one byte a character, so bits per byte are loss / ln 2
+        ascii_x, ascii_y = x[:, -12:], y[:, -12:]
+        loss, nats, n_bytes = eval_totals(state, ascii_x, ascii_y, token_bytes(tokenizer))
+        assert int(n_bytes) == 12
+        np.testing.assert_allclose(float(nats) / int(n_bytes), float(loss), rtol=1e-6)
 
 
 def test_eval_step_is_the_dropout_free_loss():

@@ -1,6 +1,7 @@
 """train.py end to end: a tiny model on a small corpus, through the real command line."""
 
 import json
+import math
 import pathlib
 import re
 import subprocess
@@ -64,7 +65,9 @@ def test_a_run_says_what_it_does_and_records_every_step(tmp_path):
     rows = records(tmp_path / "whole")
     assert all(r.keys() == {"iter", "loss", "grad_norm", "lr", "ms_per_iter", "tokens_per_s"}
                for r in rows if "loss" in r)
-    assert all(r.keys() == {"iter", "train_loss", "val_loss"} for r in rows if "val_loss" in r)
+    assert all(r.keys() == {"iter", "train_loss", "val_loss", "train_bpb", "val_bpb"} for r in rows if "val_loss" in r)
+    # characters of ASCII text: a byte each, so bits per byte are the loss in bits
+    assert all(r["val_bpb"] == pytest.approx(r["val_loss"] / math.log(2), rel=1e-6) for r in rows if "val_loss" in r)
     assert [r["iter"] for r in rows if "loss" in r] == list(range(8))
 
 
@@ -174,10 +177,10 @@ def test_a_diverged_evaluation_is_recorded_as_null_said_in_the_log_and_never_the
     rows = [json.loads(line, parse_constant=no_nan) for line in lines]
     evaluations = [row for row in rows if "val_loss" in row]
     assert evaluations[0]["val_loss"] > 0 and "nonfinite" not in evaluations[0]
-    assert evaluations[1:] == [{"iter": 5, "train_loss": None, "val_loss": None, "nonfinite": True},
-                               {"iter": 10, "train_loss": None, "val_loss": None, "nonfinite": True}]
-    assert "step 10: train loss nan, val loss nan (not finite: the model has diverged, so this is never the best)" in (
-        capsys.readouterr().out)
+    diverged = {"train_loss": None, "val_loss": None, "train_bpb": None, "val_bpb": None, "nonfinite": True}
+    assert evaluations[1:] == [{"iter": 5, **diverged}, {"iter": 10, **diverged}]
+    assert ("step 10: train loss nan, val loss nan, val bpb nan (not finite: the model has diverged, so this is never "
+            "the best)") in capsys.readouterr().out
     assert checkpoint.steps(tmp_path / "out") == [0, 10]  # the newest, and the best: the finite one
     assert checkpoint.choose(tmp_path / "out", "best")[0][0] == 0
 
