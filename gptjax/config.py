@@ -15,7 +15,7 @@ from ml_collections import config_flags
 from gptjax import optim
 from gptjax.errors import UsageError, nanogpt_only
 from gptjax.model import GPTConfig
-from gptjax.tokenizers import MIN_BPE_VOCAB, TOKENIZERS
+from gptjax.tokenizers import BPE_VOCAB_SIZE, TOKENIZERS, check_bpe_vocab_size
 
 INIT_FROM = ("scratch", "resume", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # or a HF directory
 # GPTConfig fields that no training config sets: the vocabulary comes from the data, the GELU
@@ -57,7 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data_dir = "data"  # prepared files go to data_dir/dataset/
     c.input_file = ""  # text, .jsonl or a folder of .txt to train on; else data_dir/dataset/input.txt
     c.tokenizer = "char"  # "char", "gpt2" (GPT-2's BPE via tiktoken) or "bpe" (a byte-level BPE trained on the text)
-    c.bpe_vocab_size = 4096  # the bpe tokenizer's vocabulary: 256 bytes, merges, <|endoftext|>
+    c.bpe_vocab_size = BPE_VOCAB_SIZE  # the bpe tokenizer's vocabulary: 256 bytes, merges, <|endoftext|>
     c.rebuild_data = False  # prepare data_dir/dataset again from the text, whatever it was prepared from
     c.val_fraction = 0.1  # the last 10% of the tokens (or of the documents, from 100 on) become val.bin
     c.text_key = "text"  # the field of .jsonl records and the column of .parquet files that holds the text
@@ -143,9 +143,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if config.tokenizer not in TOKENIZERS:
         raise UsageError(f"config.tokenizer must be one of {TOKENIZERS}, got {config.tokenizer!r}")
-    if config.tokenizer == "bpe" and not MIN_BPE_VOCAB <= config.bpe_vocab_size <= 2**32:
-        raise UsageError(f"config.bpe_vocab_size must be at least {MIN_BPE_VOCAB} (the 256 bytes, <|endoftext|> "
-                         f"and one merge), got {config.bpe_vocab_size}")
+    if config.tokenizer == "bpe":
+        check_bpe_vocab_size(config.bpe_vocab_size)
     for key in ("out_dir", "data_dir", "tensorboard_dir"):
         if config[key] and (file := _file_in_the_way(Path(config[key]))):
             raise UsageError(f"config.{key}={config[key]} cannot be a folder: {file} is a file; choose another {key}")

@@ -23,7 +23,7 @@ from gptjax.errors import UsageError
 from gptjax.lock import RunLock
 from gptjax.model import GPTConfig
 from gptjax.reporting import Reporter, TensorBoardSink, WandbSink
-from gptjax.step import TrainState, eval_step, eval_totals, train_step
+from gptjax.step import TrainState, eval_totals, train_step
 from gptjax.stopping import StopRequest
 from gptjax.tokenizers import Tokenizer, token_bytes
 
@@ -89,20 +89,22 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
-def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, say: Callable[[str], None], mesh) -> None:
-    """On a CPU, time one train step and one eval batch, and say how long the run will take."""
+def _estimate_cpu_time(state: TrainState, splits: dict, config, it: int, say: Callable[[str], None], mesh,
+                       token_bytes_V: jax.Array) -> None:
+    """On a CPU, time one train step and one eval batch (as evaluate runs it), and say how long the
+    run will take."""
     x, y = sharding.put_batch(_train_batch(splits["train"], config, it), mesh)
     # one jitted copy of the whole state (an eager copy compiles once per array shape); the
     # training loop then reuses train_step's compiled program
     scratch, _ = train_step(jax.jit(lambda s: jax.tree.map(jnp.copy, s))(state), x, y)  # donates only the copy
     x_eval, y_eval = (x, y) if x.ndim == 2 else (x[0], y[0])
-    jax.block_until_ready(eval_step(state, x_eval, y_eval))  # compiles
+    jax.block_until_ready(eval_totals(state, x_eval, y_eval, token_bytes_V))  # compiles
     for _ in range(2):  # the first run after compiling is slow: keep the second's time
         start = time.perf_counter()
         scratch = jax.block_until_ready(train_step(scratch, x, y))[0]
         step_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        jax.block_until_ready(eval_step(state, x_eval, y_eval))
+        jax.block_until_ready(eval_totals(state, x_eval, y_eval, token_bytes_V))
         eval_seconds = time.perf_counter() - start
     n_evals = (config.max_iters - it) // config.eval_interval + 1
     total = (config.max_iters - it) * step_seconds + n_evals * 2 * config.eval_iters * eval_seconds
@@ -265,7 +267,7 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
         if not config.eval_only and (too_little := _too_little_data(config, run.n_params, len(splits["train"]))):
             warn(too_little)
         if jax.default_backend() == "cpu" and not config.eval_only and run.it < config.max_iters:
-            _estimate_cpu_time(state, splits, config, run.it, say, mesh)
+            _estimate_cpu_time(state, splits, config, run.it, say, mesh, run.token_bytes)
         if stop is not None:
             stop.started()
         return run.loop(stop, started, warn)

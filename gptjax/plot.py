@@ -47,19 +47,17 @@ def plot(out_dirs: list[Path], output: Path, bpb: bool = False) -> Path:
 
     figure, (loss_axes, lr_axes) = plt.subplots(2, 1, sharex=True, figsize=SIZE_INCHES, dpi=DPI,
                                                 gridspec_kw={"height_ratios": [3, 1]})
-    for out_dir in out_dirs:
+    unit = "_bpb" if bpb else "_loss"
+    for index, out_dir in enumerate(out_dirs):
         rows, name = read_records(out_dir), str(out_dir)  # as the command line named it
         steps = [r for r in rows if r.get("loss") is not None]
-        unit = "_bpb" if bpb else "_loss"
         evaluations = [r for r in rows if f"val{unit}" in r]
         if bpb and not evaluations:
             raise UsageError(f"{Path(out_dir).absolute()} has no evaluation with bits per byte (val_bpb) to plot")
-        if bpb:
-            line, = loss_axes.plot([], [])
-        else:
-            line, = loss_axes.plot([r["iter"] for r in steps], [r["loss"] for r in steps], alpha=0.4, linewidth=0.8,
-                                   label=f"{name} train (step)")
-        color = line.get_color()
+        color = f"C{index}"  # one colour a run, from matplotlib's cycle
+        if not bpb:  # a step's loss is per token: no line of it in bits per byte
+            loss_axes.plot([r["iter"] for r in steps], [r["loss"] for r in steps], alpha=0.4, linewidth=0.8,
+                           color=color, label=f"{name} train (step)")
         loss_axes.plot([r["iter"] for r in evaluations], [r[f"val{unit}"] for r in evaluations], "o-", color=color,
                        label=f"{name} val")
         loss_axes.plot([r["iter"] for r in evaluations], [r[f"train{unit}"] for r in evaluations], "s--",

@@ -8,7 +8,7 @@ compressed, a Hugging Face dataset) is read as a stream of documents in pieces o
 (gptjax/sources.py), tokenized by `num_proc` worker processes, and appended to disk, as are the
 offsets where documents end: memory stays bounded whatever the corpus size. With the gpt2 and bpe
 tokenizers, <|endoftext|> follows each document; the bpe tokenizer is first trained on the text
-that will become train.bin (TRAINING_BYTES of it at most). The last `val_fraction` of the tokens become
+that will become train.bin (BPE_TRAINING_BYTES of it at most). The last `val_fraction` of the tokens become
 val.bin: the last documents when the corpus has MIN_DOCUMENTS or more, else the last tokens
 (nanoGPT's 90/10 split of Shakespeare). meta.json is written last, so a preparation that stops half
 way is never taken for a complete one. One stopped by Ctrl-C, a signal, a kill or a broken stream
@@ -38,7 +38,7 @@ import numpy as np
 from gptjax import sources
 from gptjax.errors import Interrupted, UsageError, make_folder, program_name
 from gptjax.sources import Piece, write_atomically
-from gptjax.tokenizers import BPETokenizer, CharVocab, GPT2Tokenizer, Tokenizer, from_description
+from gptjax.tokenizers import BPE_VOCAB_SIZE, BPETokenizer, CharVocab, GPT2Tokenizer, Tokenizer, from_description
 
 SPLITS = ("train", "val")
 MIN_DOCUMENTS = 100  # from this many documents on, val.bin takes whole documents
@@ -269,7 +269,7 @@ def _train_tokens(document_ends: Path, n_documents: int, n_tokens: int, val_frac
 
 def prepare(dataset_dir: Path, corpus: Path | str, tokenizer: str = "char",
             announce: Callable[[str], None] | None = None, *, val_fraction: float = 0.1, text_key: str = "text",
-            num_proc: int = 0, bpe_vocab_size: int = 4096,
+            num_proc: int = 0, bpe_vocab_size: int = BPE_VOCAB_SIZE,
             stopped: Callable[[], str | None] | None = None) -> Tokenizer:
     """Tokenize corpus into dataset_dir/{train,val}.bin and meta.json unless they are up to date;
     returns the tokenizer. `announce` gets one line saying what was prepared, if anything.
@@ -423,7 +423,7 @@ def prepare_dataset(data_dir: str, dataset: str, input_file: str, tokenizer: str
             raise UsageError(f"{dataset_dir} has meta.json but incomplete .bin files: put the text "
                              f"at {dataset_dir / 'input.txt'} to prepare it again")
         encoder = from_description(meta["tokenizer"])
-    held, wanted = _held_tokenizer(meta), tokenizer_name(tokenizer, options.get("bpe_vocab_size", 4096))
+    held, wanted = _held_tokenizer(meta), tokenizer_name(tokenizer, options.get("bpe_vocab_size", BPE_VOCAB_SIZE))
     if held != wanted:
         raise UsageError(f"{dataset_dir} holds {held} tokens but the run asks for {wanted} tokens "
                          f"(config.tokenizer, config.bpe_vocab_size): use another dataset name, or put the text "

@@ -51,7 +51,12 @@ token_losses.defvjp(_token_losses_forward, _token_losses_backward)
 
 def cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
     """Mean next-token cross-entropy over every position whose target is not -1 (ignored)."""
-    return jnp.sum(token_losses(logits_BxTxV, targets_BxT)) / jnp.maximum(jnp.sum(targets_BxT != -1), 1)
+    return _mean_over_targets(token_losses(logits_BxTxV, targets_BxT), targets_BxT)
+
+
+def _mean_over_targets(losses_BxT: jax.Array, targets_BxT: jax.Array) -> jax.Array:
+    """token_losses' mean over the positions whose target is not -1 (those are 0 in it)."""
+    return jnp.sum(losses_BxT) / jnp.maximum(jnp.sum(targets_BxT != -1), 1)
 
 
 class TrainState(struct.PyTreeNode):
@@ -177,7 +182,6 @@ def eval_totals(state: TrainState, x_BxT: jax.Array, y_BxT: jax.Array,
     model = state.model()
     model.eval()
     losses_BxT = token_losses(model(x_BxT), y_BxT)
-    counted_BxT = y_BxT != -1
-    bytes_BxT = jnp.where(counted_BxT, token_bytes_V[jnp.maximum(y_BxT, 0)], 0)
-    mean = jnp.sum(losses_BxT) / jnp.maximum(jnp.sum(counted_BxT), 1)
-    return mean, jnp.sum(jnp.where(bytes_BxT > 0, losses_BxT, 0.0)), jnp.sum(bytes_BxT)
+    bytes_BxT = jnp.where(y_BxT != -1, token_bytes_V[jnp.maximum(y_BxT, 0)], 0)
+    return (_mean_over_targets(losses_BxT, y_BxT), jnp.sum(jnp.where(bytes_BxT > 0, losses_BxT, 0.0)),
+            jnp.sum(bytes_BxT))

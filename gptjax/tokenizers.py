@@ -133,9 +133,7 @@ class BPETokenizer:
         """Merges learned from texts until the vocabulary (bytes, merges, <|endoftext|>) has
         vocab_size tokens; the same texts give the same tokenizer. Raises UsageError when the
         texts repeat too few pairs to fill it."""
-        if vocab_size < MIN_BPE_VOCAB:
-            raise UsageError(f"config.bpe_vocab_size must be at least {MIN_BPE_VOCAB} (the 256 bytes, "
-                             f"{EOT} and one merge), got {vocab_size}")
+        check_bpe_vocab_size(vocab_size)
         tk = _hf_tokenizers()
         tokenizer = tk.Tokenizer(tk.models.BPE())
         tokenizer.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's split of words
@@ -175,8 +173,17 @@ class BPETokenizer:
         return [self._pieces[int(i)] for i in ids]
 
 
+BPE_VOCAB_SIZE = 4096  # config.bpe_vocab_size's default
 MIN_BPE_VOCAB = 258  # the 256 bytes, <|endoftext|> and one merge
 Tokenizer = CharVocab | GPT2Tokenizer | BPETokenizer
+
+
+def check_bpe_vocab_size(vocab_size: int) -> None:
+    """Raise UsageError for a bpe vocabulary too small for the bytes, <|endoftext|> and a merge, or
+    too large for uint32 token ids."""
+    if not MIN_BPE_VOCAB <= vocab_size <= 2**32:
+        raise UsageError(f"config.bpe_vocab_size must be at least {MIN_BPE_VOCAB} (the 256 bytes, {EOT} and one "
+                         f"merge) and at most 2**32, got {vocab_size}")
 
 
 def token_bytes(tokenizer: Tokenizer) -> np.ndarray:

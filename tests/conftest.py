@@ -26,7 +26,7 @@ environment.use_measured_xla_flags()
 environment.add_xla_flags({"--xla_backend_optimization_level": "0"})
 # Many tests compile the same tiny programs (a compile is seconds, a run milliseconds): JAX's
 # persistent compilation cache shares them across tests and the programs' subprocesses, in a
-# folder of this test session's own, so nothing carries over between test runs.
+# folder of this pytest run's own, so nothing carries over from one run to the next.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="gptjax-test-xla-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

@@ -155,20 +155,16 @@ def test_plot_draws_bits_per_byte_of_runs_with_different_tokenizers_on_one_axis(
         (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     drawn = {}
     monkeypatch.setattr("matplotlib.axes.Axes.plot", lambda ax, xs, ys, *args, **kwargs: drawn.setdefault(
-        (ax.get_subplotspec().rowspan.start, kwargs.get("label")), (list(xs), list(ys))) and [_FakeLine()])
+        (ax.get_subplotspec().rowspan.start, kwargs.get("label")), (list(xs), list(ys))))
     plot.main(["plot.py", str(tmp_path / "chars"), str(tmp_path / "bpe"), "--bpb"])
     assert (tmp_path / "chars" / "bpb.png").read_bytes().startswith(b"\x89PNG")
     assert drawn[(0, f"{tmp_path / 'chars'} val")] == ([0, 10], [6.0, 2.9])
     assert drawn[(0, f"{tmp_path / 'bpe'} val")] == ([0, 10], [3.1, 1.6])
+    assert not [label for _, label in drawn if label and label.endswith("(step)")]  # a step's loss is per token
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "metrics.jsonl").write_text('{"iter": 0, "train_loss": 4.0, "val_loss": 4.1}\n')
     with pytest.raises(UsageError, match="has no evaluation with bits per byte"):
         plot.plot([tmp_path / "old"], tmp_path / "x.png", bpb=True)
-
-
-class _FakeLine:
-    def get_color(self) -> str:
-        return "C0"
 
 
 def test_a_row_cut_short_by_a_kill_is_plotted_around_and_set_aside_on_resume(tmp_path):
