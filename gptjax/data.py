@@ -8,7 +8,6 @@ from the text by gptjax/prepare.py on first use.
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -40,23 +39,37 @@ def random_batch(tokens: np.ndarray, batch_shape: int | tuple[int, ...], block_s
 
 def prefetch(batches: Iterable, put: Callable = jax.device_put, depth: int = 2) -> Iterator:
     """Iterate `batches` on a background thread, up to `depth` items ahead, each already moved
-    to the devices by `put`, so the training step never waits for the host."""
+    to the devices by `put`, so the training step never waits for the host. A consumer that stops
+    early (an abandoned evaluation) ends the thread once the iterator is closed or collected."""
     items: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
+    done, closed = object(), threading.Event()
+
+    def hand_over(item) -> bool:  # False: the consumer has gone
+        while not closed.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
 
     def produce():
         try:
             for batch in batches:
-                items.put(put(batch))
+                if not hand_over(put(batch)):
+                    return
         except Exception as error:  # handed to the consumer, raised there
-            items.put(error)
-        items.put(done)
+            hand_over(error)
+        hand_over(done)
 
     threading.Thread(target=produce, daemon=True).start()
-    while (item := items.get()) is not done:
-        if isinstance(item, Exception):
-            raise item
-        yield item
+    try:
+        while (item := items.get()) is not done:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        closed.set()
 
 
 def load_dataset(data_dir: str, dataset: str, input_file: str, block_size: int, tokenizer: str = "char",
@@ -65,8 +78,8 @@ def load_dataset(data_dir: str, dataset: str, input_file: str, block_size: int, 
     """(tokenizer, {"train": tokens, "val": tokens}) of a dataset, prepared if needed
     (prepare.prepare_dataset). The token arrays are memory maps: nothing is read until a batch
     needs it."""
-    tokenizer, meta = prepare_dataset(data_dir, dataset, input_file, tokenizer, rebuild, announce, **prepare_options)
-    dataset_dir = Path(data_dir).absolute() / dataset
+    tokenizer, meta, dataset_dir = prepare_dataset(data_dir, dataset, input_file, tokenizer, rebuild, announce,
+                                                   **prepare_options)
     splits = {}
     for split in SPLITS:
         path = dataset_dir / f"{split}.bin"

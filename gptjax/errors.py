@@ -48,6 +48,16 @@ def make_folder(folder: Path, option: str) -> None:
     that asked for it."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise cannot_write(folder, option, e) from None
+    check_writable(folder, option)
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """An existing folder tried with a real write (a file made and removed) as the user running,
+    which permissions, a read-only mount or a full quota may refuse; a UsageError naming the option
+    that asked for it when it cannot take files."""
+    try:
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
         raise cannot_write(folder, option, e) from None

@@ -8,10 +8,11 @@ surprised the model was by each token, its guesses on hover) and predictions.txt
 token, its target and the model's top guesses) into one folder (--output_dir).
 """
 
-from gptjax import environment
+from gptjax import environment, stopping
 
 if __name__ == "__main__":  # before JAX loads: this may re-execute the program once (huge pages)
     environment.start_program(compilation_cache=True)
+    stopping.exit_at_once_on_signal()  # nothing to save: Ctrl-C or SIGTERM ends it at once, in one line
 
 import argparse
 import functools

@@ -11,6 +11,7 @@ from numpy.typing import ArrayLike
 
 from gptjax.errors import UsageError
 from gptjax.model import GPT
+from gptjax.tokenizers import INVALID, UTF8_BYTES_NEEDED, utf8_state
 
 
 def filter_logits(logits_BxV: jax.Array, temperature: float, top_k: int | None = None,
@@ -37,6 +38,21 @@ def _sample(logits_BxV, key, temperature, top_k, top_p) -> jax.Array:
     return jax.random.categorical(key, filter_logits(logits_BxV, temperature, top_k, top_p)).astype(jnp.int32)
 
 
+def _sample_utf8(logits_BxV, key, temperature, top_k, top_p, utf8, state_B, left) -> tuple[jax.Array, jax.Array]:
+    """_sample among the tokens whose bytes continue valid UTF-8 from each row's state (utf8: the
+    table of tokenizers.utf8_transitions, or None for no constraint), and that leave a character
+    open only as far as the `left` tokens after this one can close it: the others' probabilities
+    are set to 0 before top_k and top_p choose among the rest. Returns the tokens and the new states."""
+    if utf8 is None:
+        return _sample(logits_BxV, key, temperature, top_k, top_p), state_B
+    after_BxV = utf8[state_B]
+    valid_BxV = after_BxV != INVALID
+    closable_BxV = valid_BxV & (jnp.asarray(UTF8_BYTES_NEEDED)[jnp.maximum(after_BxV, 0)] <= left)
+    allowed_BxV = jnp.where(closable_BxV.any(-1, keepdims=True), closable_BxV, valid_BxV)
+    next_B = _sample(jnp.where(allowed_BxV, logits_BxV, -jnp.inf), key, temperature, top_k, top_p)
+    return next_B, jnp.maximum(jnp.take_along_axis(after_BxV, next_B[:, None], axis=1)[:, 0], 0)
+
+
 def _checked_prompt(idx_BxT, temperature, top_k, top_p) -> np.ndarray:
     if temperature < 0:
         raise UsageError(f"temperature must be >= 0 (0 is greedy), got {temperature!r}")
@@ -60,6 +76,7 @@ def generate(
     rng: jax.Array | None = None,
     overflow_context: int | None = None,
     on_token: Callable[[np.ndarray], None] | None = None,
+    utf8: np.ndarray | None = None,
 ) -> jax.Array:
     """Continue each row of idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens).
 
@@ -74,6 +91,11 @@ def generate(
     between block_size/2 and block_size tokens.
 
     on_token, if given, is called on the host with each step's new tokens (B,), as they come.
+
+    utf8, the table of tokenizers.utf8_transitions for a tokenizer whose tokens are bytes, keeps
+    the text valid UTF-8: only tokens that continue it are sampled (the others' probabilities set
+    to 0, the rest renormalised), and the last tokens close a character left open, so that no
+    sample ends in the middle of one. None samples from the model's distribution as it is.
     """
     idx_BxT = _checked_prompt(idx_BxT, temperature, top_k, top_p)
     block_size = model.cfg.block_size
@@ -88,15 +110,15 @@ def generate(
     graphdef, params = nnx.split(model, nnx.Param)
     tokens_BxN = _generate_cached(
         graphdef, params, prompt_BxP, jnp.int32(T), jax.random.key(0) if rng is None else rng,
-        max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=top_k, top_p=top_p,
-        keep=keep, on_token=on_token,
+        *_utf8_start(utf8, idx_BxT), max_new_tokens=max_new_tokens, temperature=float(temperature),
+        top_k=top_k, top_p=top_p, keep=keep, on_token=on_token,
     )
     return jnp.concatenate([idx_BxT, tokens_BxN[:, T : T + max_new_tokens]], axis=1)
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=(
     "max_new_tokens", "temperature", "top_k", "top_p", "keep", "on_token"))
-def _generate_cached(graphdef, params, prompt_BxP, length, rng, *, max_new_tokens, temperature,
+def _generate_cached(graphdef, params, prompt_BxP, length, rng, utf8, state_B, *, max_new_tokens, temperature,
                      top_k, top_p, keep, on_token):
     model = nnx.merge(graphdef, params)
     model.eval()
@@ -110,8 +132,9 @@ def _generate_cached(graphdef, params, prompt_BxP, length, rng, *, max_new_token
     logits_BxV = jax.lax.dynamic_index_in_dim(logits_BxPxV, length - 1, axis=1, keepdims=False)
 
     def step(i, carry):
-        tokens_BxN, cache, n_cached, logits_BxV = carry
-        next_B = _sample(logits_BxV, jax.random.fold_in(rng, i), temperature, top_k, top_p)
+        tokens_BxN, cache, n_cached, logits_BxV, state_B = carry
+        next_B, state_B = _sample_utf8(logits_BxV, jax.random.fold_in(rng, i), temperature, top_k, top_p, utf8,
+                                       state_B, max_new_tokens - 1 - i)
         if on_token is not None:
             jax.debug.callback(on_token, next_B, ordered=True)
         at = length + i
@@ -130,9 +153,9 @@ def _generate_cached(graphdef, params, prompt_BxP, length, rng, *, max_new_token
         full = n_cached >= block_size
         state = _run_if(~full, extend, (cache, n_cached, logits_BxV))
         cache, n_cached, logits_BxV = _run_if(full, rebuild, state)
-        return tokens_BxN, cache, n_cached, logits_BxV
+        return tokens_BxN, cache, n_cached, logits_BxV, state_B
 
-    carry = (tokens_BxN, cache, length, logits_BxV)
+    carry = (tokens_BxN, cache, length, logits_BxV, state_B)
     return jax.lax.fori_loop(0, max_new_tokens, step, carry)[0]
 
 
@@ -150,6 +173,7 @@ def generate_uncached(
     top_k: int | None = None,
     top_p: float | None = None,
     rng: jax.Array | None = None,
+    utf8: np.ndarray | None = None,
 ) -> jax.Array:
     """nanoGPT's generate, the reference for `generate`: every step runs the model over the last
     block_size tokens (a fixed-size window, so the loop compiles once). Same arguments and, given
@@ -157,11 +181,18 @@ def generate_uncached(
     idx_BxT = _checked_prompt(idx_BxT, temperature, top_k, top_p)
     graphdef, params = nnx.split(model, nnx.Param)
     return _generate_uncached(graphdef, params, jnp.asarray(idx_BxT), jax.random.key(0) if rng is None else rng,
-                              max_new_tokens, float(temperature), top_k, top_p)
+                              *_utf8_start(utf8, idx_BxT), max_new_tokens, float(temperature), top_k, top_p)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
-def _generate_uncached(graphdef, params, idx_BxT, rng, max_new_tokens, temperature, top_k, top_p):
+def _utf8_start(utf8: np.ndarray | None, idx_BxT: np.ndarray) -> tuple[jax.Array | None, jax.Array]:
+    """The UTF-8 table on the device and each prompt's UTF-8 state at its end (B,)."""
+    if utf8 is None:
+        return None, jnp.zeros(len(idx_BxT), jnp.int8)
+    return jnp.asarray(utf8), jnp.array([utf8_state(utf8, row) for row in idx_BxT], jnp.int8)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6, 7, 8, 9))
+def _generate_uncached(graphdef, params, idx_BxT, rng, utf8, state_B, max_new_tokens, temperature, top_k, top_p):
     model = nnx.merge(graphdef, params)
     model.eval()
     block_size = model.cfg.block_size
@@ -172,13 +203,15 @@ def _generate_uncached(graphdef, params, idx_BxT, rng, max_new_tokens, temperatu
     total = max(T + max_new_tokens, block_size)
     tokens_BxN = jnp.zeros((B, total), jnp.int32).at[:, :T].set(idx_BxT)
 
-    def step(i, tokens_BxN):
+    def step(i, carry):
+        tokens_BxN, state_B = carry
         length = T + i
         start = jnp.maximum(length - block_size, 0)
         window_BxK = jax.lax.dynamic_slice_in_dim(tokens_BxN, start, block_size, axis=1)
         logits_BxV = jax.lax.dynamic_index_in_dim(model(window_BxK), length - start - 1, 1, False)
-        next_B = _sample(logits_BxV, jax.random.fold_in(rng, i), temperature, top_k, top_p)
-        return jax.lax.dynamic_update_index_in_dim(tokens_BxN, next_B, length, 1)
+        next_B, state_B = _sample_utf8(logits_BxV, jax.random.fold_in(rng, i), temperature, top_k, top_p, utf8,
+                                       state_B, max_new_tokens - 1 - i)
+        return jax.lax.dynamic_update_index_in_dim(tokens_BxN, next_B, length, 1), state_B
 
-    tokens_BxN = jax.lax.fori_loop(0, max_new_tokens, step, tokens_BxN)
+    tokens_BxN = jax.lax.fori_loop(0, max_new_tokens, step, (tokens_BxN, state_B))[0]
     return tokens_BxN[:, : T + max_new_tokens]

@@ -100,15 +100,19 @@ def _ending_losses(graphdef: nnx.GraphDef, params, tokens_RxN: jax.Array, mask_R
 
 
 def ending_losses(model: GPT, examples: Sequence[Example], encode: Callable[[str], Sequence[int]],
-                  batch_examples: int = 8) -> tuple[np.ndarray, np.ndarray]:
+                  batch_examples: int = 8, stopping: Callable[[], bool] = lambda: False,
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
     """Summed loss and token count of every ending, two (len(examples), 4) arrays. Examples run
-    batch_examples at a time, rows zero-padded to a multiple of PAD_TO tokens."""
+    batch_examples at a time, rows zero-padded to a multiple of PAD_TO tokens. `stopping` is asked
+    between batches; when it says True the scoring is abandoned (None)."""
     graphdef, params = nnx.split(model)
     block_size = model.cfg.block_size
     rows = [row for example in examples for row in render(example, encode, block_size)]
     sums, counts = np.zeros(len(rows)), np.zeros(len(rows))
     per_batch = batch_examples * N_ENDINGS
     for start in range(0, len(rows), per_batch):
+        if stopping():
+            return None
         batch = rows[start:start + per_batch]
         width = min(-(-max(len(tokens) for tokens, _ in batch) // PAD_TO) * PAD_TO, block_size + 1)
         tokens = np.zeros((per_batch, width), np.int32)  # a short last batch keeps the shape: no recompile
@@ -122,12 +126,16 @@ def ending_losses(model: GPT, examples: Sequence[Example], encode: Callable[[str
     return sums.reshape(-1, N_ENDINGS), counts.reshape(-1, N_ENDINGS)
 
 
-def evaluate(model: GPT, examples: Sequence[Example], encode: Callable[[str], Sequence[int]]) -> dict:
+def evaluate(model: GPT, examples: Sequence[Example], encode: Callable[[str], Sequence[int]],
+             stopping: Callable[[], bool] = lambda: False) -> dict | None:
     """{"acc_norm", "acc", "examples"}: the fraction of examples whose true ending has the lowest
-    mean loss per token (acc_norm) and the lowest summed loss (acc)."""
+    mean loss per token (acc_norm) and the lowest summed loss (acc); None when `stopping` said
+    True between batches and the scoring was abandoned."""
     if not examples:
         raise UsageError("HellaSwag needs at least one example")
-    sums, counts = ending_losses(model, examples, encode)
+    if (losses := ending_losses(model, examples, encode, stopping=stopping)) is None:
+        return None
+    sums, counts = losses
     labels = np.array([example.label for example in examples])
     return {"acc_norm": float(np.mean(np.argmin(sums / counts, axis=1) == labels)),
             "acc": float(np.mean(np.argmin(sums, axis=1) == labels)), "examples": len(examples)}

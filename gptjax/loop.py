@@ -4,6 +4,7 @@ policy, the CPU time estimate)."""
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import sys
@@ -28,21 +29,30 @@ from gptjax.stopping import StopRequest
 from gptjax.tokenizers import Tokenizer, token_bytes
 
 
-def evaluate(state: TrainState, splits: dict, config: ml_collections.ConfigDict, it: int,
-             mesh: Mesh, token_bytes_V: jax.Array) -> dict[str, float]:
+def evaluate(state: TrainState, splits: dict, config: ml_collections.ConfigDict, mesh: Mesh,
+             token_bytes_V: jax.Array, stopping: Callable[[], bool] = lambda: False) -> dict[str, float] | None:
     """Mean loss ("train", "val") and bits per byte ("train_bpb", "val_bpb": the summed loss in bits
     over the UTF-8 bytes of the target tokens, which runs with different tokenizers share) over
-    eval_iters batches of each split, dropout off; the batches depend only on (seed, iteration),
-    so an evaluation repeats exactly on resume."""
+    eval_iters batches of each split, dropout off. The batches depend only on the seed: every
+    evaluation of a run scores the same text, so evaluations compare and a resumed run repeats one
+    exactly. `stopping` is asked between batches; when it says True the evaluation is abandoned
+    (None)."""
     results = {}
     rows = sharding.process_rows(config.batch_size)
     put = functools.partial(sharding.put_batch, mesh=mesh)
     for split_index, (split, tokens) in enumerate(splits.items()):
         batches = (data.random_batch(tokens, config.batch_size, config.block_size, config.seed,
-                                     1, split_index, it, k, rows=rows) for k in range(config.eval_iters))
-        loss, nats, n_bytes = functools.reduce(
-            functools.partial(jax.tree.map, jnp.add),
-            (eval_totals(state, x, y, token_bytes_V) for x, y in data.prefetch(batches, put)))
+                                     1, split_index, k, rows=rows) for k in range(config.eval_iters))
+        totals = None
+        for x, y in data.prefetch(batches, put):
+            if stopping():
+                return None
+            batch_totals = eval_totals(state, x, y, token_bytes_V)
+            # one batch queued behind the running one: the device stays busy and a stop is seen
+            # within a batch, not after every batch already dispatched
+            totals = batch_totals if totals is None else jax.tree.map(jnp.add, jax.block_until_ready(totals),
+                                                                      batch_totals)
+        loss, nats, n_bytes = totals
         results[split] = float(loss) / config.eval_iters
         results[f"{split}_bpb"] = float(nats) / math.log(2) / max(int(n_bytes), 1)
     return results
@@ -159,7 +169,7 @@ def _summary(config: ml_collections.ConfigDict, model_cfg: GPTConfig, source_cfg
             f"{config.batch_size} x {config.block_size} tokens, evaluating every {config.eval_interval:,}")
     return [
         start,
-        f"data: {Path(config.data_dir).absolute() / config.dataset} ({tokenizer.describe()['kind']} tokens: "
+        f"data: {Path(splits['train'].filename).parent} ({tokenizer.describe()['kind']} tokens: "
         f"{train_tokens:,} train, {val_tokens:,} val)",
         f"on {jax.device_count()} x {jax.devices()[0].device_kind} (mesh data={config.mesh.data} "
         f"fsdp={config.mesh.fsdp}), {config.dtype}, {config.attention} attention; {work}",
@@ -182,23 +192,32 @@ def _agree(wishes: list[bool]) -> list[bool]:
 def _set_records_aside(path: Path, it: int) -> Path | None:
     """Move metrics.jsonl's rows of iterations >= it (written after the checkpoint a run resumes
     from, by a run that went on or was killed) to metrics.past-<it>.jsonl: the records then read
-    as one run. Returns that file, or None when there were none."""
+    as one run. Returns that file, or None when nothing was set aside. Where those rows are only
+    the evaluation of iteration it (a run that finished or stopped there), they are removed
+    instead: the resumed run repeats that evaluation exactly, from the same state on the same
+    batches."""
     if not path.is_file():
         return None
     kept, past = [], []
     for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
         try:
-            after = json.loads(line).get("iter", -1) >= it
+            row = json.loads(line)
+            after = row.get("iter", -1) >= it
         except json.JSONDecodeError:  # a row cut short by a kill or a full disk: set aside too
-            after, line = True, line.rstrip("\n") + "\n"
-        (past if after else kept).append(line)
+            row, after, line = {}, True, line.rstrip("\n") + "\n"
+        (past if after else kept).append((row, line))
     if not past:
+        return None
+    path.write_text("".join(line for _, line in kept), encoding="utf-8")
+    if all(row.get("iter") == it and _EVALUATION_KEYS & row.keys() for row, _ in past):
         return None
     aside = path.with_name(f"metrics.past-{it}.jsonl")
     with open(aside, "a", encoding="utf-8") as f:
-        f.writelines(past)
-    path.write_text("".join(kept), encoding="utf-8")
+        f.writelines(line for _, line in past)
     return aside
+
+
+_EVALUATION_KEYS = {"val_loss", "hellaswag_acc_norm"}  # the keys that make a metrics.jsonl row an evaluation's
 
 
 def _load_data(config: ml_collections.ConfigDict, main_process: bool,
@@ -251,13 +270,15 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
     run_lock = RunLock(config.out_dir)
     sharding.main_process_first("taking the lock of out_dir", lambda: run_lock.acquire(warn), lambda: None)
     try:
+        # every refusal before any work: nothing is prepared, compiled or written for a refused run
+        start.refuse_before_work(config)
         config, source_cfg = start.resolve_model_keys(config, given)
-        hellaswag_examples = _hellaswag_examples(config)
-        tokenizer, splits = _load_data(config, main_process, stop)
         mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
         if config.batch_size % mesh.size:
             raise UsageError(f"config.batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "
                              "it is split across")
+        hellaswag_examples = _hellaswag_examples(config)
+        tokenizer, splits = _load_data(config, main_process, stop)
         state, best_val_loss = start.initial_state(config, tokenizer, mesh, warn)
         config = _resolved_run(config, mesh)
         run = _Run(config, state, best_val_loss, tokenizer, splits, mesh, hellaswag_examples)
@@ -325,7 +346,11 @@ class _Run:
         with self.checkpoints:
             while True:
                 if self.it % config.eval_interval == 0 or config.eval_only:
-                    losses = self.evaluate_and_save()
+                    evaluated = self.evaluate_and_save(stop)
+                    if evaluated is None:  # abandoned: a stop was requested while evaluating
+                        self.stop(stop)
+                        break
+                    losses = evaluated
                     if config.eval_only:
                         break
                 elif self.it % self.checkpoint_interval == 0 and self.it != self.saved_iter:
@@ -354,13 +379,18 @@ class _Run:
                                 + ", ".join(f"{s:.1f} s {what}" for what, s in self.seconds.items()))
         return losses
 
-    def evaluate_and_save(self) -> dict[str, float]:
+    def evaluate_and_save(self, stop: StopRequest | None) -> dict[str, float] | None:
         """Evaluates (HellaSwag too at its interval), reports the losses, and saves a checkpoint
-        when they improved or the config asks for one."""
+        when they improved or the config asks for one. None: a stop request came while evaluating,
+        and the evaluation was abandoned (its losses not reported)."""
         config, it = self.config, self.it
         self.log_pending()
         evaluation_started = time.perf_counter()
-        losses = evaluate(self.state, self.splits, config, it, self.mesh, self.token_bytes)
+        stopping = self.stop_requested(stop)
+        losses = evaluate(self.state, self.splits, config, self.mesh, self.token_bytes, stopping)
+        if losses is None:
+            self.seconds["evaluating"] += time.perf_counter() - evaluation_started
+            return None
         finite = all(math.isfinite(loss) for loss in losses.values())
         self.report.message(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
                             f"val bpb {losses['val_bpb']:.4f}"
@@ -368,7 +398,10 @@ class _Run:
         self.report.record(iter=it, train_loss=losses["train"], val_loss=losses["val"],
                            train_bpb=losses["train_bpb"], val_bpb=losses["val_bpb"])
         if self.hellaswag_examples and (it % config.hellaswag_interval == 0 or config.eval_only):
-            scores = hellaswag.evaluate(self.state.model(), self.hellaswag_examples, self.tokenizer.encode)
+            scores = hellaswag.evaluate(self.state.model(), self.hellaswag_examples, self.tokenizer.encode, stopping)
+            if scores is None:
+                self.seconds["evaluating"] += time.perf_counter() - evaluation_started
+                return None
             self.report.message(f"step {it}: HellaSwag acc_norm {scores['acc_norm']:.4f}, acc {scores['acc']:.4f} "
                                 f"({scores['examples']:,} examples)")
             self.report.record(iter=it, hellaswag_acc_norm=scores["acc_norm"], hellaswag_acc=scores["acc"])
@@ -390,18 +423,37 @@ class _Run:
         timely = config.checkpoint_minutes > 0 and time.monotonic() - self.last_save >= 60 * config.checkpoint_minutes
         signalled = stop is not None and stop.signal is not None
         stopping, timely = _agree([signalled, timely])
-        if not (stopping or (timely and self.it != self.saved_iter)):
-            return False
-        if self.it != self.saved_iter:
-            why = "checkpoint_minutes"
-            if stopping:
-                why = stop.reason() if signalled else "another process was signalled"
-            self.save(why)
         if stopping:
-            self.report.end_progress()
-            self.report.message(f"stopped at iteration {self.it} on request: --config.init_from=resume continues "
-                                "from there")
+            self.stop(stop)
+        elif timely and self.it != self.saved_iter:
+            self.save("checkpoint_minutes")
         return stopping
+
+    def stop_requested(self, stop: StopRequest | None) -> Callable[[], bool]:
+        """Whether a stop was requested, asked between the batches of an evaluation: the same answer
+        on every process, which agree every SYNC_STEPS batches in a multi-host run."""
+        asked = itertools.count()
+
+        def stopping() -> bool:
+            signalled = stop is not None and stop.signal is not None
+            if jax.process_count() == 1:
+                return signalled
+            return next(asked) % SYNC_STEPS == 0 and _agree([signalled])[0]
+
+        return stopping
+
+    def stop(self, stop: StopRequest | None) -> None:
+        """Ends the run on a stop request: saves the state of the last completed step where the
+        newest checkpoint is older, and says what there is to resume."""
+        signalled = stop is not None and stop.signal is not None
+        if self.it != self.saved_iter and not self.config.eval_only:
+            self.save(stop.reason() if signalled else "another process was signalled")
+        self.report.end_progress()
+        if self.config.eval_only:
+            self.report.message("stopped on request: the evaluation was abandoned (eval_only saves no checkpoint)")
+        else:
+            self.report.message(f"stopped at iteration {self.it} on request: {self.out_dir}/checkpoints/{self.it} "
+                                "holds it, and --config.init_from=resume continues from there")
 
     def save(self, why: str, val_loss: float | None = None) -> None:
         """A checkpoint of this iteration (in the background where the config says so)."""

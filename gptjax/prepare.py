@@ -388,11 +388,11 @@ def _split(everything: Path, cut: int, dataset_dir: Path) -> None:
     os.replace(val, dataset_dir / "val.bin")
 
 
-def _check_source(dataset_dir: Path, meta: dict, input_file: str) -> None:
+def _check_source(dataset_dir: Path, meta: dict, input_file: str, own_text: Path) -> None:
     """Refuse a dataset prepared from another text than the one this run names (input_file, or
-    else the dataset's own input.txt where there is one), rather than replace it unasked. With no
-    text named, the prepared data is used, whatever it was prepared from."""
-    wanted = sources.source_id(input_file or dataset_dir / "input.txt")
+    else the dataset's own input.txt, own_text, where there is one), rather than replace it unasked.
+    With no text named, the prepared data is used, whatever it was prepared from."""
+    wanted = sources.source_id(input_file or own_text)
     prepared_from = sources.source_id(meta.get("source", wanted))
     if prepared_from == wanted or not (input_file or Path(wanted).is_file()):
         return
@@ -406,29 +406,50 @@ def _check_source(dataset_dir: Path, meta: dict, input_file: str) -> None:
         f"{prepared_from} to train on that text, or --config.rebuild_data=True to prepare it again from {wanted}")
 
 
+def dataset_folder(data_dir: str | Path, dataset: str, tokenizer: str) -> Path:
+    """Where a dataset's tokens of a tokenizer (tokenizer_name's) live: data_dir/<dataset>/, as
+    nanoGPT lays it out, unless that holds another tokenizer's tokens; then beside them, in a
+    folder named for the tokenizer (data_dir/<dataset>/bpe-4096/), so that no preparation
+    replaces another tokenizer's data."""
+    top = Path(data_dir).absolute() / dataset
+    meta = read_meta(top)
+    if meta is None or _held_tokenizer(meta) == tokenizer:
+        return top
+    return top / tokenizer.replace(" ", "-")
+
+
 def prepare_dataset(data_dir: str, dataset: str, input_file: str, tokenizer: str = "char", rebuild: bool = False,
-                    announce: Callable[[str], None] | None = None, **options) -> tuple[Tokenizer, dict]:
-    """data_dir/dataset prepared from its text if it is not up to date (always, with rebuild): its
-    tokenizer and meta.json. options: val_fraction, text_key, num_proc, bpe_vocab_size (prepare's)."""
-    dataset_dir = Path(data_dir).absolute() / dataset
+                    announce: Callable[[str], None] | None = None, **options) -> tuple[Tokenizer, dict, Path]:
+    """data_dir/dataset prepared from its text if it is not up to date (always, with rebuild), in
+    the folder of its tokenizer (dataset_folder): its tokenizer, meta.json and that folder.
+    options: val_fraction, text_key, num_proc, bpe_vocab_size (prepare's)."""
+    top = Path(data_dir).absolute() / dataset  # where the dataset's own input.txt is
+    wanted = tokenizer_name(tokenizer, options.get("bpe_vocab_size", BPE_VOCAB_SIZE))
+    dataset_dir = dataset_folder(data_dir, dataset, wanted)
     meta = read_meta(dataset_dir)
     if meta is not None and not rebuild:
-        _check_source(dataset_dir, meta, input_file)
-    corpus = sources.find_corpus(dataset_dir, dataset, input_file, prepared=meta is not None and not rebuild)
+        _check_source(dataset_dir, meta, input_file, top / "input.txt")
+    try:
+        corpus = sources.find_corpus(top, dataset, input_file, prepared=meta is not None and not rebuild)
+    except UsageError:
+        if dataset_dir == top:
+            raise
+        raise UsageError(f"{top} holds {_held_tokenizer(read_meta(top))} tokens but the run asks for {wanted} "
+                         f"tokens, and no text is at hand to prepare them beside: put the text at "
+                         f"{top / 'input.txt'}, or pass --config.input_file=PATH") from None
     if corpus is not None:
         encoder = prepare(dataset_dir, corpus, tokenizer, announce, **options)
         meta = read_meta(dataset_dir)
     else:
         if not bins_complete(dataset_dir, meta):
             raise UsageError(f"{dataset_dir} has meta.json but incomplete .bin files: put the text "
-                             f"at {dataset_dir / 'input.txt'} to prepare it again")
+                             f"at {top / 'input.txt'} to prepare it again")
         encoder = from_description(meta["tokenizer"])
-    held, wanted = _held_tokenizer(meta), tokenizer_name(tokenizer, options.get("bpe_vocab_size", BPE_VOCAB_SIZE))
-    if held != wanted:
+    if (held := _held_tokenizer(meta)) != wanted:
         raise UsageError(f"{dataset_dir} holds {held} tokens but the run asks for {wanted} tokens "
                          f"(config.tokenizer, config.bpe_vocab_size): use another dataset name, or put the text "
-                         f"at {dataset_dir / 'input.txt'} to prepare it again")
-    return encoder, meta
+                         f"at {top / 'input.txt'} to prepare it again")
+    return encoder, meta, dataset_dir
 
 
 def _held_tokenizer(meta: dict) -> str:

@@ -6,10 +6,11 @@
 Defaults as nanoGPT's sample.py: 10 samples of 500 new characters, temperature 0.8, top_k 200.
 """
 
-from gptjax import environment
+from gptjax import environment, stopping
 
 if __name__ == "__main__":  # before JAX loads: this may re-execute the program once (huge pages)
     environment.start_program(compilation_cache=True)
+    stopping.exit_at_once_on_signal()  # nothing to save: Ctrl-C or SIGTERM ends it at once, in one line
 
 import argparse
 import functools
@@ -24,7 +25,7 @@ from gptjax.errors import OptionParser, UsageError, program_name
 from gptjax.generation import generate
 from gptjax.model import DTYPES, GPT
 from gptjax.pretrained import from_pretrained
-from gptjax.tokenizers import GPT2Tokenizer, IncrementalDecoder, Tokenizer, from_description
+from gptjax.tokenizers import GPT2Tokenizer, IncrementalDecoder, Tokenizer, from_description, utf8_transitions
 
 
 def add_model_options(parser: argparse.ArgumentParser, purpose: str) -> None:
@@ -53,6 +54,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--overflow_context", type=int, default=None,
                         help="past block_size, rebuild the cache from this many tokens (default block_size)")
+    parser.add_argument("--raw_distribution", action="store_true",
+                        help="sample from the model's distribution as it is, even tokens whose bytes break a "
+                             "character (printed as U+FFFD); by default a byte-level tokenizer's text stays valid")
     return parser.parse_args(argv[1:])
 
 
@@ -100,6 +104,7 @@ def main(argv: list[str]) -> None:
         if not prompt:
             raise UsageError("the prompt is empty: pass --start with at least one character")
         prompt_ids = encode(vocab, prompt, "prompt")[None]
+        utf8 = None if args.raw_distribution else utf8_transitions(vocab, model.cfg.vocab_size)
 
         text = IncrementalDecoder(vocab)  # a character split across tokens is printed whole
 
@@ -114,7 +119,7 @@ def main(argv: list[str]) -> None:
             out = generate(
                 model, prompt_ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                 top_p=args.top_p, rng=jax.random.fold_in(jax.random.key(args.seed), k),
-                overflow_context=args.overflow_context, on_token=stream if streaming else None,
+                overflow_context=args.overflow_context, on_token=stream if streaming else None, utf8=utf8,
             )
             jax.effects_barrier()  # every streamed token is printed before the separator
             print(text.flush() if streaming else vocab.decode(out[0]))

@@ -13,7 +13,7 @@ from jax.sharding import Mesh
 
 from gptjax import checkpoint, optim, pretrained, sharding
 from gptjax.config import model_config
-from gptjax.errors import UsageError
+from gptjax.errors import UsageError, check_writable
 from gptjax.model import GPT, GPTConfig
 from gptjax.step import TrainState
 from gptjax.tokenizers import Tokenizer
@@ -40,6 +40,16 @@ PROCESS_KEYS = ("init_from", "out_dir", "mesh", "attention", "remat", "num_proc"
                 "rebuild_data")
 
 
+def _tokenizer_keys(run: dict) -> tuple[str, ...]:
+    """The keys of a run's settings that name its tokenizer, which is its model's vocabulary."""
+    return ("tokenizer", "bpe_vocab_size") if run.get("tokenizer") == "bpe" else ("tokenizer",)
+
+
+def _keeps_tokenizer(out_dir: Path, key: str, old) -> UsageError:
+    return UsageError(f"{out_dir} was trained with {key}={old!r}, which a resumed run keeps: leave "
+                      f"--config.{key} out, or start a new run in another out_dir")
+
+
 def resumed_settings(config: ml_collections.ConfigDict, given: frozenset[str],
                      say: Callable[[str], None]) -> ml_collections.ConfigDict:
     """For a program's command line with init_from=resume: config with the run's own settings
@@ -54,10 +64,8 @@ def resumed_settings(config: ml_collections.ConfigDict, given: frozenset[str],
     for key, old in run.items():
         if key in PROCESS_KEYS or key not in resolved or old == resolved[key]:
             continue
-        if key in given and (key == "tokenizer" or key == "bpe_vocab_size" and run.get("tokenizer") == "bpe"):
-            # the model's vocabulary is its tokenizer's
-            raise UsageError(f"{out_dir} was trained with {key}={old!r}, which a resumed run keeps: leave "
-                             f"--config.{key} out, or start a new run in another out_dir")
+        if key in given and key in _tokenizer_keys(run):
+            raise _keeps_tokenizer(out_dir, key, old)
         if key in given:
             say(f"resuming {out_dir} with {key} {old!r} -> {resolved[key]!r} (--config.{key})")
         else:
@@ -147,9 +155,23 @@ def initial_state(config: ml_collections.ConfigDict, tokenizer: Tokenizer, mesh:
         for moved in checkpoint.set_aside_newer(out_dir, step):
             warn(f"renamed the unreadable checkpoint to {moved}")
         return abstract.replace(**items), meta["best_val_loss"]
-    if (existing := checkpoint.latest_step(out_dir)) is not None:
+    return _new_state(config, tokenizer, tx, mesh), float("inf")
+
+
+def refuse_before_work(config: ml_collections.ConfigDict) -> None:
+    """The refusals that need only out_dir, made before any data is prepared, anything compiled or
+    any file written: a new run into an out_dir that holds a checkpoint, a resume on another
+    tokenizer than the run's, and a checkpoints folder that cannot be written."""
+    out_dir = Path(config.out_dir).absolute()
+    if config.init_from == "resume":
+        run = checkpoint.choose(out_dir, warn=lambda _: None)[0][1].get("config", {})
+        for key in _tokenizer_keys(run):
+            if key in run and run[key] != config[key]:
+                raise _keeps_tokenizer(out_dir, key, run[key])
+    elif (existing := checkpoint.latest_step(out_dir)) is not None:
         raise UsageError(
             f"{out_dir} already holds a checkpoint (iter {existing}) that this run would replace: pass "
             "--config.init_from=resume to continue it, or choose another out_dir"
         )
-    return _new_state(config, tokenizer, tx, mesh), float("inf")
+    if (out_dir / "checkpoints").is_dir():
+        check_writable(out_dir / "checkpoints", "config.out_dir")

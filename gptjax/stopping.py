@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 
 from gptjax.errors import program_name
@@ -19,10 +20,28 @@ def exit_status(signum: int) -> int:
     return 128 + signum
 
 
-def _exit_at_once(signum: int, frame=None) -> None:
+def _exit_at_once(signum: int, frame=None, after: str = " while starting; nothing was written") -> None:
     name = signal.Signals(signum).name
-    os.write(2, f"{program_name(sys.argv[0])}: stopped by {name} while starting; nothing was written\n".encode())
+    os.write(2, f"{program_name(sys.argv[0])}: stopped by {name}{after}\n".encode())
     os._exit(exit_status(signum))
+
+
+def exit_at_once_on_signal() -> None:
+    """For a program that keeps nothing a stop would lose (sampling, explaining): a signal ends
+    it at once with one line and the status 128 + n, whatever it is doing. Python runs its own
+    handlers only between bytecodes, which a compilation or a computation on the device holds
+    back for as long as it lasts, and exiting normally waits for that computation; so a thread
+    woken by the signal itself (signal.set_wakeup_fd) ends the process."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+
+    def watch() -> None:
+        _exit_at_once(os.read(read_end, 1)[0], after="")
+
+    threading.Thread(target=watch, daemon=True, name="exit on a signal").start()
+    for signum in SIGNALS:  # set_wakeup_fd hears only of signals that have a Python handler
+        signal.signal(signum, lambda signum, frame: _exit_at_once(signum, after=""))
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
 
 
 def exit_at_once_while_importing() -> None:

@@ -193,6 +193,59 @@ def token_bytes(tokenizer: Tokenizer) -> np.ndarray:
     return np.array([0 if i == tokenizer.eot else len(piece) for i, piece in enumerate(pieces)], np.int32)
 
 
+# UTF-8 as a machine of 8 states: 0 between characters; 1, 2, 3: that many continuation bytes
+# (0x80-0xBF) still to come; 4-7: two or three to come, the next one in a narrower range (after
+# E0, ED, F0 and F4: no overlong form, no surrogate, nothing past U+10FFFF). INVALID: no way on.
+UTF8_STATES, INVALID = 8, -1
+UTF8_BYTES_NEEDED = np.array([0, 1, 2, 3, 2, 2, 3, 3], np.int8)  # bytes each state needs to end its character
+
+
+def _utf8_byte_table() -> np.ndarray:
+    """The state after each byte (256) from each state (UTF8_STATES), or INVALID; int8."""
+    table = np.full((UTF8_STATES, 256), INVALID, np.int8)
+    table[0, :0x80] = 0
+    table[0, 0xC2:0xE0] = 1
+    table[0, 0xE0], table[0, 0xE1:0xF0], table[0, 0xED] = 4, 2, 5
+    table[0, 0xF0], table[0, 0xF1:0xF4], table[0, 0xF4] = 6, 3, 7
+    for state, (low, high, after) in {1: (0x80, 0xBF, 0), 2: (0x80, 0xBF, 1), 3: (0x80, 0xBF, 2),
+                                      4: (0xA0, 0xBF, 1), 5: (0x80, 0x9F, 1), 6: (0x90, 0xBF, 2),
+                                      7: (0x80, 0x8F, 2)}.items():
+        table[state, low:high + 1] = after
+    return table
+
+
+def utf8_transitions(tokenizer: Tokenizer, vocab_size: int | None = None) -> np.ndarray | None:
+    """For a tokenizer whose tokens are bytes (gpt2, bpe), the UTF-8 state after each token from
+    each state, int8 (UTF8_STATES, vocab_size), INVALID where the token's bytes cannot follow:
+    what a sampler needs to choose only tokens that continue valid UTF-8. Ids past the tokenizer's
+    (a vocabulary padded to 50304) are INVALID. None for the char tokenizer, whose every token is
+    whole characters."""
+    if isinstance(tokenizer, CharVocab):
+        return None
+    pieces = tokenizer.pieces(range(len(tokenizer)))
+    longest = max(len(piece) for piece in pieces)
+    bytes_VxL = np.full((len(pieces), longest), 256, np.int16)  # 256: past the token's end, no change
+    for i, piece in enumerate(pieces):
+        bytes_VxL[i, :len(piece)] = np.frombuffer(piece, np.uint8)
+    table = np.concatenate([_utf8_byte_table(), np.arange(UTF8_STATES, dtype=np.int8)[:, None]], axis=1)
+    table = np.concatenate([table, np.full((1, 257), INVALID, np.int8)])  # INVALID stays INVALID
+    state_SxV = np.broadcast_to(np.arange(UTF8_STATES, dtype=np.int8)[:, None], (UTF8_STATES, len(pieces))).copy()
+    for column in bytes_VxL.T:  # a token's bytes, one position at a time over the whole vocabulary
+        state_SxV = table[state_SxV, column[None, :]]
+    padded = np.full((UTF8_STATES, max(vocab_size or 0, len(pieces))), INVALID, np.int8)
+    padded[:, :len(pieces)] = state_SxV
+    return padded
+
+
+def utf8_state(transitions: np.ndarray, ids: Iterable[int]) -> int:
+    """The UTF-8 state after ids (utf8_transitions' states), from between characters; 0 where they
+    do not form valid UTF-8."""
+    state = 0
+    for i in ids:
+        state = max(int(transitions[state, int(i)]), 0)
+    return state
+
+
 class IncrementalDecoder:
     """Text from tokens that arrive a few at a time (a sample as it is generated): each call
     returns the text its tokens complete, holding back the bytes of a character split across

@@ -20,9 +20,11 @@ if __name__ == "__main__":  # before JAX loads: this may re-execute the program 
 
 import signal
 import sys
+from pathlib import Path
 
 import jax
 
+from gptjax.checkpoint import latest_step
 from gptjax.config import command_line_keys, from_command_line
 from gptjax.errors import Interrupted, UsageError, out_of_memory, program_name
 from gptjax.loop import train
@@ -33,6 +35,15 @@ from gptjax.start import resumed_settings
 def _fail(program: str, message: str, status: int) -> None:
     print(f"{program}: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
+
+
+def _what_is_saved(out_dir: str) -> str:
+    """What a run stopped at once leaves to continue from, in words."""
+    newest = latest_step(Path(out_dir))
+    if newest is None:
+        return "no checkpoint was saved, so the next run starts anew"
+    return f"{Path(out_dir).absolute()}/checkpoints/{newest} is the newest checkpoint; --config.init_from=resume " \
+           "continues from it"
 
 
 def main(argv: list[str]) -> None:
@@ -53,8 +64,8 @@ def main(argv: list[str]) -> None:
         _fail(program, f"stopped by {str(e).removesuffix(' received')} while starting, before any iteration: "
               "nothing of the run was written", stopping.exit_status(stop.signal))
     except KeyboardInterrupt:
-        _fail(program, "stopped at once by a second Ctrl-C, without saving: --config.init_from=resume continues "
-              "from the newest checkpoint", stopping.exit_status(signal.SIGINT))
+        _fail(program, f"stopped at once by a second Ctrl-C, without saving: {_what_is_saved(config.out_dir)}",
+              stopping.exit_status(signal.SIGINT))
     except UsageError as e:
         if isinstance(e, Interrupted) and stop.signal is not None:  # a preparation a signal stopped
             _fail(program, f"error: {e}", stopping.exit_status(stop.signal))

@@ -2,11 +2,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import forward, tiny_config
+from conftest import forward, gpt2_tokenizer, tiny_config
 from flax import nnx
 
 import gptjax
 from gptjax.generation import filter_logits
+from gptjax.tokenizers import INVALID, UTF8_BYTES_NEEDED, utf8_transitions
 
 
 def eval_model(**overrides) -> gptjax.GPT:
@@ -142,3 +143,52 @@ def test_cached_decoding_equals_the_uncached_reference_with_rope_and_every_optio
     prompt = jax.random.randint(jax.random.key(3), (2, 5), 0, 23)
     cached = gptjax.generate(model, prompt, max_new_tokens=30, temperature=0.0)  # past block_size 16
     np.testing.assert_array_equal(cached, gptjax.generate_uncached(model, prompt, max_new_tokens=30, temperature=0.0))
+
+
+def test_utf8_transitions_agree_with_pythons_strict_utf8_decoder():
+    tokenizer = gpt2_tokenizer()
+    table = utf8_transitions(tokenizer, 50304)
+    assert (table[:, 50257:] == INVALID).all()  # the padding ids are never text
+    pieces = tokenizer.pieces(range(len(tokenizer)))
+    singles = [i for i, piece in enumerate(pieces) if len(piece) == 1]
+    multi = [i for i, piece in enumerate(pieces) if len(piece) > 1][::97]
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        ids = rng.choice(singles if rng.random() < 0.7 else multi, size=rng.integers(1, 6))
+        text = b"".join(tokenizer.pieces(ids))
+        state = 0
+        for i in ids:
+            state = INVALID if state == INVALID else int(table[state, i])
+        if state == 0:
+            text.decode("utf-8")  # whole characters: Python decodes them
+            continue
+        with pytest.raises(UnicodeDecodeError):
+            text.decode("utf-8")
+        if state == INVALID:  # no bytes that may follow make it text
+            for ending in (b"", b"\x80", b"\x80\x80", b"\xa0\x80\x80", b"\x90\x80\x80"):
+                with pytest.raises(UnicodeDecodeError):
+                    (text + ending).decode("utf-8")
+        else:  # a character left open: the bytes it still needs close it
+            first = {4: 0xA0, 6: 0x90}.get(state, 0x80)
+            needed = int(UTF8_BYTES_NEEDED[state])
+            (text + bytes([first] + [0x80] * (needed - 1))).decode("utf-8")
+
+
+def test_byte_level_sampling_keeps_utf8_valid_streamed_and_whole_and_equals_the_reference():
+    tokenizer = gpt2_tokenizer()
+    model = eval_model(vocab_size=50257)  # untrained: it spreads its probability over every byte token
+    utf8 = utf8_transitions(tokenizer, 50257)
+    prompt = tokenizer.encode("如何理解")[None]
+    streamed, parts = gptjax.IncrementalDecoder(tokenizer), []
+    on_token = lambda ids: parts.append(streamed(ids))  # one function: generate compiles once
+    for seed in range(3):
+        parts.clear()
+        out = gptjax.generate(model, prompt, 61, temperature=2.0, top_k=None, rng=jax.random.key(seed),
+                              on_token=on_token, utf8=utf8)
+        jax.effects_barrier()
+        whole = tokenizer.decode(np.asarray(out[0]))
+        assert "\ufffd" not in whole and whole.startswith("如何理解")
+        assert "如何理解" + "".join(parts) + streamed.flush() == whole  # ends on a whole character
+        reference = gptjax.generate_uncached(model, prompt, 61, temperature=2.0, top_k=None, rng=jax.random.key(seed),
+                                             utf8=utf8)
+        np.testing.assert_array_equal(out, reference)

@@ -80,13 +80,15 @@ def test_resume_continues_the_runs_own_settings_and_says_what_the_command_line_c
 
 
 def test_a_run_on_a_tiny_text_ends_with_a_checkpoint_sample_loads(tmp_path, capsys):
-    # a 2 KB text: val loss never improves after iteration 0 in nanoGPT's char recipe on it
+    # a model that does not learn: every evaluation scores the same batches the same, so the best
+    # (the earliest of equals) stays iteration 0
     text = tmp_path / "small.txt"
     text.write_text(("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 40)[:2048])
     args = ["--config", str(REPO / "configs/char_cpu.py"), f"--config.input_file={text}", "--config.dataset=small",
             f"--config.data_dir={tmp_path / 'data'}", f"--config.out_dir={tmp_path / 'out'}",
             "--config.max_iters=6", "--config.eval_interval=4", "--config.eval_iters=1", "--config.block_size=16",
-            "--config.batch_size=2", "--config.n_layer=1", "--config.n_embd=16", "--config.n_head=2"]
+            "--config.batch_size=2", "--config.n_layer=1", "--config.n_embd=16", "--config.n_head=2",
+            "--config.learning_rate=0", "--config.decay_lr=False"]
     loop.train(from_command_line(["train.py", *args]))
     assert checkpoint.steps(tmp_path / "out")  # something to sample from, whatever val loss did
     # and checkpoint_minutes, a millisecond's worth: every iteration is that far from the last save
@@ -123,8 +125,8 @@ def test_sigterm_saves_exits_0_and_the_resumed_run_matches_an_uninterrupted_one(
 
     end = stopped_at + 3
     capsys.readouterr()
+    best = min(r["val_loss"] for r in rows(tmp_path / "stopped") if "val_loss" in r)
     loop.train(config(tmp_path, out="stopped", init_from="resume", max_iters=end))
-    best = min(r["val_loss"] for r in rows(tmp_path / "stopped") if "val_loss" in r and r["iter"] <= stopped_at)
     assert capsys.readouterr().out.startswith(
         f"resuming {tmp_path}/stopped/checkpoints/{stopped_at} (iter {stopped_at}, best val {best:.4f}): ")
     loop.train(config(tmp_path, out="whole", max_iters=end))

@@ -6,6 +6,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
+import jax
 import numpy as np
 import pytest
 from conftest import chinese_text, cli_error, run_program, tiny_config
@@ -62,6 +63,27 @@ def test_sample_continues_a_chinese_prompt_in_chinese(bpe_run):
     text = result.stdout.split("---------------")[0].strip()
     assert text.startswith("如何") and "\ufffd" not in text
     assert len(CJK.findall(text[2:])) >= 3
+
+
+def test_samples_at_temperature_2_are_valid_utf8_streamed_and_whole(bpe_run):
+    folder, _ = bpe_run
+    hot = [f"--out_dir={folder / 'out'}", "--start=如何", "--temperature=2", "--num_samples=4", "--max_new_tokens=150"]
+    raw = run_program(["sample.py", *hot, "--raw_distribution"])
+    assert raw.returncode == 0, raw.stderr
+    assert "\ufffd" in raw.stdout  # the model's own distribution picks bytes that break characters
+    result = run_program(["sample.py", *hot])
+    assert result.returncode == 0, result.stderr
+    samples = result.stdout.split("---------------\n")[:-1]
+    assert len(samples) == 4 and all(s.startswith("如何") and "\ufffd" not in s for s in samples)
+    model, meta = checkpoint.load_model(folder / "out", warn=lambda _: None)
+    tokenizer = from_description(meta["tokenizer"])
+    streamed, parts = gptjax.IncrementalDecoder(tokenizer), []
+    out = gptjax.generate(model, tokenizer.encode("如何")[None], 150, temperature=2.0, rng=jax.random.key(3),
+                          on_token=lambda ids: parts.append(streamed(ids)),
+                          utf8=gptjax.tokenizers.utf8_transitions(tokenizer, model.cfg.vocab_size))
+    jax.effects_barrier()
+    whole = tokenizer.decode(np.asarray(out[0]))
+    assert "\ufffd" not in whole and whole == "如何" + "".join(parts) + streamed.flush()
 
 
 def test_explain_labels_the_pieces_as_characters(bpe_run, tmp_path):
