@@ -113,8 +113,14 @@ def _reader(out_dir: Path) -> ocp.CheckpointManager:
 
 
 def _first_line(error: BaseException) -> str:
+    """What went wrong, in one line: the error at the root of the chain that raised it (orbax's
+    own wraps TensorStore's, which names the file and what is wrong with it, in a message that
+    goes on with an object's repr), its type where that says more than "an error"."""
+    while (cause := error.__cause__ or error.__context__) is not None and str(cause).strip():
+        error = cause
     lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+    said = lines[0] if lines else ""
+    return said if type(error) in (Exception, ValueError, RuntimeError) else f"{type(error).__name__}: {said}"
 
 
 def steps(out_dir: Path) -> list[int]:

@@ -235,6 +235,9 @@ def test_damaged_checkpoints_are_said_in_one_line_each_and_nothing_else(tmp_path
     assert lines[3].startswith(f"sample.py: error: no checkpoint in {out}/checkpoints can be read (3 tried; 2, the "
                                "newest: its arrays cannot be read (")
     assert len(lines) == 4 and sample.returncode == 1
+    # the failing file and what is wrong with it, in words, not an object's repr
+    assert all(f'in OCDBT database at local file "{out}/checkpoints/' in line and "bound method" not in line
+               and line.endswith(")") for line in lines[:3])
 
 
 def test_when_no_checkpoint_can_be_read_the_error_says_why_without_warnings_above(tmp_path):

@@ -204,3 +204,13 @@ def test_resume_skips_an_unreadable_newest_checkpoint_and_sets_its_records_aside
     best = min((r for r in rows(out) if "val_loss" in r), key=lambda r: r["val_loss"])["iter"]
     assert set(checkpoint.steps(out)) == {9, 12, best}
     assert (out / "checkpoints/10.unreadable").is_dir()  # kept for a look
+
+
+def test_resuming_a_finished_run_sets_nothing_aside_and_repeats_its_last_evaluation(tmp_path, capsys):
+    loop.train(config(tmp_path, max_iters=8))
+    finished = rows(tmp_path / "out")
+    loop.train(config(tmp_path, init_from="resume", max_iters=12))
+    assert "moved to" not in capsys.readouterr().err and not list((tmp_path / "out").glob("metrics.past-*"))
+    again = rows(tmp_path / "out")
+    assert again[:len(finished)] == finished  # the evaluation of iteration 8 repeated exactly, once
+    assert [r["iter"] for r in again if "val_loss" in r] == [0, 4, 8, 12]

@@ -477,3 +477,14 @@ def test_a_bpe_learns_from_the_text_before_val_and_ends_each_document(tmp_path, 
     # the same text and settings again: up to date, not prepared again
     again = prepare.prepare(tmp_path / "bpe", corpus, "bpe", num_proc=1, bpe_vocab_size=300)
     assert again.serialized == tokenizer.serialized
+
+
+def test_a_prepared_bpe_never_learns_from_the_validation_text(tmp_path):
+    # "zq" occurs only in the last tenth, val.bin's text: a BPE that saw it would merge it first
+    train_text = "如何理解gpt的原理，输入和目标错开一个字。" * 400
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(train_text + "zqzqzqzq " * (len(train_text.encode()) // 9 // 9), encoding="utf-8")
+    tokenizer = prepare.prepare(tmp_path / "bpe", corpus, "bpe", num_proc=1, bpe_vocab_size=300)
+    pieces = tokenizer.pieces(range(len(tokenizer)))
+    assert not [piece for piece in pieces if b"z" in piece and len(piece) > 1]
+    assert [piece for piece in pieces if "理解".encode() in piece]  # what the training text repeats is merged

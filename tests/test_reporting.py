@@ -70,7 +70,11 @@ def test_non_finite_values_are_written_as_null_and_the_row_flagged(tmp_path, mon
     report = Reporter(tmp_path / "metrics.jsonl", start=0, total=10)
     report.record(iter=5, train_loss=float("nan"), val_loss=float("inf"))
     report.record(iter=6, train_loss=2.0, val_loss=2.5)
+    report.record(iter=7, val_loss=float("inf"))  # an infinity alone
+    report.log_step(8, {**STEP, "loss": float("-inf")})
     report.close()
     rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert rows == ['{"iter": 5, "train_loss": null, "val_loss": null, "nonfinite": true}',
-                    '{"iter": 6, "train_loss": 2.0, "val_loss": 2.5}']
+    assert rows[:3] == ['{"iter": 5, "train_loss": null, "val_loss": null, "nonfinite": true}',
+                        '{"iter": 6, "train_loss": 2.0, "val_loss": 2.5}',
+                        '{"iter": 7, "val_loss": null, "nonfinite": true}']
+    assert json.loads(rows[3]) == {"iter": 8, **STEP, "loss": None, "nonfinite": True}

@@ -9,7 +9,7 @@ import subprocess
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import CORPUS, cli_error, run_program, tiny_run_args
+from conftest import CORPUS, REPO, chinese_text, cli_error, run_program, tiny_run_args
 
 from gptjax import bench, checkpoint, loop
 from gptjax import train as train_program
@@ -196,3 +196,47 @@ def test_a_text_too_short_for_the_model_is_warned_of_as_memorisation():
     assert loop._too_little_data(char, 10_745_088, 1_003_854) is None  # nanoGPT's own recipe, which overfits late
     char.init_from = "gpt2"  # finetuning a large model on a small text is what finetuning is
     assert loop._too_little_data(char, 124_000_000, 300_000) is None
+
+
+def snapshot(folder: pathlib.Path) -> dict[str, tuple[bytes, int | None]]:
+    """Every file under folder: its bytes and modification time (but the lock's: a run that is
+    refused held it while it looked, and leaves it empty as it found it)."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), None if p.name == "run.lock" else p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_refused_run_changes_nothing_and_another_tokenizer_is_prepared_beside(tmp_path, capsys):
+    (tmp_path / "data/chinese").mkdir(parents=True)
+    (tmp_path / "data/chinese/input.txt").write_text(chinese_text(30_000), encoding="utf-8")
+    chinese = ["--config", str(REPO / "configs/chinese_cpu.py"), f"--config.data_dir={tmp_path / 'data'}",
+               "--config.max_iters=4", "--config.eval_interval=2", "--config.eval_iters=1", "--config.n_layer=1",
+               "--config.n_embd=16", "--config.n_head=2", "--config.block_size=16", "--config.batch_size=2"]
+    char_run = [*chinese, f"--config.out_dir={tmp_path / 'out-chinese'}"]
+    train_program.main(["train.py", *char_run])
+    before = snapshot(tmp_path)
+    message = cli_error("train.py", *char_run, "--config.tokenizer=bpe", "--config.bpe_vocab_size=300")
+    assert f"{tmp_path}/out-chinese already holds a checkpoint (iter 4)" in message
+    assert snapshot(tmp_path) == before  # byte for byte, and not rewritten
+
+    capsys.readouterr()
+    train_program.main(["train.py", *chinese, f"--config.out_dir={tmp_path / 'out-bpe'}", "--config.tokenizer=bpe",
+                        "--config.bpe_vocab_size=300"])
+    said = capsys.readouterr().out
+    assert said.startswith(f"prepared {tmp_path}/data/chinese/bpe-300 from {tmp_path}/data/chinese/input.txt: "
+                           "bpe 300 tokenizer")
+    assert f"data: {tmp_path}/data/chinese/bpe-300 (bpe tokens: " in said
+    assert {k: v for k, v in snapshot(tmp_path).items() if k in before} == before  # the char data untouched
+    train_program.main(["train.py", *char_run, "--config.init_from=resume", "--config.max_iters=6"])
+    said = capsys.readouterr().out
+    assert "prepared" not in said and f"data: {tmp_path}/data/chinese (char tokens: " in said
+    assert checkpoint.latest_step(tmp_path / "out-chinese") == 6
+
+
+def test_an_unwritable_checkpoints_folder_is_refused_before_any_work(tmp_path):
+    (tmp_path / "out").mkdir()
+    # a folder even root cannot write to, as a read-only checkpoints folder is to its user
+    (tmp_path / "out/checkpoints").symlink_to("/sys/kernel")
+    message = cli_error("train.py", *tiny_run_args(tmp_path))
+    assert message == (f"train.py: error: config.out_dir: cannot write in the folder {tmp_path}/out/checkpoints "
+                       "(Permission denied): choose one you can write to")
+    assert not (tmp_path / "data").exists()  # nothing prepared
