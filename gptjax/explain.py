@@ -16,6 +16,7 @@ if __name__ == "__main__":  # before JAX loads: this may re-execute the program 
 
 import argparse
 import functools
+import io
 import math
 import sys
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from gptjax import attention, render
 from gptjax.errors import OptionParser, UsageError, make_folder, program_name
 from gptjax.model import GPT, CausalSelfAttention
 from gptjax.sample import add_model_options, encode, load, read_prompt
+from gptjax.sources import write_atomically
 from gptjax.step import token_losses
 
 # The default picture fits one screen: at most this many layers (spread from the first to the
@@ -214,12 +216,15 @@ def explain(args: argparse.Namespace) -> Path:
     make_folder(output, "--output_dir")
     figure, note = render.attention_figure(weights_LxHxTxT, render.token_labels(pieces), layers, heads,
                                            f"{name}: attention weights, {len(ids)} tokens")
-    figure.savefig(output / "attention.png")
+    picture = io.BytesIO()
+    figure.savefig(picture, format="png")
     plt.close(figure)
     print(note)
-    (output / "surprise.html").write_text(
-        render.surprise_html(pieces, nats_T1, guesses, math.log(cfg.vocab_size), f"{name}: surprise"), encoding="utf-8")
-    (output / "predictions.txt").write_text(render.predictions_text(pieces, nats_T1, guesses), encoding="utf-8")
+    # each file whole or not at all: a stop ends the program at once, whatever it is writing
+    write_atomically(output / "attention.png", picture.getvalue())
+    write_atomically(output / "surprise.html", render.surprise_html(
+        pieces, nats_T1, guesses, math.log(cfg.vocab_size), f"{name}: surprise").encode("utf-8"))
+    write_atomically(output / "predictions.txt", render.predictions_text(pieces, nats_T1, guesses).encode("utf-8"))
     return output
 
 

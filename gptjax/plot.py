@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from gptjax.errors import OptionParser, UsageError, program_name
-from gptjax.render import pyplot
+from gptjax.render import choose_fonts, pyplot
 
 SIZE_INCHES, DPI = (10, 7), 100  # a 1000 x 700 pixel image
 
@@ -69,7 +69,9 @@ def plot(out_dirs: list[Path], output: Path, bpb: bool = False) -> Path:
     loss_axes.yaxis.set_minor_formatter(plain)
     loss_axes.set_ylabel("bits per byte (log scale)" if bpb else "loss (log scale)")
     loss_axes.grid(True, which="both", alpha=0.3)
-    loss_axes.legend(fontsize="small")
+    # the runs' names may be in any script: fonts that have their characters, one installed since too
+    fonts, _ = choose_fonts(" ".join(str(out_dir) for out_dir in out_dirs))
+    loss_axes.legend(prop={"size": "small", "family": [f.name for f in fonts] or None})
     lr_axes.set_ylabel("learning rate")
     lr_axes.set_xlabel("iteration")
     lr_axes.grid(True, alpha=0.3)

@@ -3,8 +3,10 @@ attention heat maps (PNG, matplotlib), the text shaded by surprise (HTML), and t
 pairs with the model's guesses (text)."""
 
 import codecs
+import contextlib
 import html
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -64,7 +66,17 @@ def token_labels(pieces: list[bytes]) -> list[str]:
 def choose_fonts(text: str, fonts: list | None = None) -> tuple[list, str]:
     """Installed fonts that together have glyphs for text's characters, as matplotlib FontEntries
     in the order matplotlib should try them (its default, DejaVu Sans, first, then each font that
-    adds characters still missing), and the characters that none of them has."""
+    adds characters still missing), and the characters that none of them has. With fonts None
+    (the installed ones), fonts installed since matplotlib last looked (refresh_fonts) are tried
+    before a character is said to be missing."""
+    chosen, missing = _fonts_for(text, fonts)
+    if missing and fonts is None and (added := refresh_fonts()):
+        more, missing = _fonts_for(missing, added)
+        chosen += more
+    return chosen, missing
+
+
+def _fonts_for(text: str, fonts: list | None) -> tuple[list, str]:
     from matplotlib import font_manager, ft2font
 
     missing = {ord(c) for c in text if not c.isspace()}
@@ -84,6 +96,26 @@ def choose_fonts(text: str, fonts: list | None = None) -> tuple[list, str]:
         if not missing:
             break
     return chosen, "".join(sorted(map(chr, missing)))
+
+
+def refresh_fonts() -> list:
+    """The FontEntries of fonts installed since matplotlib listed them, now added to its list (and
+    to its cache file, so the next program finds them at once): matplotlib reads the installed
+    fonts once and keeps the list in a cache that a font installed later is not in."""
+    from matplotlib import font_manager, get_cachedir
+
+    manager = font_manager.fontManager
+    known = {Path(f.fname).resolve() for f in manager.ttflist}
+    new = [path for path in font_manager.findSystemFonts() if Path(path).resolve() not in known]
+    before = len(manager.ttflist)
+    for path in new:
+        with contextlib.suppress(Exception):  # a file FreeType cannot read is no font
+            manager.addfont(path)
+    added = manager.ttflist[before:]
+    if added:
+        with contextlib.suppress(OSError):  # a cache that cannot be written is found again next time
+            font_manager.json_dump(manager, Path(get_cachedir()) / f"fontlist-v{manager.__version__}.json")
+    return added
 
 
 def attention_figure(weights_LxHxTxT: np.ndarray, labels: list[str], layers: list[int], heads: list[int],

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import cli_error, forward, gpt2_tokenizer, save_untrained_run, tiny_config
+from conftest import cli_error, forward, gpt2_tokenizer, run_program, save_untrained_run, tiny_config
 from flax import nnx
 from matplotlib import font_manager
 
@@ -205,3 +205,41 @@ def test_bad_explain_input_gets_one_line(chinese_run, tmp_path, monkeypatch):
         "--text=如何", f"--output_dir={tmp_path / 'a_file' / 'x'}")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the plot extra were not installed
     assert "pictures need matplotlib: pip install matplotlib" in error("--text=如何")
+
+
+def write_font(path: pathlib.Path, codepoint: int) -> None:
+    """A TrueType font with one glyph, a box, for codepoint."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    pen = TTGlyphPen(None)
+    for x, y in ((100, 0), (100, 700), (600, 700), (600, 0)):
+        (pen.lineTo if pen.points else pen.moveTo)((x, y))
+    pen.closePath()
+    builder = FontBuilder(1000, isTTF=True)
+    builder.setupGlyphOrder([".notdef", "box"])
+    builder.setupCharacterMap({codepoint: "box"})
+    builder.setupGlyf({".notdef": TTGlyphPen(None).glyph(), "box": pen.glyph()})
+    builder.setupHorizontalMetrics({".notdef": (500, 0), "box": (700, 100)})
+    builder.setupHorizontalHeader(ascent=800, descent=-200)
+    builder.setupNameTable({"familyName": "Gptjax Box", "styleName": "Regular"})
+    builder.setupOS2()
+    builder.setupPost()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    builder.save(str(path))
+
+
+def test_a_font_installed_after_a_run_is_found_by_the_next(tmp_path):
+    text = "ab\U00020000c"  # a rare CJK character: no font here has it but the one installed below
+    if not render.choose_fonts(text)[1]:
+        pytest.skip("a font installed here has U+20000 already")
+    out = save_untrained_run(tmp_path / "run", text)
+    env = {"XDG_DATA_HOME": str(tmp_path / "share"), "MPLCONFIGDIR": str(tmp_path / "matplotlib")}
+    command = ["explain.py", f"--out_dir={out}", f"--text={text}", f"--output_dir={tmp_path / 'explained'}"]
+    before = run_program(command, env)
+    assert before.returncode == 0, before.stderr
+    assert "no installed font has \U00020000" in before.stdout  # and matplotlib's font list is now cached
+    write_font(tmp_path / "share/fonts/box.ttf", 0x20000)
+    after = run_program(command, env)
+    assert after.returncode == 0, after.stderr
+    assert f"Gptjax Box ({tmp_path}/share/fonts/box.ttf)" in after.stdout
