@@ -269,6 +269,8 @@ def train(config: ml_collections.ConfigDict, given: frozenset[str] = frozenset()
     say = functools.partial(print, flush=True) if main_process else lambda _: None
     run_lock = RunLock(config.out_dir)
     sharding.main_process_first("taking the lock of out_dir", lambda: run_lock.acquire(warn), lambda: None)
+    if stop is not None:
+        stop.undo_on_exit(run_lock.release)  # a new out_dir is removed again, whatever stops the start
     try:
         # every refusal before any work: nothing is prepared, compiled or written for a refused run
         start.refuse_before_work(config)

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 from gptjax.errors import program_name
 
@@ -52,28 +53,69 @@ def exit_at_once_while_importing() -> None:
 
 
 class Stopped(KeyboardInterrupt):
-    """A signal received while a training run was starting: raised where the program was, so that
-    it ends at once (finally blocks undo what start-up began; data preparation keeps its work)."""
+    """A signal that came while a training run prepared its data, or just before its loop began:
+    raised where the program was, so that it ends at once (data preparation keeps its work)."""
 
 
 class StopRequest:
     """A training program's signal handlers (`with StopRequest() as stop:`). While the run starts
-    (data, model, compiling), a signal raises Stopped where the program is. Once the training
-    loop begins (started()), a signal becomes a request that the loop honours after the current
-    step: it saves, flushes its records and returns; a second Ctrl-C then raises KeyboardInterrupt
-    and stops at once, without saving."""
+    (reading the data, building or restoring the model, compiling), a thread woken by the signal
+    itself (signal.set_wakeup_fd) ends the process at once, in one line, after calling what
+    undo_on_exit() registered: Python's own handlers run only between bytecodes, which a
+    compilation or a device computation holds back for as long as it lasts. During data
+    preparation (only_asking) the signal only asks, and the preparation stops between its tasks.
+    Once the training loop begins (started()), a signal becomes a request that the loop honours
+    after the current step or evaluation batch: it saves, flushes its records and returns; a
+    second Ctrl-C then raises KeyboardInterrupt and stops at once, without saving."""
 
-    def __init__(self):
+    def __init__(self, program: str | None = None):
+        self.program = program or program_name(sys.argv[0])  # as the user ran it, to begin its lines
         self.signal: int | None = None
         self.starting = True
         self._previous = {}
+        self._undo: list[Callable[[], None]] = []  # what a stop while starting takes back
+        self._ending = threading.Lock()  # the thread's ending, and the loop's beginning: one at a time
+        self._said = False  # the line that ends the program was printed
+        self._wakeup: tuple[int, int] | None = None
+
+    def undo_on_exit(self, undo: Callable[[], None]) -> None:
+        """undo is called when a stop while starting ends the process from the signal's thread,
+        which skips the finally blocks that would otherwise call it."""
+        self._undo.append(undo)
+
+    def end_starting(self) -> NoReturn:
+        """Say, once, that a signal stopped the run while it started, and exit with its status."""
+        with self._ending:
+            self._say(self._starting_line())
+        sys.exit(exit_status(self.signal))
+
+    def _starting_line(self) -> str:
+        name = signal.Signals(self.signal).name
+        return (f"{self.program}: stopped by {name} while starting, before any iteration: nothing "
+                "of the run was written")
+
+    def _say(self, line: str) -> None:
+        if not self._said:
+            os.write(2, (line + "\n").encode())
+            self._said = True
+
+    def _watch(self, read_end: int) -> None:
+        """The signal's thread: a stop while starting ends the process from here, at once."""
+        while data := os.read(read_end, 1):
+            with self._ending:
+                if not (self.starting and data[0] in SIGNALS):
+                    continue  # the program prepares its data, or runs its loop: it acts itself
+                self.signal = self.signal or data[0]
+                for undo in self._undo:
+                    with contextlib.suppress(Exception):
+                        undo()
+                self._say(self._starting_line())
+                os._exit(exit_status(self.signal))
 
     def request(self, signum: int, frame=None) -> None:
         if signum == signal.SIGINT and self.signal == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now, without saving
         self.signal = signal.SIGINT if signum == signal.SIGINT else self.signal or signum
-        if self.starting:
-            raise Stopped(self.reason())
 
     @contextlib.contextmanager
     def only_asking(self) -> Iterator[Callable[[], str | None]]:
@@ -90,10 +132,11 @@ class StopRequest:
 
     def started(self) -> None:
         """Start-up is over: from now on a signal asks the loop to save and stop. A signal that
-        came while starting but whose exception some library swallowed stops the run here."""
-        if self.signal is not None:
-            raise Stopped(self.reason())
-        self.starting = False
+        came just before stops the run here."""
+        with self._ending:
+            if self.signal is not None:
+                raise Stopped(self.reason())
+            self.starting = False
 
     def reason(self) -> str | None:
         """Why the program was asked to stop ("SIGTERM received"), or None."""
@@ -101,8 +144,17 @@ class StopRequest:
 
     def __enter__(self) -> "StopRequest":
         self._previous = {signum: signal.signal(signum, self.request) for signum in SIGNALS}
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        self._wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False), write_end
+        threading.Thread(target=self._watch, args=(read_end,), daemon=True, name="stop while starting").start()
         return self
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        if self._wakeup is not None:
+            previous, write_end = self._wakeup
+            signal.set_wakeup_fd(previous)
+            os.close(write_end)  # the thread reads the end of its pipe and returns
+            self._wakeup = None

@@ -50,7 +50,8 @@ def main(argv: list[str]) -> None:
     if "-h" in argv or "--help" in argv:
         print(__doc__.strip())
         return
-    program, stop = program_name(argv[0]), stopping.StopRequest()
+    program = program_name(argv[0])
+    stop = stopping.StopRequest(program)
     try:
         environment.use_measured_xla_flags()
         # before anything touches a device, and before the handlers: joining a multi-host run
@@ -60,9 +61,8 @@ def main(argv: list[str]) -> None:
         with stop:
             say = print if jax.process_index() == 0 else lambda _: None
             train(resumed_settings(config, given, say), given=given, stop=stop)
-    except stopping.Stopped as e:
-        _fail(program, f"stopped by {str(e).removesuffix(' received')} while starting, before any iteration: "
-              "nothing of the run was written", stopping.exit_status(stop.signal))
+    except stopping.Stopped:
+        stop.end_starting()
     except KeyboardInterrupt:
         _fail(program, f"stopped at once by a second Ctrl-C, without saving: {_what_is_saved(config.out_dir)}",
               stopping.exit_status(signal.SIGINT))

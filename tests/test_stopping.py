@@ -152,3 +152,29 @@ def test_a_stop_during_hellaswag_scoring_abandons_it_and_the_resumed_run_scores_
     loop.train(from_command_line(["train.py", *args("stopped", init_from="resume")]))
     loop.train(from_command_line(["train.py", *args("whole")]))
     assert evaluations_and_steps(tmp_path / "stopped") == evaluations_and_steps(tmp_path / "whole")
+
+
+def test_a_stop_while_starting_ends_the_run_at_once_even_inside_a_device_computation(tmp_path):
+    # a new out_dir holding only its lock, and minutes of computing that Python cannot interrupt
+    program = f"""
+import pathlib, jax, jax.numpy as jnp
+from gptjax import lock, stopping
+run_lock = lock.RunLock(pathlib.Path({str(tmp_path / 'out')!r}))
+run_lock.acquire()
+with stopping.StopRequest("train.py") as stop:
+    stop.undo_on_exit(run_lock.release)
+    print("computing", flush=True)
+    long = jax.jit(lambda x: jax.lax.fori_loop(0, 10**6, lambda i, x: jnp.tanh(x @ x), x))
+    long(jnp.ones((256, 256))).block_until_ready()
+"""
+    with subprocess.Popen([sys.executable, "-c", program], env=program_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as process:
+        assert process.stdout.readline() == "computing\n"
+        time.sleep(1.0)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert time.monotonic() - sent < 3
+    assert process.returncode == 143
+    assert err == "train.py: stopped by SIGTERM while starting, before any iteration: nothing of the run was written\n"
+    assert not (tmp_path / "out").exists()  # undone: the new out_dir is gone
