@@ -48,8 +48,8 @@ def evaluate(state: TrainState, splits: dict, config: ml_collections.ConfigDict,
             if stopping():
                 return None
             batch_totals = eval_totals(state, x, y, token_bytes_V)
-            # one batch queued behind the running one: the device stays busy and a stop is seen
-            # within a batch, not after every batch already dispatched
+            # one batch queued behind the one running: a stop is seen within a batch, at no cost
+            # (docs/performance.md#evaluations-a-stop-can-interrupt)
             totals = batch_totals if totals is None else jax.tree.map(jnp.add, jax.block_until_ready(totals),
                                                                       batch_totals)
         loss, nats, n_bytes = totals
