@@ -5,6 +5,7 @@ checkpoints to keep, and what to do with one that cannot be read.
 """
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -32,31 +33,42 @@ WHICH = ("auto", "newest", "best")  # which checkpoint of a run to load (load_mo
 UNREADABLE = ".unreadable"  # the suffix a checkpoint that cannot be read is renamed with on resume
 
 
-class _OrbaxErrorsAreRaised(logging.Filter):
+class _OrbaxNoise(logging.Filter):
     """orbax logs a failed write with a traceback from every thread and task it ran in (400 lines
     for one full disk), then raises it; a failed read leaves asyncio tasks whose exceptions asyncio
-    logs as never retrieved (gptjax runs no asyncio of its own). This module reports what orbax
-    raises in one line (Writer, choose, restore_first)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from_orbax = f"{os.sep}orbax{os.sep}" in record.pathname or "orbax" in record.getMessage()
-        never_retrieved = record.name == "asyncio" and "exception was never retrieved" in record.getMessage()
-        return not (record.levelno >= logging.ERROR and (from_orbax or never_retrieved))
-
-
-class _StepMetadataIsNotNeeded(logging.Filter):
-    """orbax warns of a checkpoint without its _CHECKPOINT_METADATA file (its own record of when the
-    step was saved) each time it lists the checkpoints, several times per program; gptjax reads
-    such a checkpoint in full without it."""
+    logs as never retrieved (gptjax runs no asyncio of its own); and it warns of a checkpoint
+    without its _CHECKPOINT_METADATA file (its own record of when the step was saved, which gptjax
+    does not need) each time it lists the checkpoints. This module says what orbax raises in one
+    line (Writer, choose, restore_first)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith("Metadata file does not exist") and message.endswith("_CHECKPOINT_METADATA"))
+        if message.startswith("Metadata file does not exist") and message.endswith("_CHECKPOINT_METADATA"):
+            return False
+        from_orbax = f"{os.sep}orbax{os.sep}" in record.pathname or "orbax" in message
+        never_retrieved = record.name == "asyncio" and "exception was never retrieved" in message
+        return not (record.levelno >= logging.ERROR and (from_orbax or never_retrieved))
 
 
-for _logger in ("absl", "asyncio"):
-    logging.getLogger(_logger).addFilter(_OrbaxErrorsAreRaised())
-logging.getLogger("absl").addFilter(_StepMetadataIsNotNeeded())
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Within, orbax's noise about a failed read or write (_OrbaxNoise, _from_a_failed_read) is not
+    shown: the one line this module raises or warns says it. What a failed read leaves behind is
+    collected before the scope ends, so that it reports inside it; the process's logging and
+    sys.unraisablehook are as they were afterwards."""
+    noise = _OrbaxNoise()
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+    for logger in loggers:
+        logger.addFilter(noise)
+    previous = sys.unraisablehook
+    sys.unraisablehook = _without_failed_reads(previous)
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
+        for logger in loggers:
+            logger.removeFilter(noise)
 
 
 def _from_a_failed_read(unraisable: Any) -> bool:
@@ -81,8 +93,6 @@ def _without_failed_reads(previous: Callable[[Any], None]) -> Callable[[Any], No
     return hook
 
 
-sys.unraisablehook = _without_failed_reads(sys.unraisablehook)
-
 
 def _is_array(tree: Any) -> bool:
     return jax.tree_util.treedef_is_leaf(jax.tree.structure(tree))
@@ -106,10 +116,12 @@ def _folder(out_dir: Path) -> Path:
     return Path(out_dir).absolute() / "checkpoints"
 
 
-def _reader(out_dir: Path) -> ocp.CheckpointManager:
-    """A manager that only reads (orbax's read_only option logs three warnings each time)."""
+@contextlib.contextmanager
+def _reader(out_dir: Path) -> Iterator[ocp.CheckpointManager]:
+    """A manager that only reads (orbax's read_only option logs three warnings each time), quiet."""
     options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(_folder(out_dir), options=options)
+    with _quiet(), ocp.CheckpointManager(_folder(out_dir), options=options) as manager:
+        yield manager
 
 
 def _first_line(error: BaseException) -> str:
@@ -161,6 +173,8 @@ class Writer:
     def __init__(self, out_dir: Path, keep: int, background: bool):
         self._folder = _folder(out_dir)
         self._keep, self._background = keep, background
+        self._quiet = contextlib.ExitStack()  # orbax's noise about a failed write, while the writer is open
+        self._quiet.enter_context(_quiet())
         # The step's directories are made before save() returns: made in the background, a failure to
         # make them (disk full) left orbax's threads waiting for its 5-minute barrier timeout, and the
         # program could not exit until then (docs/performance.md#background-checkpoints).
@@ -212,6 +226,7 @@ class Writer:
                     self._remove_partial()
                     time.sleep(0.05)
                 self._remove_partial()
+            self._quiet.close()
 
     def _remove_partial(self) -> None:
         """Remove what a failed save left (orbax writes into <step>.orbax-checkpoint-tmp*)."""
@@ -349,7 +364,8 @@ def restore_first(out_dir: Path, candidates: list[tuple[int, dict]], abstract_it
     skipped = []
     for step, meta in candidates:
         try:
-            items = _restore_arrays(out_dir, abstract_items, step)  # choose() read its metadata
+            with _quiet():  # what this read leaves behind reports within
+                items = _restore_arrays(out_dir, abstract_items, step)  # choose() read its metadata
         except Exception as error:
             skipped.append((step, f"its arrays cannot be read ({_first_line(error)})"))
             warn(_skipping(out_dir, step, skipped[-1][1]))

@@ -83,3 +83,36 @@ def test_an_installed_gptjax_trains_and_samples_with_a_shipped_recipe(tmp_path):
     assert sample.stdout.startswith("the") and len(sample.stdout.split("\n---")[0]) == len("the") + 5
     where = run_program(["-c", "import gptjax; print(gptjax.__file__)"], env=env, cwd=run)
     assert where.stdout.strip() == str(site / "gptjax/__init__.py")  # not the clone's
+
+
+# What a process looks like from inside: every logger's handlers and filters, the hooks Python
+# calls on uncaught and unraisable errors, and every signal's handler.
+PROCESS_STATE = """
+import json, logging, signal, sys
+def process_state():
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in sorted(logging.root.manager.loggerDict)]
+    return json.dumps({
+        "loggers": {logger.name: [repr(h) for h in logger.handlers] + [repr(f) for f in logger.filters]
+                    for logger in loggers if logger.handlers or logger.filters},
+        "hooks": [repr(sys.excepthook), repr(sys.unraisablehook), repr(sys.displayhook)],
+        "signals": {s.name: repr(signal.getsignal(s)) for s in signal.valid_signals() if isinstance(s, signal.Signals)
+                    and s not in (signal.SIGKILL, signal.SIGSTOP)},
+        "wakeup": (lambda fd: (signal.set_wakeup_fd(fd), fd)[1])(signal.set_wakeup_fd(-1)),
+    }, sort_keys=True)
+"""
+
+
+def test_importing_any_module_changes_nothing_in_the_process():
+    # the libraries gptjax builds on first (what they do on import is theirs), then each module
+    modules = sorted(f"gptjax.{p.stem}" for p in PACKAGE.glob("*.py"))
+    code = PROCESS_STATE + f"""
+import absl.logging, flax.nnx, jax, matplotlib, ml_collections, numpy, optax, orbax.checkpoint, rich
+import importlib
+before = process_state()
+for module in {modules!r}:
+    importlib.import_module(module)
+    assert process_state() == before, module + " changed " + process_state()
+print("unchanged")
+"""
+    result = run_program(["-c", code])
+    assert result.returncode == 0 and result.stdout == "unchanged\n", result.stderr[-3000:]
