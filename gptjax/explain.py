@@ -28,9 +28,9 @@ import numpy as np
 from flax import nnx
 from numpy.typing import ArrayLike
 
-from gptjax import attention, render
+from gptjax import render
 from gptjax.errors import OptionParser, UsageError, make_folder, program_name
-from gptjax.model import GPT, CausalSelfAttention
+from gptjax.model import GPT
 from gptjax.sample import add_model_options, encode, load, read_prompt
 from gptjax.sources import write_atomically
 from gptjax.step import token_losses
@@ -49,7 +49,7 @@ def attention_weights(model: GPT, idx_BxT: ArrayLike, layers: Sequence[int] | No
     layers = _checked_indices(layers, cfg.n_layer, "layer")
     heads = _checked_indices(heads, cfg.n_head, "head")
     graphdef, params = nnx.split(model, nnx.Param)
-    return _forward_keeping_weights(graphdef, params, _checked_ids(model, idx_BxT), layers, heads)[1]
+    return _sown_weights(graphdef, params, _checked_ids(model, idx_BxT), layers, heads)
 
 
 def token_surprise(model: GPT, idx_BxT: ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -114,32 +114,15 @@ def _compiled_logits(graphdef, params, idx_BxT) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _forward_keeping_weights(graphdef, params, idx_BxT, layers, heads) -> tuple[jax.Array, jax.Array]:
-    """GPT's forward pass written out with each layer's attention as explicit weights: its
-    logits (B, T, V) equal the model's own (a test holds it to that), and the weights
-    (L, B, H, T, T) of the chosen layers and heads."""
+def _sown_weights(graphdef, params, idx_BxT, layers, heads) -> jax.Array:
+    """The model's own forward pass, dropout off, with the chosen layers asked to record the
+    chosen heads' attention weights (CausalSelfAttention.sow_weights): (L, B, H, T, T)."""
     model = nnx.merge(graphdef, params)
     model.eval()
-    x_BxTxC = model.embed(idx_BxT)
-    kept = []
-    for i, block in enumerate(model.h):
-        weights_BxHxTxT, attn_BxTxC = _attend(block.attn, block.ln_1(x_BxTxC))
-        if i in layers:
-            kept.append(weights_BxHxTxT[:, list(heads)])
-        x_BxTxC = x_BxTxC + attn_BxTxC
-        x_BxTxC = x_BxTxC + block.mlp(block.ln_2(x_BxTxC), None)
-    return model.logits(x_BxTxC), jnp.stack(kept)
-
-
-def _attend(attn: CausalSelfAttention, x_BxTxC: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """CausalSelfAttention's output, computed from its normalised weights; returns both."""
-    B, T, C = x_BxTxC.shape
-    q_BxHxTxD, k_BxHxTxD, v_BxHxTxD = attn.qkv(x_BxTxC).transpose(2, 0, 3, 1, 4)
-    weights_BxHxTxT = attention.attention_weights(q_BxHxTxD, k_BxHxTxD, attention.causal_mask(T))
-    y_BxHxTxD = jnp.einsum("bhts,bhsd->bhtd", weights_BxHxTxT.astype(v_BxHxTxD.dtype), v_BxHxTxD,
-                           preferred_element_type=jnp.float32).astype(v_BxHxTxD.dtype)
-    y_BxTxC = y_BxHxTxD.transpose(0, 2, 1, 3).reshape(B, T, C)  # re-assemble the heads
-    return weights_BxHxTxT, attn.c_proj(y_BxTxC)
+    for i in layers:
+        model.h[i].attn.sow_weights = heads
+    _, sown = nnx.capture(model, nnx.Intermediate)(idx_BxT)
+    return jnp.stack([sown["h"][i]["attn"]["attention_weights"][0] for i in layers])
 
 
 def spread(count: int, most: int) -> list[int]:

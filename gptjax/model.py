@@ -155,15 +155,23 @@ class CausalSelfAttention(nnx.Module):
         self.c_proj = _linear(cfg.n_embd, cfg.n_embd, cfg, rngs, std=_projection_std(cfg))
         self.attn_dropout = nnx.Dropout(cfg.dropout)
         self.resid_dropout = nnx.Dropout(cfg.dropout)
+        self.sow_weights: tuple[int, ...] | None = None  # heads whose softmax weights to record
 
     def __call__(self, x_BxTxC: jax.Array, rngs: nnx.Rngs | None,
                  kv_cache: KVLayer | None = None, pos: jax.Array | int = 0):
         """Returns (output, kv_cache). With kv_cache, the T tokens sit at positions pos..pos+T-1:
         their keys and values are written into the cache, and each query attends to every cached
-        position up to its own (an explicit mask, so one query at the end works too)."""
+        position up to its own (an explicit mask, so one query at the end works too). With
+        sow_weights set to heads, the layer also records those heads' softmax weights, float32
+        (B, H', T, T), as nnx.Intermediate "attention_weights" (nnx.capture reads them)."""
         B, T, C = x_BxTxC.shape
         H, D = self.cfg.n_head, C // self.cfg.n_head
         qkv_BxTx3xHxD = self.qkv(x_BxTxC, pos)
+        if self.sow_weights is not None and kv_cache is None:
+            heads = list(self.sow_weights)
+            q_BxHxTxD, k_BxHxTxD = (qkv_BxTx3xHxD[:, :, i, heads].transpose(0, 2, 1, 3) for i in range(2))
+            self.sow(nnx.Intermediate, "attention_weights",
+                     attention.attention_weights(q_BxHxTxD, k_BxHxTxD, attention.causal_mask(T)))
         dropout_active = not self.attn_dropout.deterministic and self.attn_dropout.rate > 0
         path = attention.resolve(self.cfg.attention, dropout_active=dropout_active, dtype=qkv_BxTx3xHxD.dtype,
                                  head_dim=D)
