@@ -37,7 +37,8 @@ from gptjax import attention, data, environment, loop, optim, sharding
 from gptjax.bench import seconds_per_call
 from gptjax.config import default_config, from_command_line, model_config
 from gptjax.model import ONE_HOT_MAX_VOCAB, GPTConfig, embed_tokens
-from gptjax.step import TrainState, cross_entropy, train_step
+from gptjax.start import sharded_state
+from gptjax.step import cross_entropy, train_step
 
 # Relative error allowed against the float32 reference: bfloat16 keeps 8 bits of mantissa, so a
 # correct bf16 result lands between 1e-3 and 1e-2; a wrong mask or layout lands near 1.
@@ -115,7 +116,7 @@ def train_step_check(cfg: GPTConfig, batch: int, steps: int) -> dict:
     x, y = sharding.put_batch((tokens[:, :-1], tokens[:, 1:]), mesh)
 
     def losses(dtype: str, path: str) -> list[float]:
-        state = TrainState.new(dataclasses.replace(cfg, dtype=dtype, attention=path), optim.from_config(config), mesh)
+        state = sharded_state(dataclasses.replace(cfg, dtype=dtype, attention=path), optim.from_config(config), mesh)
         out = []
         for _ in range(steps):
             state, metrics = train_step(state, x, y)
@@ -144,7 +145,7 @@ def data_check(config: ml_collections.ConfigDict, text_tokens: np.ndarray, steps
     mesh = sharding.make_mesh()
     vocab = int(text_tokens.max()) + 1
     random_tokens = np.random.default_rng(0).integers(0, vocab, len(text_tokens)).astype(text_tokens.dtype)
-    state = TrainState.new(model_config(config, vocab), optim.from_config(config), mesh)
+    state = sharded_state(model_config(config, vocab), optim.from_config(config), mesh)
     put = functools.partial(sharding.put_batch, mesh=mesh)
     random_batch, text_batch = (put(loop._train_batch(tokens, config, 0)) for tokens in (random_tokens, text_tokens))
     prefetched = data.prefetch((loop._train_batch(text_tokens, config, i) for i in itertools.count()), put)

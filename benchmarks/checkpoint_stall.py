@@ -20,7 +20,7 @@ from timing import median_seconds
 
 from gptjax import checkpoint, environment, loop, optim, sharding, start
 from gptjax.config import from_command_line, model_config
-from gptjax.step import TrainState, train_step
+from gptjax.step import train_step
 
 
 def measure(recipe: str, saves: int) -> dict:
@@ -29,7 +29,7 @@ def measure(recipe: str, saves: int) -> dict:
                                 "--config.batch_size=1"])
     vocab = 65 if config.tokenizer == "char" else 50304
     mesh = sharding.make_mesh()
-    state = TrainState.new(model_config(config, vocab), optim.from_config(config), mesh)
+    state = start.sharded_state(model_config(config, vocab), optim.from_config(config), mesh)
     tokens = np.random.default_rng(0).integers(0, vocab, 1_000_000).astype(np.uint16)
     x, y = sharding.put_batch(loop._train_batch(tokens, config, 0), mesh)
     state, _ = jax.block_until_ready(train_step(state, x, y))  # compiles

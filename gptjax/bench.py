@@ -44,7 +44,8 @@ from gptjax.config import from_command_line, model_config
 from gptjax.errors import OptionParser, UsageError, make_folder, out_of_memory, program_name
 from gptjax.generation import generate, generate_uncached
 from gptjax.model import GPT, GPTConfig
-from gptjax.step import TrainState, eval_step, train_step
+from gptjax.start import sharded_state
+from gptjax.step import eval_step, train_step
 
 # The vocabulary a from-scratch run of each tokenizer gets: Shakespeare's 65 characters, and
 # GPT-2's 50257 tokens padded to 50304 as nanoGPT does (GPTConfig's default).
@@ -122,7 +123,7 @@ def training(config: ml_collections.ConfigDict, steps: int, profile_dir: Path | 
     of one more train step, or its failure as "profile_error" beside the measurements."""
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     cfg = model_config(config, vocab_size=VOCAB_SIZES[config.tokenizer])
-    state = TrainState.new(cfg, optim.from_config(config), mesh, seed=config.seed)
+    state = sharded_state(cfg, optim.from_config(config), mesh, seed=config.seed)
     n_params = state.model().num_params()
     A, B, T = config.gradient_accumulation_steps, config.batch_size, config.block_size
     tokens = np.random.default_rng(config.seed).integers(0, cfg.vocab_size, (A, B, T + 1), dtype=np.int32)

@@ -2,20 +2,19 @@
 
 A dataset lives in data_dir/<dataset>/ as nanoGPT lays it out: train.bin and val.bin (token ids)
 and meta.json (the tokenizer and how the files were made; nanoGPT's meta.pkl, but JSON), made
-from the text by gptjax/prepare.py on first use.
+from the text by gptjax/prepare.py, which the caller asks first.
 """
 
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import jax
 import numpy as np
 from numpy.typing import ArrayLike
 
 from gptjax.errors import UsageError
-from gptjax.prepare import SPLITS, prepare_dataset
-from gptjax.tokenizers import Tokenizer
 
 
 def input_target_windows(tokens: np.ndarray, starts: ArrayLike, block_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,23 +71,19 @@ def prefetch(batches: Iterable, put: Callable = jax.device_put, depth: int = 2) 
         closed.set()
 
 
-def load_dataset(data_dir: str, dataset: str, input_file: str, block_size: int, tokenizer: str = "char",
-                 rebuild: bool = False, announce: Callable[[str], None] | None = None, **prepare_options,
-                 ) -> tuple[Tokenizer, dict[str, np.ndarray]]:
-    """(tokenizer, {"train": tokens, "val": tokens}) of a dataset, prepared if needed
-    (prepare.prepare_dataset). The token arrays are memory maps: nothing is read until a batch
-    needs it."""
-    tokenizer, meta, dataset_dir = prepare_dataset(data_dir, dataset, input_file, tokenizer, rebuild, announce,
-                                                   **prepare_options)
+def read_splits(dataset_dir: Path, meta: dict, block_size: int) -> dict[str, np.ndarray]:
+    """{"train": tokens, "val": tokens} of a prepared dataset (prepare.prepare_dataset's folder
+    and meta.json), as memory maps: nothing is read until a batch needs it. Each split must hold
+    one window and its target at least."""
     splits = {}
-    for split in SPLITS:
-        path = dataset_dir / f"{split}.bin"
+    for split in ("train", "val"):
+        path = Path(dataset_dir) / f"{split}.bin"
         n_tokens = path.stat().st_size // np.dtype(meta["dtype"]).itemsize
         if n_tokens <= block_size:
             larger_share = ", a larger --config.val_fraction" if split == "val" else ""
             raise UsageError(
-                f"the {split} split of {dataset!r} has {n_tokens} tokens, but block_size={block_size} "
+                f"the {split} split of {Path(dataset_dir).name!r} has {n_tokens} tokens, but block_size={block_size} "
                 f"needs at least {block_size + 1}: use a longer text{larger_share} or a smaller block_size"
             )
         splits[split] = np.memmap(path, dtype=meta["dtype"], mode="r")
-    return tokenizer, splits
+    return splits

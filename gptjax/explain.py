@@ -31,9 +31,9 @@ from numpy.typing import ArrayLike
 from gptjax import render
 from gptjax.errors import OptionParser, UsageError, make_folder, program_name
 from gptjax.model import GPT
-from gptjax.sample import add_model_options, encode, load, read_prompt
 from gptjax.sources import write_atomically
 from gptjax.step import token_losses
+from gptjax.trained import add_model_options, encode, load, read_prompt
 
 # The default picture fits one screen: at most this many layers (spread from the first to the
 # last) and heads (the first ones).

@@ -19,7 +19,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gptjax import attention, checkpoint, data, environment, flops, hellaswag, sharding, start
+from gptjax import attention, checkpoint, data, environment, flops, hellaswag, prepare, sharding, start
 from gptjax.errors import UsageError
 from gptjax.lock import RunLock
 from gptjax.model import GPTConfig
@@ -227,13 +227,16 @@ def _load_data(config: ml_collections.ConfigDict, main_process: bool,
     its own disk prepares its own copy then, with no one else writing it). A signal stops the
     preparation after its current task, keeping its work for the next run."""
     with stop.only_asking() if stop is not None else contextlib.nullcontext() as stopped:
-        load = functools.partial(
-            data.load_dataset, config.data_dir, config.dataset, config.input_file, config.block_size,
-            config.tokenizer, rebuild=config.rebuild_data,
-            announce=functools.partial(print, flush=True) if main_process else None,
-            val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc,
-            bpe_vocab_size=config.bpe_vocab_size, stopped=stopped)
-        return sharding.main_process_first("preparing the dataset", load, functools.partial(load, rebuild=False))
+        def load(rebuild: bool) -> tuple[Tokenizer, dict]:
+            tokenizer, meta, folder = prepare.prepare_dataset(
+                config.data_dir, config.dataset, config.input_file, config.tokenizer, rebuild=rebuild,
+                announce=functools.partial(print, flush=True) if main_process else None,
+                val_fraction=config.val_fraction, text_key=config.text_key, num_proc=config.num_proc,
+                bpe_vocab_size=config.bpe_vocab_size, stopped=stopped)
+            return tokenizer, data.read_splits(folder, meta, config.block_size)
+
+        return sharding.main_process_first("preparing the dataset", lambda: load(config.rebuild_data),
+                                           lambda: load(False))
 
 
 def _open_records(config: ml_collections.ConfigDict, it: int, vocab_size: int, main_process: bool,

@@ -109,6 +109,12 @@ def _resumed_config(config: ml_collections.ConfigDict, tokenizer: Tokenizer, met
                                attention=config.attention, dtype=config.dtype, remat=config.remat)
 
 
+def sharded_state(cfg: GPTConfig, tx: optax.GradientTransformation, mesh: Mesh, seed: int = 0) -> TrainState:
+    """A randomly initialised GPT of cfg (nnx.Rngs(seed)) and tx's fresh state, built straight
+    into their shards on the mesh (sharding.jit_sharded)."""
+    return sharding.jit_sharded(lambda: TrainState.create(GPT(cfg, rngs=nnx.Rngs(seed)), tx, seed=seed), mesh)()
+
+
 def _new_state(config: ml_collections.ConfigDict, tokenizer: Tokenizer, tx: optax.GradientTransformation,
                mesh: Mesh) -> TrainState:
     """A new train state built straight into its shards on the mesh (sharding.jit_sharded): a
@@ -117,7 +123,7 @@ def _new_state(config: ml_collections.ConfigDict, tokenizer: Tokenizer, tx: opta
     if config.init_from == "scratch":
         # nanoGPT pads GPT-2's 50257 tokens to 50304 (GPTConfig's default) when training from scratch
         vocab_size = GPTConfig.vocab_size if config.tokenizer == "gpt2" else len(tokenizer)
-        return TrainState.new(model_config(config, vocab_size=vocab_size), tx, mesh, seed=config.seed)
+        return sharded_state(model_config(config, vocab_size=vocab_size), tx, mesh, seed=config.seed)
     model = pretrained.from_pretrained(config.init_from, on_host=True, dropout=config.dropout,
                                        attention=config.attention, dtype=config.dtype, remat=config.remat)
     if model.cfg.vocab_size < len(tokenizer):

@@ -6,10 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx, struct
-from jax.sharding import Mesh
 
-from gptjax import sharding
-from gptjax.model import GPT, GPTConfig
+from gptjax.model import GPT
 
 # Dropout masks come from XLA's RngBitGenerator ("rbg"): cheaper bits than JAX's default threefry
 # (docs/performance.md#dropout-masks-from-rbg).
@@ -82,12 +80,6 @@ class TrainState(struct.PyTreeNode):
             step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
             dropout_key=jax.random.key_data(jax.random.key(seed, impl=DROPOUT_RNG)), graphdef=graphdef, tx=tx,
         )
-
-    @classmethod
-    def new(cls, cfg: GPTConfig, tx: optax.GradientTransformation, mesh: Mesh, seed: int = 0) -> "TrainState":
-        """A randomly initialised GPT of cfg (nnx.Rngs(seed)) and tx's fresh state, built straight
-        into their shards on the mesh (sharding.jit_sharded)."""
-        return sharding.jit_sharded(lambda: cls.create(GPT(cfg, rngs=nnx.Rngs(seed)), tx, seed=seed), mesh)()
 
     def model(self) -> GPT:
         return nnx.merge(self.graphdef, self.params)

@@ -152,3 +152,14 @@ def cli_error(script: str, *args: str) -> str:
     message = str(exit_info.value.code)
     assert message.startswith(f"{script}: error: ") and "\n" not in message
     return message
+
+
+def load_dataset(data_dir, dataset: str, input_file: str, block_size: int, tokenizer: str = "char",
+                 rebuild: bool = False, announce=None, **options):
+    """(tokenizer, {"train", "val"} tokens) of a dataset, prepared first where needed, as the
+    training program asks for them."""
+    from gptjax import data, prepare
+
+    tokenizer, meta, folder = prepare.prepare_dataset(data_dir, dataset, input_file, tokenizer, rebuild, announce,
+                                                      **options)
+    return tokenizer, data.read_splits(folder, meta, block_size)

@@ -6,7 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
-from conftest import shakespeare
+from conftest import load_dataset, shakespeare
 
 import gptjax
 from gptjax import data, sources
@@ -36,7 +36,7 @@ def write(path: pathlib.Path, text: str) -> pathlib.Path:
 
 def test_prepared_files_round_trip_and_split_90_10(tmp_path):
     text = "To be, or not to be: 生きるべきか 🙂\n" * 40
-    vocab, splits = data.load_dataset(tmp_path, "tiny", str(write(tmp_path / "in.txt", text)), block_size=8)
+    vocab, splits = load_dataset(tmp_path, "tiny", str(write(tmp_path / "in.txt", text)), block_size=8)
     assert vocab.decode(np.concatenate([splits["train"], splits["val"]])) == text
     assert len(splits["train"]) == int(len(text) * 0.9)
     meta = json.loads((tmp_path / "tiny" / "meta.json").read_text(encoding="utf-8"))
@@ -44,7 +44,7 @@ def test_prepared_files_round_trip_and_split_90_10(tmp_path):
 
 
 def test_real_shakespeare_matches_nanogpts_preparation(tmp_path):
-    vocab, splits = data.load_dataset(tmp_path, "shakespeare_char", str(shakespeare()), block_size=256)
+    vocab, splits = load_dataset(tmp_path, "shakespeare_char", str(shakespeare()), block_size=256)
     # nanoGPT's data/shakespeare_char/prepare.py prints these numbers
     assert len(vocab) == 65 and vocab.chars[:3] == "\n !"
     assert (len(splits["train"]), len(splits["val"])) == (1_003_854, 111_540)
@@ -78,10 +78,10 @@ def test_missing_corpus_offline_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")  # refused at once
     target = tmp_path / "shakespeare_char" / "input.txt"
     with pytest.raises(UsageError, match=f"input.txt \\(karpathy/char-rnn\\) at {target}"):
-        data.load_dataset(tmp_path, "shakespeare_char", "", block_size=8)
+        load_dataset(tmp_path, "shakespeare_char", "", block_size=8)
     assert not target.exists()
     with pytest.raises(UsageError, match="no text for dataset 'mine'"):
-        data.load_dataset(tmp_path, "mine", "", block_size=8)
+        load_dataset(tmp_path, "mine", "", block_size=8)
 
 
 def test_downloaded_corpus_with_wrong_checksum_is_refused(tmp_path, monkeypatch):
@@ -99,44 +99,44 @@ def test_downloaded_corpus_with_wrong_checksum_is_refused(tmp_path, monkeypatch)
 ])
 def test_unusable_corpus_is_refused(tmp_path, text, message):
     with pytest.raises(UsageError, match=message):
-        data.load_dataset(tmp_path, "tiny", str(write(tmp_path / "in.txt", text)), block_size=8)
+        load_dataset(tmp_path, "tiny", str(write(tmp_path / "in.txt", text)), block_size=8)
 
 
 def test_missing_input_file_is_named(tmp_path):
     with pytest.raises(UsageError, match="config.input_file .*nope.txt does not exist"):
-        data.load_dataset(tmp_path, "tiny", str(tmp_path / "nope.txt"), block_size=8)
+        load_dataset(tmp_path, "tiny", str(tmp_path / "nope.txt"), block_size=8)
 
 
 def test_dataset_prepared_with_another_tokenizer_is_refused(tmp_path):
     corpus = write(tmp_path / "in.txt", "abcdefghij" * 20)
-    data.load_dataset(tmp_path, "tiny", str(corpus), 8, "char")
+    load_dataset(tmp_path, "tiny", str(corpus), 8, "char")
     with pytest.raises(UsageError, match="holds char tokens but the run asks for gpt2 tokens"):
-        data.load_dataset(tmp_path, "tiny", "", 8, "gpt2")
+        load_dataset(tmp_path, "tiny", "", 8, "gpt2")
 
 
 def test_a_dataset_prepared_from_another_text_is_refused_unless_rebuilt(tmp_path):
     first, second = write(tmp_path / "first.txt", "abcdefghij" * 20), write(tmp_path / "small.txt", "xyz" * 30)
-    data.load_dataset(tmp_path, "tiny", str(first), 8)
+    load_dataset(tmp_path, "tiny", str(first), 8)
     with pytest.raises(UsageError, match=f"{tmp_path}/tiny was prepared from {first}, not from {second}: pass "
                                          "--config.dataset=small to prepare it as a dataset of its own"):
-        data.load_dataset(tmp_path, "tiny", str(second), 8)
+        load_dataset(tmp_path, "tiny", str(second), 8)
     # the dataset's own input.txt is the text a run without input_file names
     write(tmp_path / "tiny/input.txt", "0123456789" * 20)
     with pytest.raises(UsageError, match=f"prepared from {first}, not from its input.txt: pass "
                                          f"--config.input_file={first} to train on that text"):
-        data.load_dataset(tmp_path, "tiny", "", 8)
-    assert data.load_dataset(tmp_path, "tiny", str(first), 8)[0].chars == "abcdefghij"  # untouched
-    vocab, _ = data.load_dataset(tmp_path, "tiny", str(second), 8, rebuild=True)
+        load_dataset(tmp_path, "tiny", "", 8)
+    assert load_dataset(tmp_path, "tiny", str(first), 8)[0].chars == "abcdefghij"  # untouched
+    vocab, _ = load_dataset(tmp_path, "tiny", str(second), 8, rebuild=True)
     assert vocab.chars == "xyz"
     (tmp_path / "tiny/input.txt").unlink()
-    assert data.load_dataset(tmp_path, "tiny", "", 8)[0].chars == "xyz"  # nothing else named: used as it is
+    assert load_dataset(tmp_path, "tiny", "", 8)[0].chars == "xyz"  # nothing else named: used as it is
 
 
 def test_messages_name_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     message = f"no text for dataset 'mine': put a UTF-8 text file at {tmp_path}/data/mine"
     with pytest.raises(UsageError, match=message) as error:
-        data.load_dataset("data", "mine", "", block_size=8)
+        load_dataset("data", "mine", "", block_size=8)
     assert "--config.input_file=hf:NAME (a Hugging Face Hub dataset" in str(error.value)  # how OpenWebText comes
     with pytest.raises(UsageError, match=f"config.input_file {tmp_path}/nope.txt does not exist"):
-        data.load_dataset("data", "mine", "nope.txt", block_size=8)
+        load_dataset("data", "mine", "nope.txt", block_size=8)

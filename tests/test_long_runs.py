@@ -11,9 +11,9 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, program_env, tiny_run_args
+from conftest import REPO, load_dataset, program_env, tiny_run_args
 
-from gptjax import checkpoint, data, loop, prepare, sources, stopping
+from gptjax import checkpoint, loop, prepare, sources, stopping
 from gptjax import sample as sample_program
 from gptjax import train as train_program
 from gptjax.config import from_command_line
@@ -181,7 +181,7 @@ def test_a_signal_while_train_py_prepares_its_data_stops_it_and_the_next_run_con
                                        "there\n")
     assert signal.getsignal(signal.SIGTERM) is before and len(tasks) == 5  # stopped at once, handlers put back
     lines = []
-    data.load_dataset(tmp_path / "data", "tiny", str(tmp_path / "corpus.txt"), 16, announce=lines.append,
+    load_dataset(tmp_path / "data", "tiny", str(tmp_path / "corpus.txt"), 16, announce=lines.append,
                       num_proc=1)
     assert lines[0].startswith(f"continuing the preparation of {tmp_path}/data/tiny where it stopped")
     assert len(tasks) == len(list(prepare._tasks(sources.Reader(tmp_path / "corpus.txt"))))  # each task once

@@ -85,6 +85,14 @@ def test_an_installed_gptjax_trains_and_samples_with_a_shipped_recipe(tmp_path):
     assert where.stdout.strip() == str(site / "gptjax/__init__.py")  # not the clone's
 
 
+def test_dependencies_point_down():
+    graph = {f"gptjax.{p.stem}": imported_modules(p) for p in PACKAGE.glob("*.py")}
+    assert "gptjax.prepare" not in graph["gptjax.data"]  # batches need no corpus pipeline
+    assert "gptjax.sharding" not in graph["gptjax.step"]  # the maths of a step places nothing
+    programs = {"gptjax.train", "gptjax.sample", "gptjax.explain", "gptjax.plot", "gptjax.bench"}
+    assert {module: sorted(imports & programs) for module, imports in graph.items() if imports & programs} == {}
+
+
 # What a process looks like from inside: every logger's handlers and filters, the hooks Python
 # calls on uncaught and unraisable errors, and every signal's handler.
 PROCESS_STATE = """

@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import DOCUMENTS, gpt2_tokenizer, program_env, shakespeare
+from conftest import DOCUMENTS, gpt2_tokenizer, load_dataset, program_env, shakespeare
 
-from gptjax import data, prepare, sources
+from gptjax import prepare, sources
 from gptjax.errors import Interrupted, UsageError
 from gptjax.tokenizers import CharVocab
 
@@ -121,7 +121,7 @@ def test_a_preparation_that_fails_half_way_leaves_nothing_that_passes_as_complet
         prepare.prepare(tmp_path / "out", corpus)
     assert not (tmp_path / "out" / "meta.json").exists() and not list((tmp_path / "out").glob("*.tmp"))
     with pytest.raises(UsageError, match="has meta.json|no text|prepare"):  # the old data is not used either
-        data.load_dataset(tmp_path, "out", "", block_size=8)
+        load_dataset(tmp_path, "out", "", block_size=8)
 
 
 def files_of(dataset_dir: pathlib.Path) -> dict[str, bytes]:
@@ -386,8 +386,8 @@ def test_large_vocabularies_use_uint32_ids(tmp_path):
 def test_preparing_says_what_it_made_once(tmp_path):
     lines = []
     corpus = write(tmp_path / "in.txt", "abcdefghij" * 20)
-    data.load_dataset(tmp_path / "d", "tiny", str(corpus), 8, announce=lines.append)
-    data.load_dataset(tmp_path / "d", "tiny", str(corpus), 8, announce=lines.append)  # up to date: silent
+    load_dataset(tmp_path / "d", "tiny", str(corpus), 8, announce=lines.append)
+    load_dataset(tmp_path / "d", "tiny", str(corpus), 8, announce=lines.append)  # up to date: silent
     assert lines == [f"prepared {tmp_path}/d/tiny from {corpus}: char tokenizer, vocabulary 10, 1 document, 180 "
                      "train and 20 val tokens"]  # and its size and speed when it took a second or more
 

@@ -12,9 +12,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import DOCUMENTS, gpt2_tokenizer
+from conftest import DOCUMENTS, gpt2_tokenizer, load_dataset
 
-from gptjax import data, prepare, sources
+from gptjax import prepare, sources
 from gptjax.errors import Interrupted, UsageError
 
 COMPRESSORS = {".gz": gzip, ".bz2": bz2, ".xz": lzma, ".zst": sources.zstd}  # zstd: the data extra's backport
@@ -242,7 +242,7 @@ def test_a_hub_dataset_that_cannot_be_opened_is_one_line(tmp_path):
     pytest.importorskip("datasets", reason="Hugging Face datasets: pip install -e '.[data]'")
     gpt2_tokenizer()  # load_dataset loads it before it opens the dataset
     with pytest.raises(UsageError, match=r"could not open the dataset hf:nobody/no-such-dataset \("):
-        data.load_dataset(tmp_path, "hub", "hf:nobody/no-such-dataset", block_size=8, tokenizer="gpt2")
+        load_dataset(tmp_path, "hub", "hf:nobody/no-such-dataset", block_size=8, tokenizer="gpt2")
     for nameless in ("hf:", "hf::en"):
         with pytest.raises(UsageError, match=f"config.input_file={nameless} names no dataset: give hf:NAME or"):
-            data.load_dataset(tmp_path, "hub", nameless, block_size=8, tokenizer="gpt2")
+            load_dataset(tmp_path, "hub", nameless, block_size=8, tokenizer="gpt2")

@@ -3,10 +3,9 @@ restores each."""
 
 import numpy as np
 import pytest
-from conftest import chinese_text, gpt2_tokenizer
+from conftest import chinese_text, gpt2_tokenizer, load_dataset
 
 import gptjax
-from gptjax import data
 from gptjax.tokenizers import from_description, token_bytes
 
 
@@ -46,7 +45,7 @@ def test_gpt2_dataset_preparation_uses_the_bpe(tmp_path):
     tokenizer = gpt2_tokenizer()
     corpus = tmp_path / "in.txt"
     corpus.write_text("Hello, I'm a language model. " * 50, encoding="utf-8")
-    restored, splits = data.load_dataset(tmp_path, "bpe", str(corpus), 8, "gpt2")
+    restored, splits = load_dataset(tmp_path, "bpe", str(corpus), 8, "gpt2")
     assert restored.describe() == {"kind": "gpt2"}
     tokens = np.concatenate([splits["train"], splits["val"]])
     np.testing.assert_array_equal(tokens, np.append(tokenizer.encode(corpus.read_text()), tokenizer.eot))
