@@ -50,25 +50,42 @@ class _OrbaxNoise(logging.Filter):
         return not (record.levelno >= logging.ERROR and (from_orbax or never_retrieved))
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Within, orbax's noise about a failed read or write (_OrbaxNoise, _from_a_failed_read) is not
-    shown: the one line this module raises or warns says it. What a failed read leaves behind is
-    collected before the scope ends, so that it reports inside it; the process's logging and
-    sys.unraisablehook are as they were afterwards."""
+def _hide_noise() -> Callable[[], None]:
+    """Hide orbax's noise about a failed read or write (_OrbaxNoise, _from_a_failed_read) from
+    the user; returns what shows it again."""
     noise = _OrbaxNoise()
     loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
     for logger in loggers:
         logger.addFilter(noise)
     previous = sys.unraisablehook
     sys.unraisablehook = _without_failed_reads(previous)
-    try:
-        yield
-    finally:
-        gc.collect()
+
+    def show() -> None:
         sys.unraisablehook = previous
         for logger in loggers:
             logger.removeFilter(noise)
+
+    return show
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Within, orbax's noise about a failed read or write is not shown: the one line this module
+    raises or warns says it; afterwards the process's logging and sys.unraisablehook are as they
+    were. This module's reads and writes run within it. A failed read's other reads may still
+    end, and report, a while after it: a program hides them for good (quiet_from_now_on)."""
+    show = _hide_noise()
+    try:
+        yield
+    finally:
+        gc.collect()  # what a failed read left for the garbage collector reports now, within
+        show()
+
+
+def quiet_from_now_on() -> None:
+    """For a program that reads checkpoints (train.py, sample.py, explain.py): quiet() for the rest
+    of the process, so that what a failed read leaves behind never reaches the user."""
+    _hide_noise()
 
 
 def _from_a_failed_read(unraisable: Any) -> bool:
@@ -120,7 +137,7 @@ def _folder(out_dir: Path) -> Path:
 def _reader(out_dir: Path) -> Iterator[ocp.CheckpointManager]:
     """A manager that only reads (orbax's read_only option logs three warnings each time), quiet."""
     options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
-    with _quiet(), ocp.CheckpointManager(_folder(out_dir), options=options) as manager:
+    with quiet(), ocp.CheckpointManager(_folder(out_dir), options=options) as manager:
         yield manager
 
 
@@ -131,7 +148,7 @@ def _first_line(error: BaseException) -> str:
     while (cause := error.__cause__ or error.__context__) is not None and str(cause).strip():
         error = cause
     lines = str(error).strip().splitlines()
-    said = lines[0] if lines else ""
+    said = lines[0].split(" [tensorstore_spec=")[0] if lines else ""  # the spec is a page of JSON
     return said if type(error) in (Exception, ValueError, RuntimeError) else f"{type(error).__name__}: {said}"
 
 
@@ -174,7 +191,7 @@ class Writer:
         self._folder = _folder(out_dir)
         self._keep, self._background = keep, background
         self._quiet = contextlib.ExitStack()  # orbax's noise about a failed write, while the writer is open
-        self._quiet.enter_context(_quiet())
+        self._quiet.enter_context(quiet())
         # The step's directories are made before save() returns: made in the background, a failure to
         # make them (disk full) left orbax's threads waiting for its 5-minute barrier timeout, and the
         # program could not exit until then (docs/performance.md#background-checkpoints).
@@ -364,8 +381,7 @@ def restore_first(out_dir: Path, candidates: list[tuple[int, dict]], abstract_it
     skipped = []
     for step, meta in candidates:
         try:
-            with _quiet():  # what this read leaves behind reports within
-                items = _restore_arrays(out_dir, abstract_items, step)  # choose() read its metadata
+            items = _restore_arrays(out_dir, abstract_items, step)  # choose() read its metadata
         except Exception as error:
             skipped.append((step, f"its arrays cannot be read ({_first_line(error)})"))
             warn(_skipping(out_dir, step, skipped[-1][1]))

@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 from numpy.typing import ArrayLike
 
-from gptjax import render
+from gptjax import checkpoint, render
 from gptjax.errors import OptionParser, UsageError, make_folder, program_name
 from gptjax.model import GPT
 from gptjax.sources import write_atomically
@@ -213,6 +213,7 @@ def explain(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str]) -> None:
     environment.use_measured_xla_flags()
+    checkpoint.quiet_from_now_on()  # orbax's noise about a damaged checkpoint: one line says it
     try:
         output = explain(parse_args(argv))
     except UsageError as e:

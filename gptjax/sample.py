@@ -18,6 +18,7 @@ from pathlib import Path
 
 import jax
 
+from gptjax import checkpoint
 from gptjax.errors import OptionParser, UsageError, program_name
 from gptjax.generation import generate
 from gptjax.tokenizers import IncrementalDecoder, utf8_transitions
@@ -45,6 +46,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     environment.use_measured_xla_flags()
+    checkpoint.quiet_from_now_on()  # orbax's noise about a damaged checkpoint: one line says it
     try:
         args = parse_args(argv)
         if args.num_samples < 1 or args.max_new_tokens < 1:

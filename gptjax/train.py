@@ -24,6 +24,7 @@ from pathlib import Path
 
 import jax
 
+from gptjax import checkpoint
 from gptjax.checkpoint import latest_step
 from gptjax.config import command_line_keys, from_command_line
 from gptjax.errors import Interrupted, UsageError, out_of_memory, program_name
@@ -54,6 +55,7 @@ def main(argv: list[str]) -> None:
     stop = stopping.StopRequest(program)
     try:
         environment.use_measured_xla_flags()
+        checkpoint.quiet_from_now_on()  # orbax's noise about a damaged checkpoint: one line says it
         # before anything touches a device, and before the handlers: joining a multi-host run
         # installs JAX's own SIGTERM handler (its preemption notifier), which would take SIGTERM
         initialize_distributed()

@@ -163,3 +163,15 @@ def load_dataset(data_dir, dataset: str, input_file: str, block_size: int, token
     tokenizer, meta, folder = prepare.prepare_dataset(data_dir, dataset, input_file, tokenizer, rebuild, announce,
                                                       **options)
     return tokenizer, data.read_splits(folder, meta, block_size)
+
+
+# The core's tests (the model, attention, the step, the optimizers, batches, tokenizers and
+# sampling): `pytest -m core`, a minute or so on 2 cores, for a change to the maths.
+CORE = {"test_model", "test_attention", "test_step", "test_optim", "test_data",
+        "test_tokenizers", "test_generation"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if item.path.stem in CORE:
+            item.add_marker(pytest.mark.core)
