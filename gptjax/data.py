@@ -39,27 +39,19 @@ def random_batch(tokens: np.ndarray, batch_shape: int | tuple[int, ...], block_s
 def prefetch(batches: Iterable, put: Callable = jax.device_put, depth: int = 2) -> Iterator:
     """Iterate `batches` on a background thread, up to `depth` items ahead, each already moved
     to the devices by `put`, so the training step never waits for the host. A consumer that stops
-    early (an abandoned evaluation) ends the thread once the iterator is closed or collected."""
+    early (an abandoned evaluation) ends the thread by closing the iterator (or letting it go)."""
     items: queue.Queue = queue.Queue(maxsize=depth)
     done, closed = object(), threading.Event()
-
-    def hand_over(item) -> bool:  # False: the consumer has gone
-        while not closed.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
 
     def produce():
         try:
             for batch in batches:
-                if not hand_over(put(batch)):
+                if closed.is_set():
                     return
+                items.put(put(batch))
         except Exception as error:  # handed to the consumer, raised there
-            hand_over(error)
-        hand_over(done)
+            items.put(error)
+        items.put(done)
 
     threading.Thread(target=produce, daemon=True).start()
     try:
@@ -69,6 +61,8 @@ def prefetch(batches: Iterable, put: Callable = jax.device_put, depth: int = 2) 
             yield item
     finally:
         closed.set()
+        while not items.empty():  # a put the thread waits in returns, and it sees `closed`
+            items.get_nowait()
 
 
 def read_splits(dataset_dir: Path, meta: dict, block_size: int) -> dict[str, np.ndarray]:
