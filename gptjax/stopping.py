@@ -101,16 +101,21 @@ class StopRequest:
 
     def _watch(self, read_end: int) -> None:
         """The signal's thread: a stop while starting ends the process from here, at once."""
-        while data := os.read(read_end, 1):
-            with self._ending:
-                if not (self.starting and data[0] in SIGNALS):
-                    continue  # the program prepares its data, or runs its loop: it acts itself
-                self.signal = self.signal or data[0]
-                for undo in self._undo:
-                    with contextlib.suppress(Exception):
-                        undo()
-                self._say(self._starting_line())
-                os._exit(exit_status(self.signal))
+        with open(read_end, "rb", buffering=0) as pipe:
+            while data := pipe.read(1):
+                self._act(data[0])
+
+    def _act(self, signum: int) -> None:
+        """What the signal's thread does with a signal: while starting, end the program."""
+        with self._ending:
+            if not (self.starting and signum in SIGNALS):
+                return  # the program prepares its data, or runs its loop: it acts itself
+            self.signal = self.signal or signum
+            for undo in self._undo:
+                with contextlib.suppress(Exception):
+                    undo()
+            self._say(self._starting_line())
+            os._exit(exit_status(self.signal))
 
     def request(self, signum: int, frame=None) -> None:
         if signum == signal.SIGINT and self.signal == signal.SIGINT:
@@ -123,9 +128,11 @@ class StopRequest:
         between its tasks), a signal only asks: the callable given says why, or None. A signal
         that the work did not act on stops the start-up when it ends."""
         self.starting = False
+        wakeup = signal.set_wakeup_fd(-1)  # the signal's thread hears of none: the work acts itself
         try:
             yield self.reason
         finally:
+            signal.set_wakeup_fd(wakeup, warn_on_full_buffer=False)
             self.starting = True
         if self.signal is not None:
             raise Stopped(self.reason())
@@ -137,6 +144,7 @@ class StopRequest:
             if self.signal is not None:
                 raise Stopped(self.reason())
             self.starting = False
+            signal.set_wakeup_fd(-1)  # from now on the loop acts on a signal itself
 
     def reason(self) -> str | None:
         """Why the program was asked to stop ("SIGTERM received"), or None."""
