@@ -39,7 +39,7 @@ def random_batch(tokens: np.ndarray, batch_shape: int | tuple[int, ...], block_s
 def prefetch(batches: Iterable, put: Callable = jax.device_put, depth: int = 2) -> Iterator:
     """Iterate `batches` on a background thread, up to `depth` items ahead, each already moved
     to the devices by `put`, so the training step never waits for the host. A consumer that stops
-    early (an abandoned evaluation) ends the thread by closing the iterator (or letting it go)."""
+    early (an abandoned evaluation) stops the thread by closing the iterator (or letting it go)."""
     items: queue.Queue = queue.Queue(maxsize=depth)
     done, closed = object(), threading.Event()
 
@@ -60,9 +60,10 @@ def prefetch(batches: Iterable, put: Callable = jax.device_put, depth: int = 2) 
                 raise item
             yield item
     finally:
+        # The thread stops before its next batch; one already waiting to be put stays waiting,
+        # as a daemon: woken, it would move one more batch to the devices, and a JAX call cut
+        # off by the interpreter's exit aborts the process.
         closed.set()
-        while not items.empty():  # a put the thread waits in returns, and it sees `closed`
-            items.get_nowait()
 
 
 def read_splits(dataset_dir: Path, meta: dict, block_size: int) -> dict[str, np.ndarray]:
