@@ -189,6 +189,9 @@ def _agree(wishes: list[bool]) -> list[bool]:
     return [bool(w) for w in multihost_utils.process_allgather(np.array(wishes)).reshape(-1, len(wishes)).any(0)]
 
 
+_EVALUATION_KEYS = {"val_loss", "hellaswag_acc_norm"}  # the keys that make a metrics.jsonl row an evaluation's
+
+
 def _set_records_aside(path: Path, it: int) -> Path | None:
     """Move metrics.jsonl's rows of iterations >= it (written after the checkpoint a run resumes
     from, by a run that went on or was killed) to metrics.past-<it>.jsonl: the records then read
@@ -215,9 +218,6 @@ def _set_records_aside(path: Path, it: int) -> Path | None:
     with open(aside, "a", encoding="utf-8") as f:
         f.writelines(line for _, line in past)
     return aside
-
-
-_EVALUATION_KEYS = {"val_loss", "hellaswag_acc_norm"}  # the keys that make a metrics.jsonl row an evaluation's
 
 
 def _load_data(config: ml_collections.ConfigDict, main_process: bool,

@@ -24,12 +24,17 @@ _SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "bias", "block_size", *GPTConfig.A
 
 def _source_model(config: ml_collections.ConfigDict) -> tuple[str, GPTConfig | None]:
     """What a run starts from, in words, and the config of its model where that is not the
-    config's own: the checkpoint to resume, or pretrained weights."""
+    config's own: the checkpoint to resume, or pretrained weights. A resume on another tokenizer
+    than the run's is refused: the model's vocabulary is its tokenizer's."""
     out_dir = Path(config.out_dir).absolute()
     if config.init_from == "scratch":
         return "scratch", None
     if config.init_from == "resume":  # every checkpoint of a run has the same model: any readable one says it
         step, meta = checkpoint.choose(out_dir, warn=lambda _: None)[0]
+        run = meta.get("config", {})
+        for key in _tokenizer_keys(run):
+            if key in run and run[key] != config[key]:
+                raise _keeps_tokenizer(out_dir, key, run[key])
         return f"the checkpoint {out_dir}/checkpoints/{step}", GPTConfig(**meta["model"])
     return config.init_from, pretrained.pretrained_config(config.init_from)
 
@@ -166,15 +171,10 @@ def initial_state(config: ml_collections.ConfigDict, tokenizer: Tokenizer, mesh:
 
 def refuse_before_work(config: ml_collections.ConfigDict) -> None:
     """The refusals that need only out_dir, made before any data is prepared, anything compiled or
-    any file written: a new run into an out_dir that holds a checkpoint, a resume on another
-    tokenizer than the run's, and a checkpoints folder that cannot be written."""
+    any file written: a new run into an out_dir that holds a checkpoint, and a checkpoints folder
+    that cannot be written (resolve_model_keys, next, refuses a resume on another tokenizer)."""
     out_dir = Path(config.out_dir).absolute()
-    if config.init_from == "resume":
-        run = checkpoint.choose(out_dir, warn=lambda _: None)[0][1].get("config", {})
-        for key in _tokenizer_keys(run):
-            if key in run and run[key] != config[key]:
-                raise _keeps_tokenizer(out_dir, key, run[key])
-    elif (existing := checkpoint.latest_step(out_dir)) is not None:
+    if config.init_from != "resume" and (existing := checkpoint.latest_step(out_dir)) is not None:
         raise UsageError(
             f"{out_dir} already holds a checkpoint (iter {existing}) that this run would replace: pass "
             "--config.init_from=resume to continue it, or choose another out_dir"

@@ -33,16 +33,26 @@ def exit_at_once_on_signal() -> None:
     handlers only between bytecodes, which a compilation or a computation on the device holds
     back for as long as it lasts, and exiting normally waits for that computation; so a thread
     woken by the signal itself (signal.set_wakeup_fd) ends the process."""
+    for signum in SIGNALS:  # set_wakeup_fd hears only of signals that have a Python handler
+        signal.signal(signum, lambda signum, frame: _exit_at_once(signum, after=""))
+    _act_on_signals(lambda signum: _exit_at_once(signum, after=""), "exit on a signal")
+
+
+def _act_on_signals(act: Callable[[int], None], name: str) -> tuple[int, int]:
+    """A thread that calls act(signum) for each signal the process receives, as it arrives (from
+    a pipe the signal's C handler writes to: signal.set_wakeup_fd), whatever the main thread is
+    doing. Returns the wakeup fd it replaced and the pipe's write end; closing that ends the
+    thread."""
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
 
     def watch() -> None:
-        _exit_at_once(os.read(read_end, 1)[0], after="")
+        with open(read_end, "rb", buffering=0) as pipe:
+            while data := pipe.read(1):
+                act(data[0])
 
-    threading.Thread(target=watch, daemon=True, name="exit on a signal").start()
-    for signum in SIGNALS:  # set_wakeup_fd hears only of signals that have a Python handler
-        signal.signal(signum, lambda signum, frame: _exit_at_once(signum, after=""))
-    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    threading.Thread(target=watch, daemon=True, name=name).start()
+    return signal.set_wakeup_fd(write_end, warn_on_full_buffer=False), write_end
 
 
 def exit_at_once_while_importing() -> None:
@@ -99,14 +109,8 @@ class StopRequest:
             os.write(2, (line + "\n").encode())
             self._said = True
 
-    def _watch(self, read_end: int) -> None:
-        """The signal's thread: a stop while starting ends the process from here, at once."""
-        with open(read_end, "rb", buffering=0) as pipe:
-            while data := pipe.read(1):
-                self._act(data[0])
-
     def _act(self, signum: int) -> None:
-        """What the signal's thread does with a signal: while starting, end the program."""
+        """What the signal's thread does with a signal: while starting, end the program at once."""
         with self._ending:
             if not (self.starting and signum in SIGNALS):
                 return  # the program prepares its data, or runs its loop: it acts itself
@@ -152,10 +156,7 @@ class StopRequest:
 
     def __enter__(self) -> "StopRequest":
         self._previous = {signum: signal.signal(signum, self.request) for signum in SIGNALS}
-        read_end, write_end = os.pipe()
-        os.set_blocking(write_end, False)
-        self._wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False), write_end
-        threading.Thread(target=self._watch, args=(read_end,), daemon=True, name="stop while starting").start()
+        self._wakeup = _act_on_signals(self._act, "stop while starting")
         return self
 
     def __exit__(self, *exc) -> None:

@@ -25,7 +25,6 @@ from pathlib import Path
 import jax
 
 from gptjax import checkpoint
-from gptjax.checkpoint import latest_step
 from gptjax.config import command_line_keys, from_command_line
 from gptjax.errors import Interrupted, UsageError, out_of_memory, program_name
 from gptjax.loop import train
@@ -40,7 +39,7 @@ def _fail(program: str, message: str, status: int) -> None:
 
 def _what_is_saved(out_dir: str) -> str:
     """What a run stopped at once leaves to continue from, in words."""
-    newest = latest_step(Path(out_dir))
+    newest = checkpoint.latest_step(Path(out_dir))
     if newest is None:
         return "no checkpoint was saved, so the next run starts anew"
     return f"{Path(out_dir).absolute()}/checkpoints/{newest} is the newest checkpoint; --config.init_from=resume " \
